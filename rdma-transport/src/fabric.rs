@@ -1,0 +1,75 @@
+//! The backend-independent interface: a [`Fabric`] per node, an [`Endpoint`]
+//! per (node, peer) pair.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::access::Access;
+use crate::error::Result;
+use crate::mr::{Backing, MemoryRegion};
+use crate::op::{NodeId, Op};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FabricKind {
+    Shm,
+    Verbs,
+}
+
+impl std::fmt::Display for FabricKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FabricKind::Shm => "shm",
+            FabricKind::Verbs => "verbs",
+        })
+    }
+}
+
+/// One node's attachment to the fabric: its registered memory, its doorbell,
+/// and the means to connect to peers. Shared by the node's threads.
+pub trait Fabric: Send + Sync {
+    fn node(&self) -> NodeId;
+    fn kind(&self) -> FabricKind;
+
+    /// Maps `backing` and registers it with `access`. Peers can address the
+    /// result by its [`MemoryRegion::rkey`] once it is registered with a
+    /// remote flag.
+    fn register(&self, backing: Backing, access: Access) -> Result<Arc<MemoryRegion>>;
+
+    /// A reliable connected endpoint from this node to `peer`, for one
+    /// thread's use. Each call makes a new one (a new queue pair on verbs).
+    fn connect(&self, peer: NodeId) -> Result<Box<dyn Endpoint>>;
+
+    /// Blocks until a peer's [`Op::WriteNotify`] reached this node or
+    /// `timeout` passes; returns how many notifications arrived (0 on
+    /// timeout). Notifications that arrive while nobody waits are counted
+    /// for the next call, so a wake-up is never lost.
+    fn wait_notified(&self, timeout: Duration) -> Result<u64>;
+}
+
+/// A connected endpoint to one peer (an RC queue pair on verbs).
+///
+/// Requests are posted in batches; within a batch only the last is
+/// signaled, and [`Endpoint::wait`] returns once every posted request has
+/// completed. On a reliable connection requests complete in order, so the
+/// last completion covers the others.
+pub trait Endpoint: Send {
+    fn peer(&self) -> NodeId;
+
+    /// Validates every request of `batch` (nothing is posted if one is bad)
+    /// and posts them as one chain.
+    fn post(&mut self, batch: &[Op]) -> Result<()>;
+
+    /// Waits until everything posted has completed, or fails with
+    /// [`crate::Error::Timeout`] after `timeout`. A completion error breaks
+    /// the endpoint (as it moves a queue pair to the error state).
+    fn wait(&mut self, timeout: Duration) -> Result<()>;
+
+    /// Requests posted and not yet completed.
+    fn outstanding(&self) -> usize;
+
+    /// `post` then `wait`.
+    fn execute(&mut self, batch: &[Op], timeout: Duration) -> Result<()> {
+        self.post(batch)?;
+        self.wait(timeout)
+    }
+}
