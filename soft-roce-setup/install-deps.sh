@@ -16,7 +16,6 @@ packages=(
     ibverbs-utils     # ibv_devinfo, ibv_devices
     libclang-dev      # bindgen (used by rdma-sys) needs libclang
     pkg-config        # rdma-sys finds libibverbs and librdmacm with it
-    clang             # bindgen needs the compiler headers (stddef.h)
     kmod              # modprobe/depmod, also used to order the VM's modules
     cpio              # packs the initramfs
     iproute2          # `rdma link add ... type rxe`

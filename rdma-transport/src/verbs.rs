@@ -69,7 +69,14 @@ struct Device {
     lid: u16,
     mtu: u32,
     rd_atomic: u8,
-    receive: Mutex<ReceiveSide>,
+    /// Receive completions of every passive QP, with a channel to block on.
+    /// Both are fixed for the device's life, so no lock guards them: a
+    /// thread blocked in `wait_notified` must not stop a handshake.
+    receive_cq: *mut ibv_cq,
+    channel: *mut ibv_comp_channel,
+    passive: Mutex<Vec<PassiveQp>>,
+    /// One waiter at a time.
+    waiter: Mutex<()>,
     regions: Mutex<Vec<RemoteRegion>>,
 }
 
@@ -80,14 +87,6 @@ unsafe impl Send for Device {}
 // SAFETY: as above.
 unsafe impl Sync for Device {}
 
-struct ReceiveSide {
-    channel: *mut ibv_comp_channel,
-    cq: *mut ibv_cq,
-    passive: Vec<PassiveQp>,
-    /// Notifications drained while nobody was waiting.
-    pending: u64,
-}
-
 struct PassiveQp {
     qp: QueuePair<Rts>,
     id: u64,
@@ -95,15 +94,17 @@ struct PassiveQp {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        let receive = self.receive.get_mut().expect("receive lock poisoned");
-        receive.passive.clear();
+        self.passive
+            .get_mut()
+            .expect("passive lock poisoned")
+            .clear();
         // SAFETY: every QP using the CQ is gone (cleared above; endpoints own
         // their own CQs and hold an Arc to us, so they are gone too), and
         // every MR is gone (each holds an Arc to us). The order is the one
         // verbs requires: CQ, channel, PD, context.
         unsafe {
-            ibv_destroy_cq(receive.cq);
-            ibv_destroy_comp_channel(receive.channel);
+            ibv_destroy_cq(self.receive_cq);
+            ibv_destroy_comp_channel(self.channel);
             ibv_dealloc_pd(self.pd);
             ibv_close_device(self.context);
         }
@@ -260,12 +261,10 @@ impl Device {
             lid: port_attr.lid,
             mtu: port_attr.active_mtu,
             rd_atomic,
-            receive: Mutex::new(ReceiveSide {
-                channel,
-                cq,
-                passive: Vec::new(),
-                pending: 0,
-            }),
+            receive_cq: cq,
+            channel,
+            passive: Mutex::new(Vec::new()),
+            waiter: Mutex::new(()),
             regions: Mutex::new(Vec::new()),
         }))
     }
@@ -632,7 +631,7 @@ fn serve_peer(mut stream: TcpStream, device: &Arc<Device>, node: NodeId) -> Resu
     };
     let id = remote.qpn as u64 | (u64::from(remote.node.0) << 32);
     let made = (|| -> Result<(QueuePair<Rts>, u32)> {
-        let cq = device.receive.lock().expect("receive lock poisoned").cq;
+        let cq = device.receive_cq;
         let qp = QueuePair::create(device, cq, cq, RECV_DEPTH as u32)?.to_init()?;
         qp.post_receives(RECV_DEPTH, id)?;
         let psn = random_psn();
@@ -653,10 +652,9 @@ fn serve_peer(mut stream: TcpStream, device: &Arc<Device>, node: NodeId) -> Resu
         .expect("regions lock poisoned")
         .clone();
     device
-        .receive
-        .lock()
-        .expect("receive lock poisoned")
         .passive
+        .lock()
+        .expect("passive lock poisoned")
         .push(PassiveQp { qp, id });
     let result = (|| {
         Message::Accept { qp: info, regions }.write_to(&mut stream)?;
@@ -683,10 +681,9 @@ fn serve_peer(mut stream: TcpStream, device: &Arc<Device>, node: NodeId) -> Resu
         }
     })();
     device
-        .receive
-        .lock()
-        .expect("receive lock poisoned")
         .passive
+        .lock()
+        .expect("passive lock poisoned")
         .retain(|passive| passive.id != id);
     result
 }
@@ -860,17 +857,18 @@ impl Fabric for VerbsFabric {
 
     fn wait_notified(&self, timeout: Duration) -> Result<u64> {
         let deadline = Instant::now() + timeout;
-        let mut receive = self.device.receive.lock().expect("receive lock poisoned");
+        let device = &self.device;
+        let _waiter = device.waiter.lock().expect("waiter lock poisoned");
         loop {
-            let count = receive.drain(&self.device.name)? + std::mem::take(&mut receive.pending);
+            let count = device.drain()?;
             if count > 0 {
                 return Ok(count);
             }
             // Arm, then drain again: a completion that arrived between the
             // drain and the arming would otherwise raise no event.
             // SAFETY: the CQ is live.
-            unsafe { ibv_req_notify_cq(receive.cq, 0) };
-            let count = receive.drain(&self.device.name)?;
+            unsafe { ibv_req_notify_cq(device.receive_cq, 0) };
+            let count = device.drain()?;
             if count > 0 {
                 return Ok(count);
             }
@@ -880,7 +878,7 @@ impl Fabric for VerbsFabric {
             }
             // SAFETY: the channel is live.
             let mut poll = libc::pollfd {
-                fd: unsafe { (*receive.channel).fd },
+                fd: unsafe { (*device.channel).fd },
                 events: libc::POLLIN,
                 revents: 0,
             };
@@ -897,7 +895,7 @@ impl Fabric for VerbsFabric {
                 let mut context = ptr::null_mut();
                 // SAFETY: the channel is live and non-blocking; on success the
                 // event is acknowledged right away.
-                if unsafe { ibv_get_cq_event(receive.channel, &mut cq, &mut context) } == 0 {
+                if unsafe { ibv_get_cq_event(device.channel, &mut cq, &mut context) } == 0 {
                     // SAFETY: `cq` is the CQ the event came from.
                     unsafe { ibv_ack_cq_events(cq, 1) };
                 }
@@ -906,33 +904,30 @@ impl Fabric for VerbsFabric {
     }
 }
 
-impl ReceiveSide {
+impl Device {
     /// Polls every receive completion, re-posting a receive for each, and
-    /// returns how many notifications arrived.
-    fn drain(&mut self, device: &str) -> Result<u64> {
+    /// returns how many notifications arrived. Notifications that arrive
+    /// while nobody waits stay in the CQ until the next wait drains them.
+    fn drain(&self) -> Result<u64> {
         let mut count = 0;
         // SAFETY: ibv_wc is plain data; zero is a valid initial value.
         let mut completions: [ibv_wc; 16] = unsafe { std::mem::zeroed() };
         loop {
             // SAFETY: the CQ is live and the array has 16 entries.
-            let polled = unsafe { ibv_poll_cq(self.cq, 16, completions.as_mut_ptr()) };
+            let polled = unsafe { ibv_poll_cq(self.receive_cq, 16, completions.as_mut_ptr()) };
             if polled < 0 {
-                return Err(errno_error("poll receive CQ", device, polled));
+                return Err(errno_error("poll receive CQ", &self.name, polled));
             }
             for completion in &completions[..polled as usize] {
-                if completion.status == 0 {
-                    count += 1;
+                if completion.status != 0 {
+                    // A flushed receive of a QP being destroyed.
+                    continue;
                 }
-                // Keep the receive queue full: re-post on the QP it came from
-                // (a flushed receive of a dying QP is simply dropped).
-                if let Some(passive) = self
-                    .passive
-                    .iter()
-                    .find(|p| p.qp.number() == completion.qp_num)
-                {
-                    if completion.status == 0 {
-                        post_receive(passive.qp.qp, passive.id, device)?;
-                    }
+                count += 1;
+                // Keep the receive queue full: re-post on the QP it came from.
+                let passive = self.passive.lock().expect("passive lock poisoned");
+                if let Some(passive) = passive.iter().find(|p| p.qp.number() == completion.qp_num) {
+                    post_receive(passive.qp.qp, passive.id, &self.name)?;
                 }
             }
             if polled < 16 {

@@ -898,3 +898,98 @@ macro_rules! conformance {
 conformance!(shm, Backend::Shm);
 #[cfg(feature = "verbs")]
 conformance!(verbs, Backend::Verbs);
+
+// ---------------------------------------------------- verbs-only properties
+
+/// A garbled or foreign peer on the handshake port gets a clear error, not a
+/// hang or a panic, and does not disturb the listener.
+#[cfg(feature = "verbs")]
+#[test]
+fn verbs_foreign_peer_gets_clear_error() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    // A "peer" that answers the handshake with an HTTP response.
+    let impostor = TcpListener::bind("127.0.0.1:0").unwrap();
+    let impostor_address = impostor.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = impostor.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    });
+    let (fabric, address) = open_node(Backend::Verbs, 0, Path::new("/nonexistent"), &[]);
+    set_peer(&fabric, Backend::Verbs, 1, Some(impostor_address));
+    let start = Instant::now();
+    let error = fabric
+        .connect(NodeId(1))
+        .err()
+        .expect("connecting to an impostor fails");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "the error came in bounded time"
+    );
+    assert!(
+        error.to_string().contains("not a farm node"),
+        "clear error: {error}"
+    );
+    server.join().unwrap();
+
+    // Garbage sent to our listener: it refuses with a message and stays up.
+    let mut garbage = TcpStream::connect(address.unwrap()).unwrap();
+    garbage
+        .write_all(b"\x00\x01\x02 definitely not a farm frame")
+        .unwrap();
+    let mut answer = Vec::new();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    let _ = garbage.read_to_end(&mut answer);
+    let refusal =
+        rdma_transport::wire::Message::decode(&answer).expect("the listener answers with a frame");
+    assert!(
+        matches!(refusal, rdma_transport::wire::Message::Refuse(ref why) if why.contains("not a farm node")),
+        "{refusal:?}"
+    );
+    // A wrong node id: the listener is node 0, we ask for node 1 there.
+    let (other, _) = open_node(Backend::Verbs, 2, Path::new("/nonexistent"), &[]);
+    set_peer(&other, Backend::Verbs, 1, address);
+    let error = other
+        .connect(NodeId(1))
+        .err()
+        .expect("wrong node id is refused");
+    assert!(error.to_string().contains("is node 0"), "{error}");
+    // The listener still serves real peers.
+    set_peer(&other, Backend::Verbs, 0, address);
+    let target = memory(&fabric, 64, Access::ALL);
+    let local = memory(&other, 64, Access::LOCAL_WRITE);
+    let mut endpoint = other.connect(NodeId(0)).unwrap();
+    let op = Op::FetchAdd {
+        local: local.slice(0, 8).unwrap(),
+        remote: at(0, &target, 0),
+        add: 5,
+    };
+    endpoint.execute(&[op], TIMEOUT).unwrap();
+    assert_eq!(read_u64(&target, 0), 5);
+}
+
+/// Memory registered after the connection was made is found by asking the
+/// peer again over the control channel.
+#[cfg(feature = "verbs")]
+#[test]
+fn verbs_late_registration_is_found() {
+    let cluster = cluster(Backend::Verbs, 2);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut endpoint = a.connect(NodeId(1)).unwrap();
+    let late = memory(b, 64, Access::ALL);
+    late.write(0, b"latecome").unwrap();
+    let local = memory(a, 64, Access::LOCAL_WRITE);
+    let op = Op::Read {
+        local: local.slice(0, 8).unwrap(),
+        remote: at(1, &late, 0),
+    };
+    endpoint.execute(&[op], TIMEOUT).unwrap();
+    let mut seen = [0u8; 8];
+    local.read(0, &mut seen).unwrap();
+    assert_eq!(&seen, b"latecome");
+}
