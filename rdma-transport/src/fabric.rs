@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::access::Access;
 use crate::error::Result;
 use crate::mr::{Backing, MemoryRegion};
-use crate::op::{NodeId, Op};
+use crate::op::{NodeId, Op, RemoteRegion};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FabricKind {
@@ -66,6 +66,11 @@ pub trait Endpoint: Send {
 
     /// Requests posted and not yet completed.
     fn outstanding(&self) -> usize;
+
+    /// The peer's registrations with remote access, as it advertises them
+    /// now (verbs: asked over the control channel; shm: read from the
+    /// peer's directory). How a client finds memory it was not told about.
+    fn remote_regions(&mut self) -> Result<Vec<RemoteRegion>>;
 
     /// `post` then `wait`.
     fn execute(&mut self, batch: &[Op], timeout: Duration) -> Result<()> {

@@ -584,4 +584,35 @@ impl Endpoint for ShmEndpoint {
     fn outstanding(&self) -> usize {
         0
     }
+
+    fn remote_regions(&mut self) -> Result<Vec<RemoteRegion>> {
+        let mut keys = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(file_error("list", &self.dir))? {
+            let name = entry.map_err(file_error("list", &self.dir))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(key) = name
+                .strip_prefix("mr-")
+                .and_then(|n| n.strip_suffix(".meta"))
+            {
+                if let Ok(key) = key.parse::<u32>() {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort_unstable();
+        let mut regions = Vec::new();
+        for key in keys {
+            // A registration can go away between the listing and the lookup.
+            if let Ok(index) = self.lookup(key) {
+                let mapping = &self.remote[index];
+                regions.push(RemoteRegion {
+                    key,
+                    addr: 0,
+                    len: mapping.len,
+                    access: mapping.access,
+                });
+            }
+        }
+        Ok(regions)
+    }
 }

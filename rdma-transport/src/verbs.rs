@@ -1003,6 +1003,18 @@ impl VerbsEndpoint {
             return Ok(*region);
         }
         // A registration made after we connected: ask the peer once.
+        self.refresh_regions()?;
+        self.remote
+            .iter()
+            .find(|region| region.key == key)
+            .copied()
+            .ok_or(Error::UnknownRemoteKey {
+                node: self.peer,
+                key,
+            })
+    }
+
+    fn refresh_regions(&mut self) -> Result<()> {
         let handshake = |source| Error::Handshake {
             peer: format!("node {}", self.peer),
             source,
@@ -1210,5 +1222,10 @@ impl Endpoint for VerbsEndpoint {
 
     fn outstanding(&self) -> usize {
         self.outstanding
+    }
+
+    fn remote_regions(&mut self) -> Result<Vec<RemoteRegion>> {
+        self.refresh_regions()?;
+        Ok(self.remote.clone())
     }
 }

@@ -153,6 +153,16 @@ fn read_write_round_trip(backend: Backend) {
     let target = memory(b, 8192, Access::ALL);
     let local = memory(a, 8192, Access::LOCAL_WRITE);
     let mut endpoint = a.connect(NodeId(1)).unwrap();
+    let listed = endpoint.remote_regions().unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "only remotely accessible memory is listed: {listed:?}"
+    );
+    assert_eq!(
+        (listed[0].key, listed[0].len, listed[0].access),
+        (target.rkey(), 8192, Access::ALL)
+    );
     for (offset, len) in [(0u64, 8u32), (13, 1), (64, 100), (4000, 4096)] {
         let pattern: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(offset as u8))
@@ -983,6 +993,10 @@ fn verbs_late_registration_is_found() {
     let mut endpoint = a.connect(NodeId(1)).unwrap();
     let late = memory(b, 64, Access::ALL);
     late.write(0, b"latecome").unwrap();
+    let listed = endpoint.remote_regions().unwrap();
+    assert!(listed
+        .iter()
+        .any(|r| r.key == late.rkey() && r.len == 64 && r.access == Access::ALL));
     let local = memory(a, 64, Access::LOCAL_WRITE);
     let op = Op::Read {
         local: local.slice(0, 8).unwrap(),
