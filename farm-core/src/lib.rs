@@ -1,1 +1,25 @@
+//! The farm-rs engine: FaRM's replicated optimistic transactions over the
+//! fabrics of `rdma-transport`.
+//!
+//! Layers, bottom up: [`header`] (object header words and addresses),
+//! [`region`] (region files, slot layout, torn-read detection, allocator),
+//! [`record`] and [`ring`] (message rings appended by one-sided WRITEs),
+//! [`node`] (a node's memory and its server thread), [`txn`] (execution and
+//! the commit protocol), [`cluster`] (the embedded API).
 
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod header;
+pub mod limits;
+pub mod node;
+pub mod record;
+pub mod region;
+pub mod ring;
+pub mod txn;
+
+pub use cluster::{Cluster, Node};
+pub use config::{ClusterConfig, FabricChoice, Faults, Placement};
+pub use error::{Error, Result};
+pub use header::{Addr, Header};
+pub use txn::{AbortReason, Outcome, PhaseTimes, Txn, TxnError};

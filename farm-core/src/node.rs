@@ -1,0 +1,734 @@
+//! A node: its memory (inbox and region replicas), its allocators, its
+//! rings to every node, and the server thread that processes incoming
+//! records (LOCK, COMMIT-PRIMARY, COMMIT-BACKUP, ABORT, TRUNCATE, replies).
+//!
+//! Threads: one server thread per node polls its rings, spinning briefly
+//! and then blocking on the fabric's doorbell ([`Fabric::wait_notified`]), so
+//! an idle cluster burns no CPU; application threads run transactions in
+//! pooled [`Context`]s and block on a condition variable for LOCK replies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdma_transport::{Access, Backing, Endpoint, Fabric, MemoryRegion, NodeId, Op, RemoteAddr};
+
+use crate::config::{Faults, Placement};
+use crate::error::{Error, Result};
+use crate::header::{Addr, Header};
+use crate::limits::{CONTEXTS_MAX, RECORD_BYTES_MAX};
+use crate::record::{self, Kind, PayloadReader, RecordBuilder};
+use crate::region::{self, Allocator};
+use crate::ring::{self, Polled, RingReceiver, RingSender};
+
+/// Remote keys of every node's inbox and region replicas, the same on every
+/// node (exchanged at start-up).
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    pub inbox_keys: Vec<u32>,
+    /// `region_keys[node][region]`: the key of `node`'s replica of `region`.
+    pub region_keys: Vec<Vec<Option<u32>>>,
+}
+
+/// Counters a node keeps about itself.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    pub records_processed: AtomicU64,
+    pub corrupt_records: AtomicU64,
+    pub lock_records: AtomicU64,
+    pub truncated: AtomicU64,
+}
+
+pub(crate) struct ReplySlot {
+    state: Mutex<ReplyState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct ReplyState {
+    txid: u64,
+    ok: usize,
+    failed: usize,
+}
+
+/// The state of one node that its server thread and its application
+/// threads share.
+pub struct NodeShared {
+    pub id: usize,
+    pub placement: Placement,
+    pub faults: Faults,
+    pub epoch: u32,
+    pub fabric: Arc<dyn Fabric>,
+    pub inbox: Arc<MemoryRegion>,
+    /// This node's replica of each region it holds.
+    pub replicas: Vec<Option<Arc<MemoryRegion>>>,
+    pub(crate) allocators: Vec<Option<Mutex<Allocator>>>,
+    pub directory: OnceLock<Directory>,
+    senders: Vec<Mutex<RingSender>>,
+    replies: Vec<ReplySlot>,
+    contexts: Mutex<Vec<Context>>,
+    contexts_made: Mutex<usize>,
+    pub stop: AtomicBool,
+    pub stats: NodeStats,
+    /// The last corrupt record seen, for people.
+    pub last_corruption: Mutex<Option<String>>,
+}
+
+/// What a transaction needs to talk to the cluster, pooled per node: one
+/// endpoint per node, scratch memory for READs and for staging records.
+pub struct Context {
+    pub(crate) index: usize,
+    pub(crate) endpoints: Vec<Box<dyn Endpoint>>,
+    pub(crate) scratch: Arc<MemoryRegion>,
+    pub(crate) sequence: u32,
+    pub(crate) record: Vec<u8>,
+    /// Committed transactions whose backups still hold COMMIT-BACKUP
+    /// records, per backup node.
+    pub(crate) truncate: Vec<Vec<u64>>,
+    pub(crate) truncate_count: usize,
+}
+
+/// Scratch layout of a context: a READ area, then one staging area per
+/// node (a PAD word, then the record).
+pub(crate) const READ_AREA_BYTES: u64 = 64 * 1024;
+pub(crate) fn staging_offset(node: usize) -> u64 {
+    READ_AREA_BYTES + node as u64 * (RECORD_BYTES_MAX as u64 + 64)
+}
+
+impl NodeShared {
+    pub(crate) fn new(
+        id: usize,
+        placement: Placement,
+        faults: Faults,
+        fabric: Arc<dyn Fabric>,
+        inbox: Arc<MemoryRegion>,
+        replicas: Vec<Option<Arc<MemoryRegion>>>,
+    ) -> Result<NodeShared> {
+        let mut allocators = Vec::new();
+        for (region, replica) in replicas.iter().enumerate() {
+            let region = region as u16;
+            allocators.push(match replica {
+                Some(mr) if placement.primary(region) == id => {
+                    Some(Mutex::new(Allocator::open(region, mr.clone())?))
+                }
+                _ => None,
+            });
+        }
+        let senders = (0..placement.nodes)
+            .map(|receiver| Mutex::new(RingSender::new(receiver, inbox.clone(), id)))
+            .collect();
+        let replies = (0..CONTEXTS_MAX)
+            .map(|_| ReplySlot {
+                state: Mutex::new(ReplyState::default()),
+                cond: Condvar::new(),
+            })
+            .collect();
+        Ok(NodeShared {
+            id,
+            placement,
+            faults,
+            epoch: 1,
+            fabric,
+            inbox,
+            replicas,
+            allocators,
+            directory: OnceLock::new(),
+            senders,
+            replies,
+            contexts: Mutex::new(Vec::new()),
+            contexts_made: Mutex::new(0),
+            stop: AtomicBool::new(false),
+            stats: NodeStats::default(),
+            last_corruption: Mutex::new(None),
+        })
+    }
+
+    pub fn directory(&self) -> &Directory {
+        self.directory
+            .get()
+            .expect("directory is set before the node serves")
+    }
+
+    pub(crate) fn take_context(&self) -> Result<Context> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::ShutDown(self.id));
+        }
+        if let Some(context) = self.contexts.lock().expect("contexts lock").pop() {
+            return Ok(context);
+        }
+        let index = {
+            let mut made = self.contexts_made.lock().expect("contexts lock");
+            if *made >= CONTEXTS_MAX {
+                return Err(Error::Config(format!(
+                    "more than {CONTEXTS_MAX} concurrent transactions on node {}",
+                    self.id
+                )));
+            }
+            *made += 1;
+            *made - 1
+        };
+        self.make_context(index)
+    }
+
+    fn make_context(&self, index: usize) -> Result<Context> {
+        let endpoints = (0..self.placement.nodes)
+            .map(|node| self.fabric.connect(NodeId(node as u16)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scratch_bytes = staging_offset(self.placement.nodes);
+        let scratch = self.fabric.register(
+            Backing::Anonymous { len: scratch_bytes },
+            Access::LOCAL_WRITE,
+        )?;
+        Ok(Context {
+            index,
+            endpoints,
+            scratch,
+            sequence: 0,
+            record: Vec::with_capacity(RECORD_BYTES_MAX),
+            truncate: vec![Vec::new(); self.placement.nodes],
+            truncate_count: 0,
+        })
+    }
+
+    /// A pooled context, if one is idle (never makes one).
+    pub(crate) fn take_idle_context(&self) -> Option<Context> {
+        self.contexts.lock().expect("contexts lock").pop()
+    }
+
+    /// True when every ring this node sends on has been fully retired by
+    /// its receiver (as the receivers last told us).
+    pub fn rings_idle(&self) -> bool {
+        self.senders.iter().all(|sender| {
+            let mut sender = sender.lock().expect("ring sender lock");
+            sender.refresh_head();
+            sender.used() == 0
+        })
+    }
+
+    pub(crate) fn return_context(&self, context: Context) {
+        self.contexts.lock().expect("contexts lock").push(context);
+    }
+
+    pub(crate) fn expect_replies(&self, context: usize, txid: u64) {
+        let mut state = self.replies[context].state.lock().expect("reply lock");
+        *state = ReplyState {
+            txid,
+            ok: 0,
+            failed: 0,
+        };
+    }
+
+    /// Waits until `count` replies for `txid` arrived; returns how many
+    /// said yes.
+    pub(crate) fn wait_replies(
+        &self,
+        context: usize,
+        txid: u64,
+        count: usize,
+        timeout: Duration,
+    ) -> Option<usize> {
+        let slot = &self.replies[context];
+        let deadline = Instant::now() + timeout;
+        let mut state = slot.state.lock().expect("reply lock");
+        while state.txid == txid && state.ok + state.failed < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = slot.cond.wait_timeout(state, left).expect("reply lock").0;
+        }
+        Some(state.ok)
+    }
+
+    fn deliver_reply(&self, txid: u64, ok: bool) {
+        let context = ((txid >> 32) & 0xffff) as usize;
+        let Some(slot) = self.replies.get(context) else {
+            return;
+        };
+        let mut state = slot.state.lock().expect("reply lock");
+        if state.txid == txid {
+            if ok {
+                state.ok += 1;
+            } else {
+                state.failed += 1;
+            }
+            slot.cond.notify_all();
+        }
+    }
+
+    /// Appends the record built in `record` to the ring to `target`,
+    /// staging it in `scratch` and posting it on `endpoint`. Only posted:
+    /// the caller waits for the fabric's completion when it needs it.
+    pub(crate) fn send(
+        &self,
+        target: usize,
+        record: &mut Vec<u8>,
+        scratch: &Arc<MemoryRegion>,
+        endpoint: &mut dyn Endpoint,
+        notify: bool,
+    ) -> Result<()> {
+        // Reusing the staging area needs the previous WRITE from it done.
+        if endpoint.outstanding() > 0 {
+            endpoint.wait(Duration::from_millis(crate::limits::REPLY_TIMEOUT_MS))?;
+        }
+        let len = record.len() + record::TRAILER_BYTES;
+        let reservation = self.senders[target]
+            .lock()
+            .expect("ring sender lock")
+            .reserve(len)?;
+        // The trailer's tag needs the position, known only now.
+        finish_record(record, reservation.position)?;
+        let staging = staging_offset(target);
+        scratch.write(staging + 8, record)?;
+        let inbox_key = self.directory().inbox_keys[target];
+        let node = NodeId(target as u16);
+        let mut ops: [Option<Op>; 2] = [None, None];
+        if let Some((offset, word)) = reservation.pad {
+            scratch.write(staging, &word.to_le_bytes())?;
+            ops[0] = Some(Op::Write {
+                local: scratch.slice(staging, 8)?,
+                remote: RemoteAddr {
+                    node,
+                    key: inbox_key,
+                    offset,
+                },
+            });
+        }
+        let local = scratch.slice(staging + 8, record.len() as u32)?;
+        let remote = RemoteAddr {
+            node,
+            key: inbox_key,
+            offset: reservation.inbox_offset,
+        };
+        ops[1] = Some(if notify {
+            Op::WriteNotify { local, remote }
+        } else {
+            Op::Write { local, remote }
+        });
+        let batch: Vec<Op> = ops.into_iter().flatten().collect();
+        endpoint.post(&batch)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn finish_record(buffer: &mut Vec<u8>, position: u64) -> Result<usize> {
+    let len = buffer.len() + record::TRAILER_BYTES;
+    if len > RECORD_BYTES_MAX {
+        return Err(Error::RecordTooLarge {
+            bytes: len,
+            max: RECORD_BYTES_MAX,
+        });
+    }
+    let kind = Kind::from_u8(buffer[6]).expect("a built record has its kind");
+    buffer[..8].copy_from_slice(&record::header_word(kind, len).to_le_bytes());
+    let trailer = (u64::from(record::tag(position)) << 32) | u64::from(record::checksum(buffer));
+    buffer.extend_from_slice(&trailer.to_le_bytes());
+    Ok(len)
+}
+
+/// Starts a record body (header words) in `buffer`.
+pub(crate) fn start_record(buffer: &mut Vec<u8>, kind: Kind, epoch: u32, sender: usize, txid: u64) {
+    RecordBuilder::new(buffer, kind, epoch, sender as u16, txid);
+}
+
+/// One object write in a LOCK or COMMIT-BACKUP record.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub addr: Addr,
+    pub expected: Header,
+    pub new: Header,
+    pub payload: Vec<u8>,
+}
+
+pub(crate) fn put_entries<'a>(
+    buffer: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'a Addr, Header, Header, &'a [u8])>,
+) {
+    let count_at = buffer.len();
+    buffer.extend_from_slice(&0u64.to_le_bytes());
+    let mut count = 0u64;
+    for (addr, expected, new, payload) in entries {
+        buffer.extend_from_slice(&addr.0.to_le_bytes());
+        buffer.extend_from_slice(&expected.encode().to_le_bytes());
+        buffer.extend_from_slice(&new.encode().to_le_bytes());
+        buffer.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        buffer.extend_from_slice(payload);
+        buffer.resize(buffer.len().next_multiple_of(8), 0);
+        count += 1;
+    }
+    buffer[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+}
+
+fn parse_entries(payload: &[u8]) -> Result<Vec<Entry>, &'static str> {
+    let mut reader = PayloadReader::new(payload);
+    let count = reader.u64()?;
+    let mut entries = Vec::with_capacity(count.min(1024) as usize);
+    for _ in 0..count {
+        let addr = Addr(reader.u64()?);
+        let expected = Header::decode(reader.u64()?);
+        let new = Header::decode(reader.u64()?);
+        let len = reader.u64()? as usize;
+        if len > crate::limits::OBJECT_PAYLOAD_MAX as usize {
+            return Err("entry payload too large");
+        }
+        let payload = reader.bytes(len)?.to_vec();
+        entries.push(Entry {
+            addr,
+            expected,
+            new,
+            payload,
+        });
+    }
+    Ok(entries)
+}
+
+/// A LOCK this node granted, kept until COMMIT-PRIMARY or ABORT.
+struct PendingLock {
+    sender: usize,
+    position: u64,
+    entries: Vec<Entry>,
+    /// False under the `skip_lock` fault: nothing to unlock then.
+    locked: bool,
+}
+
+/// A COMMIT-BACKUP kept until TRUNCATE.
+struct PendingBackup {
+    sender: usize,
+    position: u64,
+    entries: Vec<Entry>,
+}
+
+/// The server thread's state.
+pub(crate) struct Server {
+    node: Arc<NodeShared>,
+    receivers: Vec<RingReceiver>,
+    endpoints: Vec<Box<dyn Endpoint>>,
+    scratch: Arc<MemoryRegion>,
+    record: Vec<u8>,
+    out: Vec<u8>,
+    locks: HashMap<u64, PendingLock>,
+    backups: HashMap<u64, PendingBackup>,
+}
+
+impl Server {
+    pub(crate) fn new(node: Arc<NodeShared>) -> Result<Server> {
+        let receivers = (0..node.placement.nodes)
+            .map(|sender| RingReceiver::new(sender, node.inbox.clone()))
+            .collect();
+        let endpoints = (0..node.placement.nodes)
+            .map(|peer| node.fabric.connect(NodeId(peer as u16)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scratch = node.fabric.register(
+            Backing::Anonymous {
+                len: staging_offset(node.placement.nodes),
+            },
+            Access::LOCAL_WRITE,
+        )?;
+        Ok(Server {
+            node,
+            receivers,
+            endpoints,
+            scratch,
+            record: Vec::with_capacity(RECORD_BYTES_MAX),
+            out: Vec::with_capacity(256),
+            locks: HashMap::new(),
+            backups: HashMap::new(),
+        })
+    }
+
+    /// Polls and processes until the node stops.
+    pub(crate) fn run(mut self) {
+        let mut idle_rounds = 0u32;
+        while !self.node.stop.load(Ordering::Acquire) {
+            let worked = match self.poll_once() {
+                Ok(worked) => worked,
+                Err(error) => {
+                    eprintln!("farm node {}: server error: {error}", self.node.id);
+                    1
+                }
+            };
+            if worked > 0 {
+                idle_rounds = 0;
+                continue;
+            }
+            idle_rounds += 1;
+            if idle_rounds < 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Idle: tell senders what we retired, then sleep until a
+            // WriteNotify rings the doorbell (or a little while passes, so
+            // records written without a notification are seen too).
+            if let Err(error) = self.publish_heads(true) {
+                eprintln!(
+                    "farm node {}: publishing ring heads failed: {error}",
+                    self.node.id
+                );
+            }
+            let _ = self.node.fabric.wait_notified(Duration::from_millis(2));
+        }
+    }
+
+    /// One pass over every ring; returns how many records it processed.
+    pub(crate) fn poll_once(&mut self) -> Result<usize> {
+        let mut worked = 0;
+        for sender in 0..self.receivers.len() {
+            loop {
+                let mut record = std::mem::take(&mut self.record);
+                let polled = self.receivers[sender].poll(&mut record);
+                let result = match polled {
+                    Ok(Polled::Empty) => {
+                        self.record = record;
+                        break;
+                    }
+                    Ok(Polled::Record { position, .. }) => self.handle(sender, position, &record),
+                    Err(Error::RingCorrupt(why)) => {
+                        self.node
+                            .stats
+                            .corrupt_records
+                            .fetch_add(1, Ordering::Relaxed);
+                        eprintln!("farm node {}: {why}", self.node.id);
+                        *self.node.last_corruption.lock().expect("corruption lock") = Some(why);
+                        self.record = record;
+                        break;
+                    }
+                    Err(error) => Err(error),
+                };
+                self.record = record;
+                result?;
+                worked += 1;
+            }
+        }
+        if worked > 0 {
+            self.publish_heads(false)?;
+        }
+        Ok(worked)
+    }
+
+    fn retire(&mut self, sender: usize, position: u64) {
+        self.receivers[sender].retire(position);
+    }
+
+    /// Tells senders how far we retired: always when `idle`, otherwise only
+    /// rings that retired a good share since the last time.
+    fn publish_heads(&mut self, idle: bool) -> Result<()> {
+        for sender in 0..self.receivers.len() {
+            let receiver = &mut self.receivers[sender];
+            if !idle && receiver.unpublished_bytes() < crate::limits::RING_BYTES / 8 {
+                continue;
+            }
+            let Some(head) = receiver.take_publishable() else {
+                continue;
+            };
+            let slot = 8 * sender as u64;
+            self.scratch.write(slot, &head.to_le_bytes())?;
+            let op = Op::Write {
+                local: self.scratch.slice(slot, 8)?,
+                remote: RemoteAddr {
+                    node: NodeId(sender as u16),
+                    key: self.node.directory().inbox_keys[sender],
+                    offset: ring::head_slot(self.node.id),
+                },
+            };
+            self.endpoints[sender].execute(
+                &[op],
+                Duration::from_millis(crate::limits::REPLY_TIMEOUT_MS),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, sender: usize, position: u64, bytes: &[u8]) -> Result<()> {
+        self.node
+            .stats
+            .records_processed
+            .fetch_add(1, Ordering::Relaxed);
+        let record =
+            record::parse(bytes, position).map_err(|why| Error::RingCorrupt(why.to_string()))?;
+        let txid = record.txid;
+        let malformed = |why: &str| Error::RingCorrupt(format!("record from node {sender}: {why}"));
+        match record.kind {
+            Kind::Pad => unreachable!("the ring skips pads"),
+            Kind::Lock => {
+                self.node.stats.lock_records.fetch_add(1, Ordering::Relaxed);
+                let entries = parse_entries(record.payload).map_err(malformed)?;
+                let granted = if self.node.faults.skip_lock {
+                    true
+                } else {
+                    self.try_lock(&entries)?
+                };
+                if granted {
+                    self.locks.insert(
+                        txid,
+                        PendingLock {
+                            sender,
+                            position,
+                            entries,
+                            locked: !self.node.faults.skip_lock,
+                        },
+                    );
+                } else {
+                    self.retire(sender, position);
+                }
+                self.reply(sender, txid, granted)?;
+            }
+            Kind::LockReply => {
+                let ok = PayloadReader::new(record.payload)
+                    .u64()
+                    .map_err(malformed)?
+                    != 0;
+                self.node.deliver_reply(txid, ok);
+                self.retire(sender, position);
+            }
+            Kind::CommitPrimary => {
+                if let Some(lock) = self.locks.remove(&txid) {
+                    for entry in &lock.entries {
+                        self.install_primary(entry)?;
+                    }
+                    self.retire(lock.sender, lock.position);
+                }
+                self.retire(sender, position);
+            }
+            Kind::Abort => {
+                if let Some(lock) = self.locks.remove(&txid) {
+                    if lock.locked {
+                        for entry in &lock.entries {
+                            self.unlock(entry)?;
+                        }
+                    }
+                    self.retire(lock.sender, lock.position);
+                }
+                self.retire(sender, position);
+            }
+            Kind::CommitBackup => {
+                let entries = parse_entries(record.payload).map_err(malformed)?;
+                self.backups.insert(
+                    txid,
+                    PendingBackup {
+                        sender,
+                        position,
+                        entries,
+                    },
+                );
+            }
+            Kind::Truncate => {
+                let mut reader = PayloadReader::new(record.payload);
+                let count = reader.u64().map_err(malformed)?;
+                for _ in 0..count {
+                    let truncated = reader.u64().map_err(malformed)?;
+                    if let Some(backup) = self.backups.remove(&truncated) {
+                        for entry in &backup.entries {
+                            self.install_backup(entry)?;
+                        }
+                        self.node.stats.truncated.fetch_add(1, Ordering::Relaxed);
+                        self.retire(backup.sender, backup.position);
+                    }
+                }
+                self.retire(sender, position);
+            }
+        }
+        Ok(())
+    }
+
+    fn replica(&self, addr: Addr) -> Result<&Arc<MemoryRegion>> {
+        self.node
+            .replicas
+            .get(usize::from(addr.region()))
+            .and_then(Option::as_ref)
+            .ok_or(Error::BadAddress {
+                addr,
+                why: "this node holds no replica of its region",
+            })
+    }
+
+    /// CAS-locks every object at its expected header; all or nothing.
+    fn try_lock(&self, entries: &[Entry]) -> Result<bool> {
+        for (index, entry) in entries.iter().enumerate() {
+            let word = region::header_word(self.replica(entry.addr)?, entry.addr.offset())?;
+            let expected = entry.expected.with_lock(false).encode();
+            let locked = entry.expected.with_lock(true).encode();
+            // AcqRel: the Acquire pairs with the Release of the install that
+            // wrote the expected version; the Release orders our lock before
+            // the install we do at COMMIT-PRIMARY.
+            if word
+                .compare_exchange(expected, locked, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                for done in &entries[..index] {
+                    self.unlock(done)?;
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn unlock(&self, entry: &Entry) -> Result<()> {
+        let word = region::header_word(self.replica(entry.addr)?, entry.addr.offset())?;
+        word.store(entry.expected.with_lock(false).encode(), Ordering::Release);
+        Ok(())
+    }
+
+    fn install_primary(&self, entry: &Entry) -> Result<()> {
+        let mr = self.replica(entry.addr)?;
+        region::install(
+            mr,
+            entry.addr.offset(),
+            entry.addr.class(),
+            entry.new,
+            &entry.payload,
+        )?;
+        let region = usize::from(entry.addr.region());
+        if entry.expected.allocated && !entry.new.allocated {
+            // A free: the slot goes back to the primary's allocator.
+            if let Some(Some(allocator)) = self.node.allocators.get(region) {
+                allocator
+                    .lock()
+                    .expect("allocator lock")
+                    .release(entry.addr.offset(), entry.addr.class());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a truncated transaction's write to this backup's replica;
+    /// only a newer version replaces an older one, so truncations may
+    /// arrive in any order.
+    fn install_backup(&self, entry: &Entry) -> Result<()> {
+        let mr = self.replica(entry.addr)?;
+        let current =
+            Header::decode(region::header_word(mr, entry.addr.offset())?.load(Ordering::Acquire));
+        if current.version < entry.new.version {
+            region::install(
+                mr,
+                entry.addr.offset(),
+                entry.addr.class(),
+                entry.new,
+                &entry.payload,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, coordinator: usize, txid: u64, ok: bool) -> Result<()> {
+        let mut out = std::mem::take(&mut self.out);
+        start_record(
+            &mut out,
+            Kind::LockReply,
+            self.node.epoch,
+            self.node.id,
+            txid,
+        );
+        out.extend_from_slice(&u64::from(ok).to_le_bytes());
+        let result = self.node.send(
+            coordinator,
+            &mut out,
+            &self.scratch,
+            self.endpoints[coordinator].as_mut(),
+            true,
+        );
+        self.out = out;
+        result
+    }
+}

@@ -1,0 +1,328 @@
+//! Message rings: one per (sender, receiver) pair, in the receiver's
+//! persistent memory, appended to by the sender with one-sided WRITEs.
+//!
+//! A node's inbox registration holds, for a cluster of N nodes:
+//!
+//! ```text
+//! 0            4096                 8192          8192 + RING_BYTES × s
+//! | heads[r]    | retired[s]         | ring s→me ... | ...
+//! | r publishes | how far I retired  |
+//! | how far it  | ring s→me (kept    |
+//! | retired the | in the file, for a |
+//! | ring me→r   | restart)           |
+//! ```
+//!
+//! Positions are absolute byte counts (they never wrap); `position %
+//! RING_BYTES` is the place in the ring. A receiver processes records in
+//! place and *retires* them once their effect is durable (a LOCK when its
+//! transaction committed or aborted, a COMMIT-BACKUP when truncated). It
+//! zeroes retired bytes and tells the sender lazily, by writing its retired
+//! position into the sender's `heads[receiver]` word. A sender never
+//! writes past the last head it was told: a full ring makes it wait
+//! ([`crate::Error::RingFull`] after [`RING_WAIT_MS`]), it never overwrites.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdma_transport::MemoryRegion;
+
+use crate::error::{Error, Result};
+use crate::limits::{NODES_MAX, RING_BYTES, RING_WAIT_MS};
+use crate::record::{self, Kind, OVERHEAD_BYTES, TRAILER_BYTES};
+
+pub const HEADS_OFFSET: u64 = 0;
+pub const RETIRED_OFFSET: u64 = 4096;
+pub const RINGS_OFFSET: u64 = 8192;
+const SLOT_BYTES: u64 = 64;
+const _: () = assert!(NODES_MAX as u64 * SLOT_BYTES <= 4096);
+
+pub fn inbox_bytes(nodes: usize) -> u64 {
+    RINGS_OFFSET + nodes as u64 * RING_BYTES
+}
+
+pub fn ring_offset(sender: usize) -> u64 {
+    RINGS_OFFSET + sender as u64 * RING_BYTES
+}
+
+pub fn head_slot(receiver: usize) -> u64 {
+    HEADS_OFFSET + receiver as u64 * SLOT_BYTES
+}
+
+/// Where a record goes, decided by [`RingSender::reserve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Absolute position of the record.
+    pub position: u64,
+    /// Byte offset of the record in the receiver's inbox.
+    pub inbox_offset: u64,
+    /// A PAD word to write first (inbox offset, word), when the record did
+    /// not fit in the rest of the lap.
+    pub pad: Option<(u64, u64)>,
+}
+
+/// The sending side of one ring (this node → `receiver`).
+pub struct RingSender {
+    receiver: usize,
+    /// This node's inbox: where `receiver` publishes its head for us.
+    local_inbox: Arc<MemoryRegion>,
+    /// Offset of ring (this node → receiver) in the receiver's inbox.
+    ring_base: u64,
+    tail: u64,
+    head: u64,
+}
+
+impl RingSender {
+    pub fn new(receiver: usize, local_inbox: Arc<MemoryRegion>, sender: usize) -> RingSender {
+        let head = local_inbox
+            .atomic_u64(head_slot(receiver))
+            .expect("head slot in inbox")
+            .load(Ordering::Acquire);
+        RingSender {
+            receiver,
+            local_inbox,
+            ring_base: ring_offset(sender),
+            tail: head,
+            head,
+        }
+    }
+
+    pub fn refresh_head(&mut self) {
+        // This Acquire pairs with the receiver's WRITE of its head, which it
+        // issues after zeroing the retired bytes.
+        self.head = self
+            .local_inbox
+            .atomic_u64(head_slot(self.receiver))
+            .expect("head slot in inbox")
+            .load(Ordering::Acquire);
+    }
+
+    /// Bytes a record of `len` bytes needs at the current tail (with the
+    /// padding to the lap's end when it does not fit).
+    fn needed(&self, len: u64) -> u64 {
+        let in_lap = self.tail % RING_BYTES;
+        if in_lap + len > RING_BYTES {
+            RING_BYTES - in_lap + len
+        } else {
+            len
+        }
+    }
+
+    /// Reserves room for a record of `len` bytes, waiting for the receiver
+    /// to retire records while the ring is full.
+    pub fn reserve(&mut self, len: usize) -> Result<Reservation> {
+        let len = len as u64;
+        assert!(len % 8 == 0 && len >= OVERHEAD_BYTES as u64 && len <= RING_BYTES / 16);
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while self.tail + self.needed(len) - self.head > RING_BYTES {
+            self.refresh_head();
+            if self.tail + self.needed(len) - self.head <= RING_BYTES {
+                break;
+            }
+            if start.elapsed() >= Duration::from_millis(RING_WAIT_MS) {
+                return Err(Error::RingFull {
+                    receiver: self.receiver,
+                    used: self.tail - self.head,
+                    needed: len,
+                });
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        let in_lap = self.tail % RING_BYTES;
+        let mut pad = None;
+        if in_lap + len > RING_BYTES {
+            let pad_len = RING_BYTES - in_lap;
+            pad = Some((
+                self.ring_base + in_lap,
+                record::header_word(Kind::Pad, pad_len as usize),
+            ));
+            self.tail += pad_len;
+        }
+        let position = self.tail;
+        self.tail += len;
+        Ok(Reservation {
+            position,
+            inbox_offset: self.ring_base + position % RING_BYTES,
+            pad,
+        })
+    }
+
+    /// Bytes written and not yet retired by the receiver, as last told.
+    pub fn used(&self) -> u64 {
+        self.tail - self.head
+    }
+}
+
+/// What [`RingReceiver::poll`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// Nothing new (or a record still landing).
+    Empty,
+    /// A complete, checked record copied into the buffer, at `position`.
+    Record { position: u64, len: usize },
+}
+
+/// The receiving side of one ring (`sender` → this node).
+pub struct RingReceiver {
+    pub sender: usize,
+    inbox: Arc<MemoryRegion>,
+    base: u64,
+    /// Next position to parse.
+    processed: u64,
+    /// Everything before this is retired and zeroed.
+    retired: u64,
+    /// The retired position the sender was last told.
+    published: u64,
+    /// Processed records, oldest first: (position, len, retired).
+    unretired: VecDeque<(u64, u64, bool)>,
+    broken: Option<String>,
+}
+
+impl RingReceiver {
+    pub fn new(sender: usize, inbox: Arc<MemoryRegion>) -> RingReceiver {
+        let retired = inbox
+            .atomic_u64(RETIRED_OFFSET + sender as u64 * SLOT_BYTES)
+            .expect("retired slot")
+            .load(Ordering::Acquire);
+        RingReceiver {
+            sender,
+            inbox,
+            base: ring_offset(sender),
+            processed: retired,
+            retired,
+            published: retired,
+            unretired: VecDeque::new(),
+            broken: None,
+        }
+    }
+
+    fn word(&self, position: u64) -> u64 {
+        self.inbox
+            .atomic_u64(self.base + position % RING_BYTES)
+            .expect("ring word in inbox")
+            .load(Ordering::Acquire)
+    }
+
+    /// Why this ring stopped, if a corrupt record stopped it.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    /// Looks for the next record; copies a complete one into `buffer`.
+    /// A corrupt record stops the ring for good (reported once as an
+    /// error): its length cannot be trusted to find the next one, and
+    /// recovery must decide what the sender meant.
+    pub fn poll(&mut self, buffer: &mut Vec<u8>) -> Result<Polled> {
+        if self.broken.is_some() {
+            return Ok(Polled::Empty);
+        }
+        loop {
+            let word = self.word(self.processed);
+            if word == 0 {
+                return Ok(Polled::Empty);
+            }
+            let in_lap = self.processed % RING_BYTES;
+            let Some((kind, len)) = record::decode_header_word(word) else {
+                return self.corrupt("unreadable record header");
+            };
+            let len = len as u64;
+            if kind == Kind::Pad {
+                if in_lap + len != RING_BYTES {
+                    return self.corrupt("pad record does not end at the lap's end");
+                }
+                self.unretired.push_back((self.processed, len, true));
+                self.processed += len;
+                continue;
+            }
+            if len < OVERHEAD_BYTES as u64 || len % 8 != 0 || in_lap + len > RING_BYTES {
+                return self.corrupt("record length out of range");
+            }
+            let trailer = self.word(self.processed + len - TRAILER_BYTES as u64);
+            if trailer == 0 {
+                return Ok(Polled::Empty);
+            }
+            buffer.resize(len as usize, 0);
+            self.inbox.read(self.base + in_lap, buffer)?;
+            if let Err(why) = record::parse(buffer, self.processed) {
+                return self.corrupt(why);
+            }
+            let position = self.processed;
+            self.unretired.push_back((position, len, false));
+            self.processed += len;
+            return Ok(Polled::Record {
+                position,
+                len: len as usize,
+            });
+        }
+    }
+
+    fn corrupt(&mut self, why: &'static str) -> Result<Polled> {
+        let why = format!(
+            "ring from node {} at position {}: {why}",
+            self.sender, self.processed
+        );
+        self.broken = Some(why.clone());
+        Err(Error::RingCorrupt(why))
+    }
+
+    /// Marks the record at `position` retired, then zeroes and releases
+    /// the retired prefix.
+    pub fn retire(&mut self, position: u64) {
+        if let Some(entry) = self.unretired.iter_mut().find(|entry| entry.0 == position) {
+            entry.2 = true;
+        }
+        let mut advanced = false;
+        while let Some(&(position, len, true)) = self.unretired.front() {
+            self.zero(position, len);
+            self.retired = position + len;
+            self.unretired.pop_front();
+            advanced = true;
+        }
+        if advanced {
+            // Persist how far we got, for a restart.
+            self.inbox
+                .atomic_u64(RETIRED_OFFSET + self.sender as u64 * SLOT_BYTES)
+                .expect("retired slot")
+                .store(self.retired, Ordering::Release);
+        }
+    }
+
+    fn zero(&self, position: u64, len: u64) {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut done = 0;
+        // Nobody reads these bytes until the sender is told they are free.
+        while done < len {
+            let chunk = (len - done).min(ZEROS.len() as u64);
+            let at = position + done;
+            self.inbox
+                .write(self.base + at % RING_BYTES, &ZEROS[..chunk as usize])
+                .expect("ring bytes in inbox");
+            done += chunk;
+        }
+    }
+
+    /// The retired position to publish, if it moved since the last call.
+    pub fn take_publishable(&mut self) -> Option<u64> {
+        (self.retired != self.published).then(|| {
+            self.published = self.retired;
+            self.retired
+        })
+    }
+
+    /// Retired bytes the sender has not been told about.
+    pub fn unpublished_bytes(&self) -> u64 {
+        self.retired - self.published
+    }
+
+    /// Processed but not yet retired bytes.
+    pub fn unretired_bytes(&self) -> u64 {
+        self.processed - self.retired
+    }
+}
