@@ -38,6 +38,10 @@ pub struct NodeStats {
     pub corrupt_records: AtomicU64,
     pub lock_records: AtomicU64,
     pub truncated: AtomicU64,
+    /// Object copies rejected because their footer did not match.
+    pub torn_reads: AtomicU64,
+    /// Object copies rejected because the object was locked.
+    pub locked_reads: AtomicU64,
 }
 
 pub(crate) struct ReplySlot {

@@ -131,6 +131,11 @@ pub fn install(
     mr.atomic_u64(offset + 8)?
         .store(payload.len() as u64, Ordering::Release);
     mr.write(offset + 16, payload)?;
+    // Zero the rest of the body, so that a replica that skipped versions
+    // (backups apply only the newest) holds the same bytes as the primary.
+    const ZEROS: [u8; 4096] = [0; 4096];
+    let rest = (slot - 24) as usize - payload.len();
+    mr.write(offset + 16 + payload.len() as u64, &ZEROS[..rest])?;
     mr.atomic_u64(offset)?
         .store(header.encode(), Ordering::Release);
     Ok(())
@@ -194,9 +199,11 @@ impl Allocator {
 
     /// A free slot of `class`, taken out of the free list until it is
     /// committed as allocated or given back with [`Allocator::release`].
-    pub fn take(&mut self, class: u8) -> Result<u32> {
+    /// When it had to assign a new slab, it says which slab-table byte
+    /// changed (offset, value): the caller copies it to the backups.
+    pub fn take(&mut self, class: u8) -> Result<(u32, Option<(u64, u8)>)> {
         if let Some(offset) = self.free[class as usize].pop() {
-            return Ok(offset);
+            return Ok((offset, None));
         }
         if self.next_slab >= self.slabs {
             return Err(Error::OutOfMemory {
@@ -210,9 +217,13 @@ impl Allocator {
             .write(SLAB_TABLE_OFFSET + u64::from(slab), &[class + 1])?;
         let slots: Vec<u32> = self.slots(slab, class).rev().collect();
         self.free[class as usize].extend(slots);
-        Ok(self.free[class as usize]
+        let offset = self.free[class as usize]
             .pop()
-            .expect("a fresh slab has slots"))
+            .expect("a fresh slab has slots");
+        Ok((
+            offset,
+            Some((SLAB_TABLE_OFFSET + u64::from(slab), class + 1)),
+        ))
     }
 
     pub fn release(&mut self, offset: u32, class: u8) {

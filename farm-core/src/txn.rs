@@ -210,7 +210,12 @@ impl Txn {
                     }
                     break;
                 }
-                Err(SlotState::Locked | SlotState::Torn) => {
+                Err(state) => {
+                    let counter = match state {
+                        SlotState::Locked => &self.node.stats.locked_reads,
+                        SlotState::Torn => &self.node.stats.torn_reads,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     if attempt > 8 {
                         std::thread::yield_now();
                     } else {
@@ -318,13 +323,17 @@ impl Txn {
             let Some(Some(allocator)) = node.allocators.get(usize::from(region)) else {
                 continue;
             };
-            let offset = match allocator.lock().expect("allocator lock").take(class) {
-                Ok(offset) => offset,
+            let (offset, slab_change) = match allocator.lock().expect("allocator lock").take(class)
+            {
+                Ok(taken) => taken,
                 Err(error) => {
                     last_error = Some(error);
                     continue;
                 }
             };
+            if let Some((table_offset, value)) = slab_change {
+                self.replicate_slab_table(region, table_offset, value)?;
+            }
             let mr = node.replicas[usize::from(region)]
                 .as_ref()
                 .expect("primary holds its region");
@@ -351,6 +360,30 @@ impl Txn {
         Err(TxnError::Failed(last_error.unwrap_or(Error::Config(
             format!("node {} is primary of no region", node.id),
         ))))
+    }
+
+    /// Copies a slab-table byte the allocator just wrote to every backup of
+    /// `region` (one-sided WRITEs): the table must be the same on every
+    /// replica for a backup to take over. An assigned but unused slab is
+    /// harmless, so this need not wait for the commit.
+    fn replicate_slab_table(&mut self, region: u16, offset: u64, value: u8) -> Result<()> {
+        let node = self.node.clone();
+        let context = self.context.as_mut().expect("live context");
+        context.scratch.write(0, &[value])?;
+        for backup in node.placement.backups(region) {
+            let key = node.directory().region_keys[backup][usize::from(region)]
+                .expect("every replica is registered");
+            let op = Op::Write {
+                local: context.scratch.slice(0, 1)?,
+                remote: RemoteAddr {
+                    node: NodeId(backup as u16),
+                    key,
+                    offset,
+                },
+            };
+            context.endpoints[backup].execute(&[op], Duration::from_millis(REPLY_TIMEOUT_MS))?;
+        }
+        Ok(())
     }
 
     /// Frees the object at `addr` when the transaction commits: its slot's

@@ -1,0 +1,42 @@
+//! Freeing an object bumps its slot's incarnation: a read through an old
+//! address is an error, not a silent read of whatever lives there now.
+
+use farm_core::{Cluster, ClusterConfig, Error, TxnError};
+
+#[test]
+fn read_after_free_and_after_reuse_is_detected() {
+    let cluster = Cluster::start(ClusterConfig {
+        region_bytes: 4 << 20,
+        ..ClusterConfig::default()
+    })
+    .unwrap();
+    let owner = cluster.node(0);
+    let addr = owner.run(|txn| txn.alloc(b"first life")).unwrap();
+    owner.run(|txn| txn.free(addr)).unwrap();
+    for reader in cluster.nodes() {
+        let mut txn = reader.begin().unwrap();
+        match txn.read(addr) {
+            Err(TxnError::Failed(Error::StaleAddress { found, .. })) => {
+                assert_eq!(found, addr.incarnation() + 1)
+            }
+            other => panic!("node {} read a freed object: {other:?}", reader.id()),
+        }
+    }
+    // The slot is reused: same offset, next incarnation, and the old
+    // address still does not reach the new object.
+    let reused = owner.run(|txn| txn.alloc(b"second life")).unwrap();
+    assert_eq!(reused.offset(), addr.offset());
+    assert_eq!(reused.incarnation(), addr.incarnation() + 1);
+    let mut txn = cluster.node(2).begin().unwrap();
+    assert!(matches!(
+        txn.read(addr),
+        Err(TxnError::Failed(Error::StaleAddress { .. }))
+    ));
+    assert_eq!(txn.read(reused).unwrap(), b"second life");
+    // Writing or freeing through the stale address fails the same way.
+    let mut txn = cluster.node(1).begin().unwrap();
+    assert!(matches!(
+        txn.write(addr, b"x"),
+        Err(TxnError::Failed(Error::StaleAddress { .. }))
+    ));
+}
