@@ -112,6 +112,11 @@ impl RingSender {
     /// Reserves room for a record of `len` bytes, waiting for the receiver
     /// to retire records while the ring is full.
     pub fn reserve(&mut self, len: usize) -> Result<Reservation> {
+        self.reserve_within(len, Duration::from_millis(RING_WAIT_MS))
+    }
+
+    /// [`RingSender::reserve`] with another limit on the wait.
+    pub fn reserve_within(&mut self, len: usize, wait: Duration) -> Result<Reservation> {
         let len = len as u64;
         assert!(len % 8 == 0 && len >= OVERHEAD_BYTES as u64 && len <= RING_BYTES / 16);
         let start = Instant::now();
@@ -121,7 +126,7 @@ impl RingSender {
             if self.tail + self.needed(len) - self.head <= RING_BYTES {
                 break;
             }
-            if start.elapsed() >= Duration::from_millis(RING_WAIT_MS) {
+            if start.elapsed() >= wait {
                 return Err(Error::RingFull {
                     receiver: self.receiver,
                     used: self.tail - self.head,
@@ -324,5 +329,185 @@ impl RingReceiver {
     /// Processed but not yet retired bytes.
     pub fn unretired_bytes(&self) -> u64 {
         self.processed - self.retired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{finish_record, start_record};
+    use crate::record::PayloadReader;
+    use rdma_transport::shm::{ShmConfig, ShmFabric};
+    use rdma_transport::{Access, Backing, Fabric, NodeId};
+
+    /// One node's inbox, with node 0 sending to itself: the test writes
+    /// records where an RDMA WRITE would put them.
+    fn inbox() -> (tempfile::TempDir, Arc<dyn Fabric>, Arc<MemoryRegion>) {
+        let dir = tempfile::tempdir().unwrap();
+        let fabric: Arc<dyn Fabric> = Arc::new(
+            ShmFabric::open(ShmConfig {
+                dir: dir.path().to_path_buf(),
+                node: NodeId(0),
+            })
+            .unwrap(),
+        );
+        let mr = fabric
+            .register(
+                Backing::Anonymous {
+                    len: inbox_bytes(1),
+                },
+                Access::ALL,
+            )
+            .unwrap();
+        (dir, fabric, mr)
+    }
+
+    fn append(
+        sender: &mut RingSender,
+        inbox: &MemoryRegion,
+        sequence: u64,
+        body_bytes: usize,
+        wait: Duration,
+    ) -> Result<u64> {
+        let mut record = Vec::new();
+        start_record(&mut record, Kind::Truncate, 1, 0, sequence);
+        record.extend_from_slice(&sequence.to_le_bytes());
+        record.resize(record.len() + body_bytes, sequence as u8);
+        let reservation = sender.reserve_within(record.len() + TRAILER_BYTES, wait)?;
+        finish_record(&mut record, reservation.position)?;
+        if let Some((offset, word)) = reservation.pad {
+            inbox.write(offset, &word.to_le_bytes()).unwrap();
+        }
+        inbox.write(reservation.inbox_offset, &record).unwrap();
+        Ok(reservation.position)
+    }
+
+    /// Consumes one record: returns its sequence number and retires it,
+    /// publishing the head as a receiver does.
+    fn consume(receiver: &mut RingReceiver, inbox: &MemoryRegion) -> Option<u64> {
+        let mut buffer = Vec::new();
+        match receiver.poll(&mut buffer).unwrap() {
+            Polled::Empty => None,
+            Polled::Record { position, .. } => {
+                let record = record::parse(&buffer, position).unwrap();
+                let sequence = PayloadReader::new(record.payload).u64().unwrap();
+                assert_eq!(record.txid, sequence);
+                assert!(
+                    record.payload[8..].iter().all(|b| *b == sequence as u8),
+                    "record {sequence} was overwritten"
+                );
+                receiver.retire(position);
+                if let Some(head) = receiver.take_publishable() {
+                    inbox
+                        .atomic_u64(head_slot(0))
+                        .unwrap()
+                        .store(head, Ordering::Release);
+                }
+                Some(sequence)
+            }
+        }
+    }
+
+    #[test]
+    fn full_ring_back_pressures_and_never_overwrites() {
+        let (_dir, _fabric, inbox) = inbox();
+        let mut sender = RingSender::new(0, inbox.clone(), 0);
+        let mut receiver = RingReceiver::new(0, inbox.clone());
+        let body = 4000;
+        let mut sent = 0u64;
+        // Fill the ring until the sender has to wait.
+        loop {
+            match append(&mut sender, &inbox, sent, body, Duration::from_millis(50)) {
+                Ok(_) => sent += 1,
+                Err(Error::RingFull { .. }) => break,
+                Err(error) => panic!("{error}"),
+            }
+            assert!(sent < 10_000, "the ring never filled");
+        }
+        assert!(
+            sender.used() <= RING_BYTES,
+            "the sender never exceeds the ring"
+        );
+        // A receiver drains it from another thread while the sender, now
+        // blocked, keeps appending: everything arrives, in order, intact.
+        let total = sent + 2000;
+        let consumer = {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || {
+                let mut next = 0;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while next < total && Instant::now() < deadline {
+                    match consume(&mut receiver, &inbox) {
+                        Some(sequence) => {
+                            assert_eq!(sequence, next, "records arrive in order");
+                            next += 1;
+                        }
+                        None => std::thread::yield_now(),
+                    }
+                }
+                next
+            })
+        };
+        for sequence in sent..total {
+            append(&mut sender, &inbox, sequence, body, Duration::from_secs(30)).unwrap();
+        }
+        assert_eq!(consumer.join().unwrap(), total);
+    }
+
+    #[test]
+    fn corrupted_record_is_rejected_and_stops_the_ring() {
+        let (_dir, _fabric, inbox) = inbox();
+        let mut sender = RingSender::new(0, inbox.clone(), 0);
+        let mut receiver = RingReceiver::new(0, inbox.clone());
+        let wait = Duration::from_secs(1);
+        append(&mut sender, &inbox, 0, 64, wait).unwrap();
+        let second = append(&mut sender, &inbox, 1, 64, wait).unwrap();
+        append(&mut sender, &inbox, 2, 64, wait).unwrap();
+        // Flip one payload byte of the second record, as a bad NIC or a
+        // stray write would.
+        let at = ring_offset(0) + second % RING_BYTES + 40;
+        let mut byte = [0u8];
+        inbox.read(at, &mut byte).unwrap();
+        inbox.write(at, &[byte[0] ^ 0x10]).unwrap();
+        assert_eq!(consume(&mut receiver, &inbox), Some(0));
+        let mut buffer = Vec::new();
+        assert!(
+            matches!(receiver.poll(&mut buffer), Err(Error::RingCorrupt(_))),
+            "the corrupt record is rejected"
+        );
+        assert!(receiver.broken().is_some());
+        assert_eq!(
+            receiver.poll(&mut buffer).unwrap(),
+            Polled::Empty,
+            "nothing after it is applied"
+        );
+    }
+
+    #[test]
+    fn incomplete_record_waits_for_its_trailer() {
+        let (_dir, _fabric, inbox) = inbox();
+        let mut sender = RingSender::new(0, inbox.clone(), 0);
+        let mut receiver = RingReceiver::new(0, inbox.clone());
+        let mut record = Vec::new();
+        start_record(&mut record, Kind::Truncate, 1, 0, 9);
+        record.extend_from_slice(&9u64.to_le_bytes());
+        let reservation = sender.reserve(record.len() + TRAILER_BYTES).unwrap();
+        finish_record(&mut record, reservation.position).unwrap();
+        // Everything but the trailer has landed.
+        inbox
+            .write(
+                reservation.inbox_offset,
+                &record[..record.len() - TRAILER_BYTES],
+            )
+            .unwrap();
+        let mut buffer = Vec::new();
+        assert_eq!(receiver.poll(&mut buffer).unwrap(), Polled::Empty);
+        inbox
+            .write(
+                reservation.inbox_offset + (record.len() - TRAILER_BYTES) as u64,
+                &record[record.len() - TRAILER_BYTES..],
+            )
+            .unwrap();
+        assert_eq!(consume(&mut receiver, &inbox), Some(9));
     }
 }
