@@ -77,6 +77,7 @@
 pub mod check;
 pub mod history;
 pub mod report;
+pub mod workload;
 
 pub use check::{check, check_with, CheckOptions};
 pub use history::{

@@ -1,0 +1,224 @@
+//! The workload `farm check` runs: random transactions over registers and
+//! append-only lists spread over every node, from many client threads,
+//! recorded as a history for [`crate::check()`].
+//!
+//! Every register write is a read-modify-write (the engine reads an object
+//! before writing it anyway, and recording the read lets the checker order
+//! the writes) of a value unique to the writing client; every list append
+//! adds an element unique to it. A register that was never written holds 0,
+//! recorded as "never written".
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use farm_core::{Addr, Cluster, Outcome as EngineOutcome, TxnError};
+
+use crate::history::{Outcome, Recorder};
+use crate::History;
+
+/// Elements a list object holds; once full, appends to it turn into reads.
+pub const LIST_CAPACITY: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct WorkloadOptions {
+    pub txns: u64,
+    pub threads: usize,
+    pub registers: usize,
+    pub lists: usize,
+    /// Micro-operations per transaction: 1 to this many.
+    pub ops_max: usize,
+    pub seed: u64,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+impl Default for WorkloadOptions {
+    fn default() -> Self {
+        WorkloadOptions {
+            txns: 10_000,
+            threads: 6,
+            registers: 64,
+            lists: 32,
+            ops_max: 4,
+            seed: 1,
+            progress: false,
+        }
+    }
+}
+
+pub struct WorkloadResult {
+    pub history: History,
+    pub elapsed: Duration,
+    /// Aborts by reason name (lock, validate, read).
+    pub aborted_by_reason: Vec<(&'static str, u64)>,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+}
+
+fn list_decode(bytes: &[u8]) -> Vec<u64> {
+    let count = u64::from_le_bytes(bytes[..8].try_into().expect("list header")) as usize;
+    (0..count.min(LIST_CAPACITY))
+        .map(|i| u64::from_le_bytes(bytes[8 + i * 8..16 + i * 8].try_into().expect("element")))
+        .collect()
+}
+
+fn list_encode(elements: &[u64]) -> Vec<u8> {
+    let mut bytes = vec![0u8; 8 + LIST_CAPACITY * 8];
+    bytes[..8].copy_from_slice(&(elements.len() as u64).to_le_bytes());
+    for (i, element) in elements.iter().enumerate() {
+        bytes[8 + i * 8..16 + i * 8].copy_from_slice(&element.to_le_bytes());
+    }
+    bytes
+}
+
+/// Runs the workload on `cluster` and returns its history.
+pub fn run(cluster: &Cluster, options: &WorkloadOptions) -> farm_core::Result<WorkloadResult> {
+    let nodes = cluster.nodes().len();
+    // Keys 0..registers are registers, the rest lists; each lives in a
+    // region of node key % nodes.
+    let mut addrs: Vec<Addr> = Vec::new();
+    for key in 0..options.registers + options.lists {
+        let node = cluster.node(key % nodes);
+        let initial = if key < options.registers {
+            0u64.to_le_bytes().to_vec()
+        } else {
+            list_encode(&[])
+        };
+        addrs.push(node.run(|txn| txn.alloc(&initial))?);
+    }
+    // Every object is installed everywhere before the clients start.
+    cluster.quiesce(Duration::from_secs(30))?;
+    let addrs = Arc::new(addrs);
+    let recorder = Recorder::new();
+    let issued = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicU64::new(0));
+    let aborts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let started = Instant::now();
+    let result: farm_core::Result<()> = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for thread in 0..options.threads {
+            let (addrs, issued, finished, aborts) = (
+                addrs.clone(),
+                issued.clone(),
+                finished.clone(),
+                aborts.clone(),
+            );
+            let mut log = recorder.client();
+            let node = cluster.node(thread % nodes);
+            let options = options.clone();
+            handles.push(scope.spawn(move || -> farm_core::Result<()> {
+                let mut rng = Rng(options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ (thread as u64 + 1) << 17
+                    | 1);
+                let mut unique = 0u64;
+                while issued.fetch_add(1, Ordering::Relaxed) < options.txns {
+                    let mut record = log.begin();
+                    let mut txn = node.begin()?;
+                    let ops = 1 + rng.below(options.ops_max);
+                    let mut conflict = None;
+                    for _ in 0..ops {
+                        let key = rng.below(addrs.len());
+                        let addr = addrs[key];
+                        let kind = rng.below(100);
+                        let step: Result<(), TxnError> = (|| {
+                            if key < options.registers {
+                                let value: u64 = txn.read_pod(addr)?;
+                                record.read_register(key as u64, (value != 0).then_some(value));
+                                if kind < 45 {
+                                    unique += 1;
+                                    let new = ((thread as u64 + 1) << 40) | unique;
+                                    txn.write_pod(addr, &new)?;
+                                    record.write_register(key as u64, new);
+                                }
+                            } else {
+                                let mut elements = list_decode(&txn.read(addr)?);
+                                record.read_list(key as u64, elements.clone());
+                                if kind < 50 && elements.len() < LIST_CAPACITY {
+                                    unique += 1;
+                                    let element = ((thread as u64 + 1) << 40) | unique;
+                                    elements.push(element);
+                                    txn.write(addr, &list_encode(&elements))?;
+                                    record.append(key as u64, element);
+                                }
+                            }
+                            Ok(())
+                        })();
+                        match step {
+                            Ok(()) => {}
+                            Err(TxnError::Conflict(reason)) => {
+                                conflict = Some(reason);
+                                break;
+                            }
+                            Err(TxnError::Failed(error)) => return Err(error),
+                        }
+                    }
+                    let outcome = match conflict {
+                        Some(reason) => {
+                            txn.abort();
+                            EngineOutcome::Aborted(reason)
+                        }
+                        None => txn.commit()?,
+                    };
+                    match outcome {
+                        EngineOutcome::Committed => record.finish(Outcome::Committed),
+                        EngineOutcome::Aborted(reason) => {
+                            let slot = match reason.name() {
+                                "lock" => 0,
+                                "validate" => 1,
+                                _ => 2,
+                            };
+                            aborts[slot].fetch_add(1, Ordering::Relaxed);
+                            record.finish(Outcome::Aborted);
+                        }
+                    }
+                    finished.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }));
+        }
+        if options.progress {
+            let mut last = Instant::now();
+            while handles.iter().any(|h| !h.is_finished()) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= Duration::from_secs(1) {
+                    last = Instant::now();
+                    let done = finished.load(Ordering::Relaxed);
+                    eprintln!(
+                        "check: {done}/{} transactions ({:.0} tx/s)",
+                        options.txns,
+                        done as f64 / started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("workload thread panicked"))
+    });
+    result?;
+    let elapsed = started.elapsed();
+    Ok(WorkloadResult {
+        history: recorder.history(),
+        elapsed,
+        aborted_by_reason: vec![
+            ("lock", aborts[0].load(Ordering::Relaxed)),
+            ("validate", aborts[1].load(Ordering::Relaxed)),
+            ("read", aborts[2].load(Ordering::Relaxed)),
+        ],
+    })
+}
