@@ -28,7 +28,7 @@ use std::time::Instant;
 /// Keys of registers and keys of lists live in separate name spaces only if
 /// the workload keeps them apart: a key must be used either as a register or
 /// as a list throughout a history.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MicroOp {
     /// Read a register; `None` means the key had never been written.
     ReadRegister { key: u64, value: Option<u64> },
@@ -63,7 +63,7 @@ impl MicroOp {
 }
 
 /// How a transaction ended, as far as its client knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// The commit was acknowledged.
     Committed,
@@ -76,7 +76,9 @@ pub enum Outcome {
 }
 
 /// Which client thread (or process) ran a transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ClientId(pub u32);
 
 impl fmt::Display for ClientId {
@@ -98,7 +100,7 @@ impl fmt::Display for TxnId {
 }
 
 /// One recorded transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Txn {
     pub client: ClientId,
     /// When the client started the transaction, in nanoseconds since the
@@ -135,6 +137,12 @@ impl History {
         History { txns }
     }
 
+    /// One history of the transactions of several (from processes of one
+    /// host, recorded with [`Recorder::for_process`]).
+    pub fn merge(parts: impl IntoIterator<Item = History>) -> History {
+        History::new(parts.into_iter().flat_map(|part| part.txns).collect())
+    }
+
     pub fn txns(&self) -> &[Txn] {
         &self.txns
     }
@@ -165,18 +173,42 @@ impl History {
 }
 
 struct Shared {
-    start: Instant,
+    clock: Clock,
     client_next: AtomicU32,
     /// Logs of clients that have finished; touched once per client, never
     /// per transaction.
     submitted: Mutex<Vec<Vec<Txn>>>,
 }
 
+/// What the stamps count from.
+enum Clock {
+    /// Since the recorder started (one process).
+    Relative(Instant),
+    /// The host's CLOCK_MONOTONIC: comparable between processes of one
+    /// host, so their histories can be merged.
+    HostMonotonic,
+}
+
 impl Shared {
     fn now_ns(&self) -> u64 {
-        // u64 nanoseconds last 584 years; the cast cannot truncate in a run.
-        self.start.elapsed().as_nanos() as u64
+        match &self.clock {
+            // u64 nanoseconds last 584 years; the cast cannot truncate in a run.
+            Clock::Relative(start) => start.elapsed().as_nanos() as u64,
+            Clock::HostMonotonic => host_monotonic_ns(),
+        }
     }
+}
+
+/// Nanoseconds of the host's CLOCK_MONOTONIC.
+pub fn host_monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC
+    // always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Collects the transactions of many client threads. Cheap to share: clone
@@ -197,8 +229,22 @@ impl Recorder {
     pub fn new() -> Recorder {
         Recorder {
             shared: Arc::new(Shared {
-                start: Instant::now(),
+                clock: Clock::Relative(Instant::now()),
                 client_next: AtomicU32::new(0),
+                submitted: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A recorder whose stamps are the host's monotonic clock and whose
+    /// client ids start at `client_base`: the recorders of several
+    /// processes on one host make histories that [`History::merge`]
+    /// combines (give each process its own range of client ids).
+    pub fn for_process(client_base: u32) -> Recorder {
+        Recorder {
+            shared: Arc::new(Shared {
+                clock: Clock::HostMonotonic,
+                client_next: AtomicU32::new(client_base),
                 submitted: Mutex::new(Vec::new()),
             }),
         }

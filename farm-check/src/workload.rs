@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use farm_core::{Addr, Cluster, Outcome as EngineOutcome, TxnError};
+use farm_core::{Addr, Cluster, Node, Outcome as EngineOutcome, TxnError};
 
 use crate::history::{Outcome, Recorder};
 use crate::History;
@@ -86,25 +86,57 @@ fn list_encode(elements: &[u64]) -> Vec<u8> {
     bytes
 }
 
-/// Runs the workload on `cluster` and returns its history.
-pub fn run(cluster: &Cluster, options: &WorkloadOptions) -> farm_core::Result<WorkloadResult> {
-    let nodes = cluster.nodes().len();
-    // Keys 0..registers are registers, the rest lists; each lives in a
-    // region of node key % nodes.
-    let mut addrs: Vec<Addr> = Vec::new();
-    for key in 0..options.registers + options.lists {
-        let node = cluster.node(key % nodes);
+/// Allocates the workload's objects that `node` owns (keys k with
+/// k % nodes == node's id): registers, then lists. Returns (key, address).
+pub fn allocate_keys(
+    node: &Node,
+    nodes: usize,
+    options: &WorkloadOptions,
+) -> farm_core::Result<Vec<(usize, Addr)>> {
+    let mut owned = Vec::new();
+    for key in (0..options.registers + options.lists).filter(|key| key % nodes == node.id()) {
         let initial = if key < options.registers {
             0u64.to_le_bytes().to_vec()
         } else {
             list_encode(&[])
         };
-        addrs.push(node.run(|txn| txn.alloc(&initial))?);
+        owned.push((key, node.run(|txn| txn.alloc(&initial))?));
     }
+    Ok(owned)
+}
+
+/// Runs the workload on `cluster` and returns its history.
+pub fn run(cluster: &Cluster, options: &WorkloadOptions) -> farm_core::Result<WorkloadResult> {
+    let nodes = cluster.nodes().len();
+    let mut keyed: Vec<(usize, Addr)> = Vec::new();
+    for node in cluster.nodes() {
+        keyed.extend(allocate_keys(node, nodes, options)?);
+    }
+    keyed.sort_unstable();
+    let addrs: Vec<Addr> = keyed.into_iter().map(|(_, addr)| addr).collect();
     // Every object is installed everywhere before the clients start.
     cluster.quiesce(Duration::from_secs(30))?;
-    let addrs = Arc::new(addrs);
     let recorder = Recorder::new();
+    let local: Vec<&Node> = cluster.nodes().iter().collect();
+    let (elapsed, aborted_by_reason) = run_clients(&local, &addrs, options, &recorder)?;
+    Ok(WorkloadResult {
+        history: recorder.history(),
+        elapsed,
+        aborted_by_reason,
+    })
+}
+
+/// Runs `options.txns` transactions from `options.threads` client threads
+/// spread over `nodes`, recording into `recorder`. Returns the time taken
+/// and aborts by reason.
+pub fn run_clients(
+    nodes: &[&Node],
+    addrs: &[Addr],
+    options: &WorkloadOptions,
+    recorder: &Recorder,
+) -> farm_core::Result<(Duration, Vec<(&'static str, u64)>)> {
+    let addrs = Arc::new(addrs.to_vec());
+
     let issued = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicU64::new(0));
     let aborts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
@@ -119,12 +151,14 @@ pub fn run(cluster: &Cluster, options: &WorkloadOptions) -> farm_core::Result<Wo
                 aborts.clone(),
             );
             let mut log = recorder.client();
-            let node = cluster.node(thread % nodes);
+            let node = nodes[thread % nodes.len()];
             let options = options.clone();
             handles.push(scope.spawn(move || -> farm_core::Result<()> {
-                let mut rng = Rng(options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    ^ (thread as u64 + 1) << 17
-                    | 1);
+                // Values are unique per client: its id (unique across the
+                // processes of one check) above a counter.
+                let client = u64::from(log.client_id().0) + 1;
+                let mut rng =
+                    Rng(options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (client << 17) | 1);
                 let mut unique = 0u64;
                 while issued.fetch_add(1, Ordering::Relaxed) < options.txns {
                     let mut record = log.begin();
@@ -141,7 +175,7 @@ pub fn run(cluster: &Cluster, options: &WorkloadOptions) -> farm_core::Result<Wo
                                 record.read_register(key as u64, (value != 0).then_some(value));
                                 if kind < 45 {
                                     unique += 1;
-                                    let new = ((thread as u64 + 1) << 40) | unique;
+                                    let new = (client << 40) | unique;
                                     txn.write_pod(addr, &new)?;
                                     record.write_register(key as u64, new);
                                 }
@@ -150,7 +184,7 @@ pub fn run(cluster: &Cluster, options: &WorkloadOptions) -> farm_core::Result<Wo
                                 record.read_list(key as u64, elements.clone());
                                 if kind < 50 && elements.len() < LIST_CAPACITY {
                                     unique += 1;
-                                    let element = ((thread as u64 + 1) << 40) | unique;
+                                    let element = (client << 40) | unique;
                                     elements.push(element);
                                     txn.write(addr, &list_encode(&elements))?;
                                     record.append(key as u64, element);
@@ -211,14 +245,12 @@ pub fn run(cluster: &Cluster, options: &WorkloadOptions) -> farm_core::Result<Wo
             .try_for_each(|h| h.join().expect("workload thread panicked"))
     });
     result?;
-    let elapsed = started.elapsed();
-    Ok(WorkloadResult {
-        history: recorder.history(),
-        elapsed,
-        aborted_by_reason: vec![
+    Ok((
+        started.elapsed(),
+        vec![
             ("lock", aborts[0].load(Ordering::Relaxed)),
             ("validate", aborts[1].load(Ordering::Relaxed)),
             ("read", aborts[2].load(Ordering::Relaxed)),
         ],
-    })
+    ))
 }

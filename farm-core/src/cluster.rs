@@ -37,6 +37,10 @@ pub struct Node {
 }
 
 impl Node {
+    pub(crate) fn from_shared(shared: Arc<NodeShared>) -> Node {
+        Node { shared }
+    }
+
     pub fn id(&self) -> usize {
         self.shared.id
     }
@@ -144,47 +148,16 @@ impl Cluster {
             region_keys: Vec::new(),
         };
         for (id, fabric) in fabrics.into_iter().enumerate() {
-            let dir = data_dir.join(format!("node-{id}"));
-            std::fs::create_dir_all(&dir).map_err(|source| Error::File {
-                what: "create",
-                path: dir.clone(),
-                source,
-            })?;
-            let inbox = fabric.register(
-                Backing::File {
-                    path: dir.join("inbox"),
-                    len: ring::inbox_bytes(config.nodes),
-                },
-                Access::ALL,
-            )?;
-            let mut replicas = Vec::new();
-            let mut keys = Vec::new();
-            for region in 0..placement.regions() as u16 {
-                if placement.holds(id, region) {
-                    let mr = fabric.register(
-                        Backing::File {
-                            path: dir.join(format!("region-{region}")),
-                            len: config.region_bytes,
-                        },
-                        Access::ALL,
-                    )?;
-                    region::format(&mr, region)?;
-                    keys.push(Some(mr.rkey()));
-                    replicas.push(Some(mr));
-                } else {
-                    keys.push(None);
-                    replicas.push(None);
-                }
-            }
-            directory.inbox_keys.push(inbox.rkey());
-            directory.region_keys.push(keys);
+            let memory = NodeMemory::open(id, fabric.as_ref(), &placement, &config, &data_dir)?;
+            directory.inbox_keys.push(memory.inbox.rkey());
+            directory.region_keys.push(memory.region_keys());
             shared.push(Arc::new(NodeShared::new(
                 id,
                 placement.clone(),
                 config.faults,
                 fabric,
-                inbox,
-                replicas,
+                memory.inbox,
+                memory.replicas,
             )?));
         }
         let mut servers = Vec::new();
@@ -194,18 +167,7 @@ impl Cluster {
                 .expect("directory set once");
         }
         for node in &shared {
-            let server = Server::new(node.clone())?;
-            let id = node.id;
-            servers.push(
-                std::thread::Builder::new()
-                    .name(format!("farm-node-{id}"))
-                    .spawn(move || server.run())
-                    .map_err(|source| Error::File {
-                        what: "spawn the server thread of",
-                        path: PathBuf::from(format!("node-{id}")),
-                        source,
-                    })?,
-            );
+            servers.push(spawn_server(node)?);
         }
         Ok(Cluster {
             nodes: shared.into_iter().map(|shared| Node { shared }).collect(),
@@ -285,6 +247,75 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A node's registered memory: its inbox and its replicas of the regions
+/// it holds, mapped from the files of `data_dir/node-<id>`.
+pub struct NodeMemory {
+    pub inbox: Arc<rdma_transport::MemoryRegion>,
+    pub replicas: Vec<Option<Arc<rdma_transport::MemoryRegion>>>,
+}
+
+impl NodeMemory {
+    pub fn open(
+        id: usize,
+        fabric: &dyn Fabric,
+        placement: &Placement,
+        config: &ClusterConfig,
+        data_dir: &Path,
+    ) -> Result<NodeMemory> {
+        let dir = data_dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).map_err(|source| Error::File {
+            what: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let inbox = fabric.register(
+            Backing::File {
+                path: dir.join("inbox"),
+                len: ring::inbox_bytes(config.nodes),
+            },
+            Access::ALL,
+        )?;
+        let mut replicas = Vec::new();
+        for region in 0..placement.regions() as u16 {
+            if placement.holds(id, region) {
+                let mr = fabric.register(
+                    Backing::File {
+                        path: dir.join(format!("region-{region}")),
+                        len: config.region_bytes,
+                    },
+                    Access::ALL,
+                )?;
+                region::format(&mr, region)?;
+                replicas.push(Some(mr));
+            } else {
+                replicas.push(None);
+            }
+        }
+        Ok(NodeMemory { inbox, replicas })
+    }
+
+    pub fn region_keys(&self) -> Vec<Option<u32>> {
+        self.replicas
+            .iter()
+            .map(|mr| mr.as_ref().map(|mr| mr.rkey()))
+            .collect()
+    }
+}
+
+/// Starts a node's server thread.
+pub fn spawn_server(node: &Arc<NodeShared>) -> Result<JoinHandle<()>> {
+    let server = Server::new(node.clone())?;
+    let id = node.id;
+    std::thread::Builder::new()
+        .name(format!("farm-node-{id}"))
+        .spawn(move || server.run())
+        .map_err(|source| Error::File {
+            what: "spawn the server thread of",
+            path: PathBuf::from(format!("node-{id}")),
+            source,
+        })
 }
 
 fn open_fabrics(config: &ClusterConfig, data_dir: &Path) -> Result<Vec<Arc<dyn Fabric>>> {

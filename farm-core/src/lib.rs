@@ -7,19 +7,24 @@
 //! [`node`] (a node's memory and its server thread), [`txn`] (execution and
 //! the commit protocol), [`cluster`] (the embedded API).
 
+pub mod bootstrap;
 pub mod cluster;
+pub mod cluster_file;
 pub mod config;
 pub mod error;
 pub mod header;
 pub mod limits;
 pub mod node;
+pub mod process;
 pub mod record;
 pub mod region;
 pub mod ring;
 pub mod txn;
 
 pub use cluster::{Cluster, Node};
+pub use cluster_file::ClusterFile;
 pub use config::{ClusterConfig, FabricChoice, Faults, Placement};
 pub use error::{Error, Result};
 pub use header::{Addr, Header};
+pub use process::NodeProcess;
 pub use txn::{AbortReason, Outcome, PhaseTimes, Txn, TxnError};

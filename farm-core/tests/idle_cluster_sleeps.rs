@@ -24,7 +24,10 @@ fn idle_cluster_uses_little_cpu() {
     })
     .unwrap();
     // Some work first, so that contexts and rings exist.
-    let addr = cluster.node(0).run(|txn| txn.alloc(&1u64.to_le_bytes())).unwrap();
+    let addr = cluster
+        .node(0)
+        .run(|txn| txn.alloc(&1u64.to_le_bytes()))
+        .unwrap();
     for node in cluster.nodes() {
         node.run(|txn| txn.write_pod(addr, &2u64)).unwrap();
     }
@@ -35,5 +38,8 @@ fn idle_cluster_uses_little_cpu() {
     eprintln!("3 idle nodes used {used:?} of CPU in 2 s");
     // Busy-polling servers would use ~2 s (two cores); a sleeping cluster
     // uses a few milliseconds.
-    assert!(used < Duration::from_millis(300), "idle cluster used {used:?} of CPU in 2 s");
+    assert!(
+        used < Duration::from_millis(300),
+        "idle cluster used {used:?} of CPU in 2 s"
+    );
 }
