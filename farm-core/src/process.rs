@@ -97,6 +97,15 @@ impl NodeProcess {
     /// Waits until every ring this node sends on is drained; then a final
     /// barrier, so that no node leaves while others still talk to it.
     pub fn finish(mut self) -> Result<()> {
+        self.drain()?;
+        self.bootstrap.exchange("finished", Value::Null)?;
+        self.stop();
+        Ok(())
+    }
+
+    /// Sends pending truncations and waits until every ring this node
+    /// sends on has been retired by its receiver.
+    pub fn drain(&self) -> Result<()> {
         self.node.flush_truncations()?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !self.node.shared().rings_idle() {
@@ -105,8 +114,6 @@ impl NodeProcess {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        self.bootstrap.exchange("finished", Value::Null)?;
-        self.stop();
         Ok(())
     }
 
