@@ -164,15 +164,16 @@ fn print_report(report: &Report, aborted_by_reason: &[(&str, u64)], run_time: Du
     );
 }
 
+/// Aborts by reason name.
+type AbortCounts = Vec<(&'static str, u64)>;
+
 fn free_port() -> std::io::Result<std::net::SocketAddr> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
 /// Starts one `farm node` per node with a share of the workload, waits for
 /// them, and merges their histories.
-fn run_processes(
-    args: &Args,
-) -> Result<(History, Vec<(&'static str, u64)>), Box<dyn std::error::Error>> {
+fn run_processes(args: &Args) -> Result<(History, AbortCounts), Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new().prefix("farm-check-").tempdir()?;
     let mut nodes = Vec::new();
     for id in 0..args.nodes {

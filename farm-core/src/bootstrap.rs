@@ -160,7 +160,7 @@ impl Bootstrap {
         }
         let mut parts = vec![Value::Null; self.nodes];
         parts[0] = part;
-        for peer in 1..self.nodes {
+        for (peer, slot) in parts.iter_mut().enumerate().skip(1) {
             let name = format!("node {peer}");
             let reader = self.peers[peer].as_mut().expect("every node joined");
             let message = read_line(reader, &name)?;
@@ -175,7 +175,7 @@ impl Bootstrap {
                     format!("sent {message:.80} during round {round}"),
                 ));
             }
-            parts[peer] = message["part"].clone();
+            *slot = message["part"].clone();
         }
         let answer = json!({ "round": round, "parts": parts });
         for peer in 1..self.nodes {

@@ -32,7 +32,7 @@ pub const RING_WAIT_MS: u64 = 10_000;
 pub const READ_RETRIES: u32 = 64;
 
 const _: () = assert!(RECORD_BYTES_MAX as u64 * 16 <= RING_BYTES);
-const _: () = assert!(RING_BYTES % 4096 == 0);
-const _: () = assert!(SLAB_BYTES % CLASS_BYTES[CLASS_BYTES.len() - 1] == 0);
+const _: () = assert!(RING_BYTES.is_multiple_of(4096));
+const _: () = assert!(SLAB_BYTES.is_multiple_of(CLASS_BYTES[CLASS_BYTES.len() - 1]));
 const _: () = assert!(CLASS_BYTES.len() <= 16, "the class is 4 bits of an address");
-const _: () = assert!((SLAB_BYTES as usize / 64) * 1 <= REGION_HEADER_BYTES as usize);
+const _: () = assert!((SLAB_BYTES as usize / 64) <= REGION_HEADER_BYTES as usize);

@@ -240,7 +240,17 @@ impl NodeShared {
             if left.is_zero() {
                 return None;
             }
-            state = slot.cond.wait_timeout(state, left).expect("reply lock").0;
+            // Wake every millisecond for the fabric's housekeeping.
+            state = slot
+                .cond
+                .wait_timeout(state, left.min(Duration::from_millis(1)))
+                .expect("reply lock")
+                .0;
+            if state.txid == txid && state.ok + state.failed < count {
+                drop(state);
+                let _ = self.fabric.progress();
+                state = slot.state.lock().expect("reply lock");
+            }
         }
         Some(state.ok)
     }
@@ -261,6 +271,27 @@ impl NodeShared {
         }
     }
 
+    /// Reserves ring space, keeping the fabric's housekeeping going while
+    /// the ring is full (the receiver may need our receives re-posted to
+    /// make the progress we wait for).
+    fn reserve(&self, target: usize, len: usize) -> Result<ring::Reservation> {
+        let started = Instant::now();
+        loop {
+            let attempt = self.senders[target]
+                .lock()
+                .expect("ring sender lock")
+                .reserve_within(len, Duration::from_millis(1));
+            match attempt {
+                Err(Error::RingFull { .. })
+                    if started.elapsed() < Duration::from_millis(crate::limits::RING_WAIT_MS) =>
+                {
+                    self.fabric.progress()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Appends the record built in `record` to the ring to `target`,
     /// staging it in `scratch` and posting it on `endpoint`. Only posted:
     /// the caller waits for the fabric's completion when it needs it.
@@ -277,10 +308,7 @@ impl NodeShared {
             endpoint.wait(Duration::from_millis(crate::limits::REPLY_TIMEOUT_MS))?;
         }
         let len = record.len() + record::TRAILER_BYTES;
-        let reservation = self.senders[target]
-            .lock()
-            .expect("ring sender lock")
-            .reserve(len)?;
+        let reservation = self.reserve(target, len)?;
         // The trailer's tag needs the position, known only now.
         finish_record(record, reservation.position)?;
         let staging = staging_offset(target);
@@ -454,6 +482,7 @@ impl Server {
             };
             if worked > 0 {
                 idle_rounds = 0;
+                let _ = self.node.fabric.progress();
                 continue;
             }
             idle_rounds += 1;

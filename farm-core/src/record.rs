@@ -53,7 +53,7 @@ impl Kind {
 }
 
 pub fn header_word(kind: Kind, len: usize) -> u64 {
-    assert!(len % 8 == 0 && len <= u32::MAX as usize);
+    assert!(len.is_multiple_of(8) && len <= u32::MAX as usize);
     (MAGIC << 56) | ((kind as u64) << 48) | len as u64
 }
 
@@ -149,7 +149,7 @@ pub struct Record<'a> {
 
 /// Checks and decodes a whole record (header to trailer).
 pub fn parse(bytes: &[u8], position: u64) -> Result<Record<'_>, &'static str> {
-    if bytes.len() < OVERHEAD_BYTES || bytes.len() % 8 != 0 {
+    if bytes.len() < OVERHEAD_BYTES || !bytes.len().is_multiple_of(8) {
         return Err("bad length");
     }
     let word = |index: usize| {

@@ -38,6 +38,9 @@ pub const RINGS_OFFSET: u64 = 8192;
 const SLOT_BYTES: u64 = 64;
 const _: () = assert!(NODES_MAX as u64 * SLOT_BYTES <= 4096);
 
+/// How long a record may stay unreadable before it counts as corrupt.
+pub const CORRUPT_GRACE: Duration = Duration::from_millis(200);
+
 pub fn inbox_bytes(nodes: usize) -> u64 {
     RINGS_OFFSET + nodes as u64 * RING_BYTES
 }
@@ -118,7 +121,7 @@ impl RingSender {
     /// [`RingSender::reserve`] with another limit on the wait.
     pub fn reserve_within(&mut self, len: usize, wait: Duration) -> Result<Reservation> {
         let len = len as u64;
-        assert!(len % 8 == 0 && len >= OVERHEAD_BYTES as u64 && len <= RING_BYTES / 16);
+        assert!(len.is_multiple_of(8) && len >= OVERHEAD_BYTES as u64 && len <= RING_BYTES / 16);
         let start = Instant::now();
         let mut spins = 0u32;
         while self.tail + self.needed(len) - self.head > RING_BYTES {
@@ -188,6 +191,8 @@ pub struct RingReceiver {
     /// Processed records, oldest first: (position, len, retired).
     unretired: VecDeque<(u64, u64, bool)>,
     broken: Option<String>,
+    /// A record that did not parse: where, and since when.
+    suspect: Option<(u64, Instant)>,
 }
 
 impl RingReceiver {
@@ -205,6 +210,7 @@ impl RingReceiver {
             published: retired,
             unretired: VecDeque::new(),
             broken: None,
+            suspect: None,
         }
     }
 
@@ -246,7 +252,7 @@ impl RingReceiver {
                 self.processed += len;
                 continue;
             }
-            if len < OVERHEAD_BYTES as u64 || len % 8 != 0 || in_lap + len > RING_BYTES {
+            if len < OVERHEAD_BYTES as u64 || !len.is_multiple_of(8) || in_lap + len > RING_BYTES {
                 return self.corrupt("record length out of range");
             }
             let trailer = self.word(self.processed + len - TRAILER_BYTES as u64);
@@ -268,7 +274,21 @@ impl RingReceiver {
         }
     }
 
+    /// A record that does not parse may still be landing: soft-RoCE (and
+    /// any NIC that DMAs bytewise) can expose a half-written word. Only a
+    /// record that stays unreadable for [`CORRUPT_GRACE`] is corrupt.
     fn corrupt(&mut self, why: &'static str) -> Result<Polled> {
+        match self.suspect {
+            Some((position, since)) if position == self.processed => {
+                if since.elapsed() < CORRUPT_GRACE {
+                    return Ok(Polled::Empty);
+                }
+            }
+            _ => {
+                self.suspect = Some((self.processed, Instant::now()));
+                return Ok(Polled::Empty);
+            }
+        }
         let why = format!(
             "ring from node {} at position {}: {why}",
             self.sender, self.processed
@@ -471,9 +491,23 @@ mod tests {
         inbox.write(at, &[byte[0] ^ 0x10]).unwrap();
         assert_eq!(consume(&mut receiver, &inbox), Some(0));
         let mut buffer = Vec::new();
+        // It may still be landing, for a grace period; then it is corrupt.
+        let started = Instant::now();
+        let verdict = loop {
+            match receiver.poll(&mut buffer) {
+                Ok(Polled::Empty) if started.elapsed() < CORRUPT_GRACE * 10 => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                other => break other,
+            }
+        };
         assert!(
-            matches!(receiver.poll(&mut buffer), Err(Error::RingCorrupt(_))),
-            "the corrupt record is rejected"
+            matches!(verdict, Err(Error::RingCorrupt(_))),
+            "the corrupt record is rejected: {verdict:?}"
+        );
+        assert!(
+            started.elapsed() >= CORRUPT_GRACE,
+            "a record gets its grace period"
         );
         assert!(receiver.broken().is_some());
         assert_eq!(

@@ -158,7 +158,8 @@ impl Txn {
             .map(|mr| mr.len())
             .unwrap_or(0);
         if offset < REGION_HEADER_BYTES
-            || ((offset - REGION_HEADER_BYTES) % SLAB_BYTES) % class_bytes(addr.class()) != 0
+            || !((offset - REGION_HEADER_BYTES) % SLAB_BYTES)
+                .is_multiple_of(class_bytes(addr.class()))
             || u64::from(offset) + u64::from(class_bytes(addr.class())) > region_bytes
         {
             return Err(bad("offset is not a slot of its class"));

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 pub unsafe fn copy_shared(source: *const u8, target: *mut u8, len: usize) {
     let mut done = 0;
     // Byte-wise until the source is word-aligned.
-    while done < len && (source as usize + done) % 8 != 0 {
+    while done < len && !(source as usize + done).is_multiple_of(8) {
         // SAFETY: (1) both ranges are valid for `len` bytes (caller); (2) an
         // AtomicU8 has the alignment and size of a u8.
         unsafe { copy_byte(source.add(done), target.add(done)) };

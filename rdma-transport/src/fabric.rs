@@ -44,6 +44,14 @@ pub trait Fabric: Send + Sync {
     /// timeout). Notifications that arrive while nobody waits are counted
     /// for the next call, so a wake-up is never lost.
     fn wait_notified(&self, timeout: Duration) -> Result<u64>;
+
+    /// Housekeeping that must go on while this node's threads block on
+    /// something else (verbs: re-post the receives that notifications
+    /// consumed, or peers' notifications stall). Threads that wait for
+    /// anything other than the fabric call it now and then. Cheap.
+    fn progress(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A connected endpoint to one peer (an RC queue pair on verbs).

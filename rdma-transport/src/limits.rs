@@ -13,7 +13,12 @@ pub const MR_BYTES_MAX: u64 = 1 << 40;
 /// Memory registrations with remote access that one node advertises.
 pub const MR_REMOTE_COUNT_MAX: usize = 4096;
 /// Receive work requests kept posted per passive queue pair (for WRITE_WITH_IMM).
-pub const RECV_DEPTH: usize = 128;
+pub const RECV_DEPTH: usize = 256;
+/// Passive queue pairs (incoming connections) one verbs node accepts: all
+/// share one receive CQ, which must hold every posted receive's completion.
+pub const PASSIVE_QP_MAX: usize = 64;
+/// Entries of that receive CQ.
+pub const RECEIVE_CQ_DEPTH: usize = RECV_DEPTH * PASSIVE_QP_MAX;
 /// Bytes a verbs WRITE may carry inline in the work request.
 pub const INLINE_BYTES_MAX: u32 = 64;
 /// Largest control message on the out-of-band TCP channel.
@@ -27,3 +32,7 @@ const _: () = assert!(BATCH_WR_COUNT_MAX <= WR_OUTSTANDING_MAX);
 const _: () = assert!(WR_OUTSTANDING_MAX.is_power_of_two());
 const _: () = assert!((OP_BYTES_MAX as u64) < MR_BYTES_MAX);
 const _: () = assert!(OP_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(
+    RECEIVE_CQ_DEPTH <= 16384,
+    "rxe and ConnectX CQs hold at least this many"
+);

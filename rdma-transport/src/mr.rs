@@ -221,7 +221,7 @@ impl MemoryRegion {
     /// The 8-byte word at `offset` as an atomic, for lock words and counters.
     pub fn atomic_u64(&self, offset: u64) -> Result<&AtomicU64> {
         self.check(offset, 8)?;
-        if offset % 8 != 0 {
+        if !offset.is_multiple_of(8) {
             return Err(Error::Misaligned {
                 offset,
                 local_offset: offset,

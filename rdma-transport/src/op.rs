@@ -27,7 +27,7 @@ pub struct RemoteAddr {
 }
 
 impl RemoteAddr {
-    pub fn add(self, bytes: u64) -> RemoteAddr {
+    pub fn offset_by(self, bytes: u64) -> RemoteAddr {
         RemoteAddr {
             offset: self.offset + bytes,
             ..self
@@ -171,9 +171,9 @@ impl Op {
                     local.len
                 )));
             }
-            if remote.offset % 8 != 0
-                || (target.addr + remote.offset) % 8 != 0
-                || local.offset % 8 != 0
+            if !remote.offset.is_multiple_of(8)
+                || !(target.addr + remote.offset).is_multiple_of(8)
+                || !local.offset.is_multiple_of(8)
             {
                 return Err(Error::Misaligned {
                     offset: remote.offset,

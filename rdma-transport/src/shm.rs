@@ -524,7 +524,7 @@ impl Endpoint for ShmEndpoint {
             let mapping = &self.remote[index];
             let local = op.local();
             let remote = op.remote();
-            // SAFETY (all pointer arithmetic below): `validate` checked both
+            // SAFETY: (all pointer arithmetic below) `validate` checked both
             // ranges against their live mappings, which this endpoint and
             // the slice's Arc keep alive for the duration of the copy.
             let remote_ptr = unsafe { mapping.data.as_mut_ptr().add(remote.offset as usize) };

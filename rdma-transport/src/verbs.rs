@@ -35,8 +35,8 @@ use crate::access::Access;
 use crate::error::{CompletionStatus, Error, Result};
 use crate::fabric::{Endpoint, Fabric, FabricKind};
 use crate::limits::{
-    BATCH_WR_COUNT_MAX, HANDSHAKE_TIMEOUT_MS, INLINE_BYTES_MAX, MR_REMOTE_COUNT_MAX, RECV_DEPTH,
-    WR_OUTSTANDING_MAX,
+    BATCH_WR_COUNT_MAX, HANDSHAKE_TIMEOUT_MS, INLINE_BYTES_MAX, MR_REMOTE_COUNT_MAX,
+    PASSIVE_QP_MAX, RECEIVE_CQ_DEPTH, RECV_DEPTH, WR_OUTSTANDING_MAX,
 };
 use crate::mr::{Backing, Mapping, MemoryRegion, Registration};
 use crate::op::{LocalSlice, NodeId, Op, RemoteRegion};
@@ -77,6 +77,9 @@ struct Device {
     passive: Mutex<Vec<PassiveQp>>,
     /// One waiter at a time.
     waiter: Mutex<()>,
+    /// Notifications drained by a thread other than a waiter (see
+    /// `Device::replenish`), handed to the next `wait_notified`.
+    drained: std::sync::atomic::AtomicU64,
     regions: Mutex<Vec<RemoteRegion>>,
 }
 
@@ -174,8 +177,8 @@ impl Device {
         let rc = unsafe { ___ibv_query_port(context, config.port, &mut port_attr) };
         // SAFETY: as above.
         let mut device_attr: ibv_device_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
         let rc2 = if rc == 0 {
+            // SAFETY: `context` is open; `device_attr` is a valid output.
             unsafe { ibv_query_device(context, &mut device_attr) }
         } else {
             rc
@@ -205,10 +208,10 @@ impl Device {
         let gid = unsafe { gid.raw };
         // SAFETY: `context` is open.
         let pd = unsafe { ibv_alloc_pd(context) };
-        // SAFETY: as above.
         let channel = if pd.is_null() {
             ptr::null_mut()
         } else {
+            // SAFETY: `context` is open.
             unsafe { ibv_create_comp_channel(context) }
         };
         let cq = if channel.is_null() {
@@ -218,7 +221,7 @@ impl Device {
             unsafe {
                 ibv_create_cq(
                     context,
-                    (RECV_DEPTH * 64) as i32,
+                    RECEIVE_CQ_DEPTH as i32,
                     ptr::null_mut(),
                     channel,
                     0,
@@ -265,6 +268,7 @@ impl Device {
             channel,
             passive: Mutex::new(Vec::new()),
             waiter: Mutex::new(()),
+            drained: std::sync::atomic::AtomicU64::new(0),
             regions: Mutex::new(Vec::new()),
         }))
     }
@@ -386,7 +390,7 @@ impl QueuePair<Reset> {
         })
     }
 
-    fn to_init(self) -> Result<QueuePair<Init>> {
+    fn into_init(self) -> Result<QueuePair<Init>> {
         // SAFETY: zero is valid for every attribute.
         let mut attr: ibv_qp_attr = unsafe { std::mem::zeroed() };
         attr.qp_state = ibv_qp_state::IBV_QPS_INIT;
@@ -410,7 +414,7 @@ impl QueuePair<Init> {
         Ok(())
     }
 
-    fn to_rtr(self, remote: &QpInfo) -> Result<QueuePair<Rtr>> {
+    fn into_rtr(self, remote: &QpInfo) -> Result<QueuePair<Rtr>> {
         // SAFETY: zero is valid for every attribute.
         let mut attr: ibv_qp_attr = unsafe { std::mem::zeroed() };
         attr.qp_state = ibv_qp_state::IBV_QPS_RTR;
@@ -437,7 +441,7 @@ impl QueuePair<Init> {
 }
 
 impl QueuePair<Rtr> {
-    fn to_rts(self, psn: u32) -> Result<QueuePair<Rts>> {
+    fn into_rts(self, psn: u32) -> Result<QueuePair<Rts>> {
         // SAFETY: zero is valid for every attribute.
         let mut attr: ibv_qp_attr = unsafe { std::mem::zeroed() };
         attr.qp_state = ibv_qp_state::IBV_QPS_RTS;
@@ -632,10 +636,15 @@ fn serve_peer(mut stream: TcpStream, device: &Arc<Device>, node: NodeId) -> Resu
     let id = remote.qpn as u64 | (u64::from(remote.node.0) << 32);
     let made = (|| -> Result<(QueuePair<Rts>, u32)> {
         let cq = device.receive_cq;
-        let qp = QueuePair::create(device, cq, cq, RECV_DEPTH as u32)?.to_init()?;
+        if device.passive.lock().expect("passive lock poisoned").len() >= PASSIVE_QP_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "node already serves {PASSIVE_QP_MAX} connections, the most its receive CQ can hold"
+            )));
+        }
+        let qp = QueuePair::create(device, cq, cq, RECV_DEPTH as u32)?.into_init()?;
         qp.post_receives(RECV_DEPTH, id)?;
         let psn = random_psn();
-        let qp = qp.to_rtr(&remote)?.to_rts(psn)?;
+        let qp = qp.into_rtr(&remote)?.into_rts(psn)?;
         Ok((qp, psn))
     })();
     let (qp, psn) = match made {
@@ -813,7 +822,7 @@ impl Fabric for VerbsFabric {
             .map_err(connect_error)?;
         stream.set_nodelay(true).map_err(connect_error)?;
         let cq = CompletionQueue::new(&self.device)?;
-        let qp = QueuePair::create(&self.device, cq.cq, cq.cq, 1)?.to_init()?;
+        let qp = QueuePair::create(&self.device, cq.cq, cq.cq, 1)?.into_init()?;
         let psn = random_psn();
         let handshake = |source| Error::Handshake {
             peer: format!("node {peer} at {address}"),
@@ -838,7 +847,7 @@ impl Fabric for VerbsFabric {
                 remote.node
             ))));
         }
-        let qp = qp.to_rtr(&remote)?.to_rts(psn)?;
+        let qp = qp.into_rtr(&remote)?.into_rts(psn)?;
         Ok(Box::new(VerbsEndpoint {
             qp,
             cq,
@@ -855,12 +864,16 @@ impl Fabric for VerbsFabric {
         }))
     }
 
+    fn progress(&self) -> Result<()> {
+        self.device.replenish()
+    }
+
     fn wait_notified(&self, timeout: Duration) -> Result<u64> {
         let deadline = Instant::now() + timeout;
         let device = &self.device;
         let _waiter = device.waiter.lock().expect("waiter lock poisoned");
         loop {
-            let count = device.drain()?;
+            let count = device.drain()? + device.drained.swap(0, Ordering::AcqRel);
             if count > 0 {
                 return Ok(count);
             }
@@ -876,8 +889,8 @@ impl Fabric for VerbsFabric {
             if left.is_zero() {
                 return Ok(0);
             }
-            // SAFETY: the channel is live.
             let mut poll = libc::pollfd {
+                // SAFETY: the channel is live for the device's life.
                 fd: unsafe { (*device.channel).fd },
                 events: libc::POLLIN,
                 revents: 0,
@@ -905,6 +918,21 @@ impl Fabric for VerbsFabric {
 }
 
 impl Device {
+    /// Re-posts consumed receives on behalf of whoever is waiting: called by
+    /// every thread that polls for its own completions. Without it, two
+    /// nodes whose server threads both wait for a WRITE_WITH_IMM to the
+    /// other would deadlock: each one's receives run out (the peer's
+    /// notification gets RNR-NAKed and retried forever) because the only
+    /// thread that re-posts them is the one blocked. Found with `farm check
+    /// --fabric verbs` in the soft-RoCE VM.
+    fn replenish(&self) -> Result<()> {
+        let count = self.drain()?;
+        if count > 0 {
+            self.drained.fetch_add(count, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
     /// Polls every receive completion, re-posting a receive for each, and
     /// returns how many notifications arrived. Notifications that arrive
     /// while nobody waits stay in the CQ until the next wait drains them.
@@ -1198,7 +1226,10 @@ impl Endpoint for VerbsEndpoint {
             }
             if polled == 0 {
                 spins += 1;
-                if spins % 1024 == 0 && start.elapsed() >= timeout {
+                if spins.is_multiple_of(256) {
+                    self.qp.device.replenish()?;
+                }
+                if spins.is_multiple_of(1024) && start.elapsed() >= timeout {
                     self.broken = true;
                     return Err(Error::Timeout {
                         node: self.peer,

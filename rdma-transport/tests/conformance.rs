@@ -250,7 +250,7 @@ fn batch_completes_every_request(backend: Backend) {
         })
         .collect();
     endpoint.post(&writes).unwrap();
-    assert_eq!(endpoint.outstanding() <= 64, true);
+    assert!(endpoint.outstanding() <= 64);
     endpoint.wait(TIMEOUT).unwrap();
     assert_eq!(endpoint.outstanding(), 0);
     // Reads in one batch after the writes: each must see its write.

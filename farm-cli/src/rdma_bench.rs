@@ -1,0 +1,156 @@
+//! `farm rdma-bench`: command-line arguments for
+//! [`farm_benches::rdma_bench`], which does the work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use farm_benches::rdma_bench::{self, Mode, OpKind, Options, VerbsOptions};
+use rdma_transport::FabricKind;
+
+use crate::CommandResult;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FabricArg {
+    /// Shared memory between processes or threads of one host.
+    Shm,
+    /// libibverbs (RDMA NICs, soft-RoCE); needs a build with `--features verbs`.
+    Verbs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The fabric to measure.
+    #[arg(long, value_enum, default_value = "shm")]
+    fabric: FabricArg,
+
+    /// Run only the server (node 1), until its client is done. Verbs:
+    /// accepts handshakes on --listen (default 0.0.0.0:18515).
+    #[arg(long, conflicts_with_all = ["connect", "client"])]
+    server: bool,
+
+    /// Run only the client (node 0) of a verbs server accepting handshakes
+    /// at ADDR (host:port).
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<SocketAddr>,
+
+    /// Run only the client (node 0); for shm, with the server's --shm-dir.
+    #[arg(long)]
+    client: bool,
+
+    /// Verbs: where this node accepts handshakes.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Shm: the cluster directory both processes share (loopback: a
+    /// temporary directory if not given).
+    #[arg(long, value_name = "DIR")]
+    shm_dir: Option<PathBuf>,
+
+    /// Verbs: the RDMA device (default: the first one).
+    #[arg(long, short = 'd')]
+    device: Option<String>,
+
+    /// Verbs: the GID index (default: the IPv4-mapped RoCE v2 GID).
+    #[arg(long, short = 'x')]
+    gid_index: Option<u8>,
+
+    /// Verbs: the device port.
+    #[arg(long, default_value_t = 1)]
+    ib_port: u8,
+
+    /// Operations to measure, comma-separated: read, write, cas, faa.
+    #[arg(long, value_delimiter = ',', default_value = "read,write,cas,faa")]
+    ops: Vec<String>,
+
+    /// Request sizes in bytes, comma-separated powers of two from 8 to 4096
+    /// (atomics are always 8 bytes). Default: all of them.
+    #[arg(long, short = 's', value_delimiter = ',')]
+    sizes: Vec<u32>,
+
+    /// Measured iterations per (operation, size), latency and throughput.
+    #[arg(long, short = 'n', default_value_t = rdma_bench::ITERATIONS_DEFAULT)]
+    iters: u64,
+
+    /// Iterations before measuring.
+    #[arg(long, default_value_t = rdma_bench::WARMUP_ITERATIONS_DEFAULT)]
+    warmup: u64,
+
+    /// Throughput phase: requests per posted batch (only the last signaled).
+    #[arg(long, default_value_t = rdma_bench::BATCH_REQUESTS_DEFAULT)]
+    batch: usize,
+
+    /// Throughput phase: batches posted back to back before one wait.
+    #[arg(long, default_value_t = rdma_bench::WINDOW_BATCHES_DEFAULT)]
+    window_batches: usize,
+
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Seconds a client keeps trying to reach its server.
+    #[arg(long, default_value_t = 30)]
+    connect_timeout_s: u64,
+
+    /// Seconds a server waits for its client's next command before giving up.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_s: u64,
+
+    /// No progress lines on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+pub fn run(args: Args) -> CommandResult {
+    let mode = if args.server {
+        Mode::Server {
+            listen: args.listen,
+        }
+    } else if args.connect.is_some() || args.client {
+        Mode::Client {
+            server: args.connect,
+            listen: args.listen,
+        }
+    } else {
+        Mode::Loopback
+    };
+    let ops = args
+        .ops
+        .iter()
+        .map(|name| name.parse::<OpKind>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = Options {
+        fabric: match args.fabric {
+            FabricArg::Shm => FabricKind::Shm,
+            FabricArg::Verbs => FabricKind::Verbs,
+        },
+        mode,
+        shm_dir: args.shm_dir,
+        verbs: VerbsOptions {
+            device: args.device,
+            gid_index: args.gid_index,
+            port: args.ib_port,
+        },
+        ops,
+        sizes_bytes: if args.sizes.is_empty() {
+            rdma_bench::default_sizes_bytes()
+        } else {
+            args.sizes
+        },
+        iterations: args.iters,
+        warmup_iterations: args.warmup,
+        batch_requests: args.batch,
+        window_batches: args.window_batches,
+        connect_timeout: Duration::from_secs(args.connect_timeout_s),
+        idle_timeout: Duration::from_secs(args.idle_timeout_s),
+        progress: !args.quiet,
+    };
+    if let Some(report) = rdma_bench::run(&options)? {
+        print!("{}", report.table());
+        if let Some(path) = &args.json {
+            report.write_json(path)?;
+        }
+    }
+    Ok(())
+}
