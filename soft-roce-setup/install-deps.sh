@@ -16,6 +16,7 @@ packages=(
     ibverbs-utils     # ibv_devinfo, ibv_devices
     libclang-dev      # bindgen (used by rdma-sys) needs libclang
     pkg-config        # rdma-sys finds libibverbs and librdmacm with it
+    jq                # compare-perftest.sh reads farm rdma-bench's JSON
     kmod              # modprobe/depmod, also used to order the VM's modules
     cpio              # packs the initramfs
     iproute2          # `rdma link add ... type rxe`
