@@ -2,6 +2,7 @@
 //! in its own module with its own clap arguments and a `run` function.
 
 mod check;
+mod commit_lat;
 mod node;
 mod rdma_bench;
 
@@ -30,6 +31,8 @@ enum Command {
     Check(check::Args),
     /// Run one node of a cluster described by a cluster file.
     Node(node::Args),
+    /// Latency of a 1-read-1-write commit on a 3-node, 3-copy cluster.
+    CommitLat(commit_lat::Args),
 }
 
 /// What every subcommand returns; `main` prints the error.
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::RdmaBench(args) => rdma_bench::run(args),
         Command::Check(args) => check::run(args),
         Command::Node(args) => node::run(args),
+        Command::CommitLat(args) => commit_lat::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -454,7 +454,12 @@ impl Txn {
     }
 
     /// Runs the commit protocol.
-    pub fn commit(mut self) -> Result<Outcome> {
+    pub fn commit(self) -> Result<Outcome> {
+        Ok(self.commit_timed()?.0)
+    }
+
+    /// [`Txn::commit`], also returning how long each phase took.
+    pub fn commit_timed(mut self) -> Result<(Outcome, PhaseTimes)> {
         let outcome = self.commit_inner();
         match outcome {
             Ok(Outcome::Committed) => {
@@ -465,7 +470,7 @@ impl Txn {
             }
             _ => self.finish_aborted(),
         }
-        outcome
+        outcome.map(|outcome| (outcome, self.phases))
     }
 
     fn commit_inner(&mut self) -> Result<Outcome> {

@@ -1,0 +1,156 @@
+//! Commit latency of FaRM's smallest read-write transaction: read one
+//! object, write another (both on other nodes, so every phase crosses the
+//! fabric), on a three-node, three-copy in-process cluster. Reports
+//! latency percentiles from an hdrhistogram and the mean time of each
+//! commit phase.
+
+use std::time::{Duration, Instant};
+
+use farm_core::{Addr, Cluster, ClusterConfig, FabricChoice, Outcome, PhaseTimes};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub fabric: FabricChoice,
+    pub iterations: u64,
+    pub warmup: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub fabric: String,
+    pub iterations: u64,
+    pub aborted: u64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub min_us: f64,
+    pub max_us: f64,
+    /// Mean time of each commit phase, µs.
+    pub lock_us: f64,
+    pub validate_us: f64,
+    pub commit_backup_us: f64,
+    pub commit_primary_us: f64,
+}
+
+/// The transaction: coordinator node 0 reads `read` (primary on node 1) and
+/// writes `write` (primary on node 2, backups on nodes 0 and 1).
+pub struct OneReadOneWrite {
+    pub cluster: Cluster,
+    pub read: Addr,
+    pub write: Addr,
+}
+
+impl OneReadOneWrite {
+    pub fn start(fabric: FabricChoice) -> farm_core::Result<OneReadOneWrite> {
+        let cluster = Cluster::start(ClusterConfig {
+            region_bytes: 4 << 20,
+            fabric,
+            ..ClusterConfig::default()
+        })?;
+        let read = cluster.node(1).run(|txn| txn.alloc(&0u64.to_le_bytes()))?;
+        let write = cluster.node(2).run(|txn| txn.alloc(&0u64.to_le_bytes()))?;
+        cluster.quiesce(Duration::from_secs(30))?;
+        Ok(OneReadOneWrite {
+            cluster,
+            read,
+            write,
+        })
+    }
+
+    /// One transaction; its outcome and phase times.
+    pub fn once(&self, value: u64) -> farm_core::Result<(Outcome, PhaseTimes)> {
+        let mut txn = self.cluster.node(0).begin()?;
+        let step = (|| {
+            let seen: u64 = txn.read_pod(self.read)?;
+            txn.write_pod(self.write, &(seen + value))
+        })();
+        if step.is_err() {
+            txn.abort();
+            return Ok((
+                Outcome::Aborted(farm_core::AbortReason::ReadConflict),
+                PhaseTimes::default(),
+            ));
+        }
+        txn.commit_timed()
+    }
+}
+
+pub fn run(options: &Options) -> farm_core::Result<Report> {
+    let bench = OneReadOneWrite::start(options.fabric.clone())?;
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds");
+    let mut aborted = 0;
+    let mut sums = [0u64; 4];
+    for i in 0..options.warmup + options.iterations {
+        let started = Instant::now();
+        let (outcome, phases) = bench.once(i)?;
+        let elapsed = started.elapsed().as_nanos() as u64;
+        if i < options.warmup {
+            continue;
+        }
+        if outcome != Outcome::Committed {
+            aborted += 1;
+            continue;
+        }
+        histogram.record(elapsed.max(1)).expect("in bounds");
+        sums[0] += phases.lock_ns;
+        sums[1] += phases.validate_ns;
+        sums[2] += phases.commit_backup_ns;
+        sums[3] += phases.commit_primary_ns;
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let committed = histogram.len().max(1);
+    Ok(Report {
+        fabric: match options.fabric {
+            FabricChoice::Shm => "shm".into(),
+            FabricChoice::Verbs { .. } => "verbs".into(),
+        },
+        iterations: options.iterations,
+        aborted,
+        p50_us: us(histogram.value_at_quantile(0.50)),
+        p90_us: us(histogram.value_at_quantile(0.90)),
+        p99_us: us(histogram.value_at_quantile(0.99)),
+        p999_us: us(histogram.value_at_quantile(0.999)),
+        min_us: us(histogram.min()),
+        max_us: us(histogram.max()),
+        lock_us: us(sums[0] / committed),
+        validate_us: us(sums[1] / committed),
+        commit_backup_us: us(sums[2] / committed),
+        commit_primary_us: us(sums[3] / committed),
+    })
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        format!(
+            "1-read-1-write commit latency, {} fabric, 3 nodes, 3 copies, in one process\n\
+             {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n\
+             {:>10} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n\
+             phases (mean µs): lock {:.2}, validate {:.2}, commit-backup {:.2}, commit-primary {:.2}",
+            self.fabric,
+            "iterations",
+            "aborted",
+            "min[us]",
+            "p50[us]",
+            "p90[us]",
+            "p99[us]",
+            "p99.9[us]",
+            "max[us]",
+            self.iterations,
+            self.aborted,
+            self.min_us,
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+            self.lock_us,
+            self.validate_us,
+            self.commit_backup_us,
+            self.commit_primary_us,
+        )
+    }
+}
