@@ -42,3 +42,7 @@ conformance=$(printf '%s\n' "$executables" | grep '/conformance-' | head -n 1)
 
 step "verbs conformance suite on rxe0 inside the soft-RoCE VM"
 soft-roce-setup/vm/run.sh "$conformance" verbs --test-threads=1
+
+step "farm check over verbs: three node processes on rxe0 inside the soft-RoCE VM"
+cargo build --release -p farm-cli --features verbs --locked
+soft-roce-setup/vm/run.sh "$repo/target/release/farm" check --fabric verbs --nodes 3 --txns 20000
