@@ -63,11 +63,8 @@ positive_integer FARM_VM_TIMEOUT "$timeout_s"
 positive_integer FARM_VM_MEM "$memory_mib"
 positive_integer FARM_VM_CPUS "$cpu_count"
 
-# /tmp inside the VM is a fresh tmpfs, so a working directory under the
-# host's /tmp would not exist there; say so now rather than fail in the VM.
-case "$PWD/" in
-/tmp/*) fail "the working directory $PWD is under /tmp, which the VM replaces with its own tmpfs; run from elsewhere" ;;
-esac
+# /tmp inside the VM is a fresh tmpfs; init binds the top directory of a
+# working directory under /tmp back in (it reads the job share's `cwd`).
 
 "$here/../install-deps.sh" || fail "install-deps.sh failed"
 "$here/build.sh" || fail "build.sh failed"
@@ -76,6 +73,7 @@ mkdir -p "$cache"
 run_dir=$(mktemp -d "$cache/run.XXXXXX")
 share=$run_dir/share # the "farmjob" 9p share: job.sh in, status out
 mkdir "$share"
+printf '%s\n' "$PWD" >"$share/cwd"
 
 qemu_pid=
 reader_pids=()
