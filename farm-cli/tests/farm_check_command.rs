@@ -12,8 +12,12 @@ fn farm_check(args: &[&str]) -> (bool, serde_json::Value, String) {
         .expect("run farm check");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let last = stdout.lines().last().unwrap_or_default().to_string();
-    let json: serde_json::Value = serde_json::from_str(&last)
-        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\nstderr: {}", String::from_utf8_lossy(&output.stderr)));
+    let json: serde_json::Value = serde_json::from_str(&last).unwrap_or_else(|e| {
+        panic!(
+            "last line is not JSON ({e}): {last}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
     (output.status.success(), json, stdout)
 }
 
@@ -38,8 +42,19 @@ fn check_fails_when_validation_is_skipped_in_node_processes() {
     for seed in 1..=6 {
         let seed = seed.to_string();
         let (ok, json, stdout) = farm_check(&[
-            "--nodes", "3", "--txns", "3000", "--processes", "--fault", "skip-validation", "--registers", "6",
-            "--lists", "3", "--seed", &seed,
+            "--nodes",
+            "3",
+            "--txns",
+            "3000",
+            "--processes",
+            "--fault",
+            "skip-validation",
+            "--registers",
+            "6",
+            "--lists",
+            "3",
+            "--seed",
+            &seed,
         ]);
         let anomalies = json["anomalies"].as_array().map(Vec::len).unwrap_or(0);
         if anomalies > 0 {
