@@ -31,6 +31,15 @@ pub struct Args {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Crash-test load: every client thread increments a counter whose
+    /// primary is the next node, appending each acknowledged value to
+    /// DIR/acks-<node>-<thread>, until the process is killed.
+    #[arg(long, value_name = "DIR")]
+    pub crash_load: Option<PathBuf>,
+    /// After a restart: read every counter of DIR/counter-* and write its
+    /// value to DIR/recovered-<node>-<thread> (node 0), then exit.
+    #[arg(long, value_name = "DIR")]
+    pub verify_counters: Option<PathBuf>,
     #[command(flatten)]
     pub workload: WorkloadArgs,
 }
@@ -39,6 +48,12 @@ pub fn run(args: Args) -> CommandResult {
     let file = ClusterFile::load(&args.config)?;
     let nodes = file.nodes.len();
     let mut process = NodeProcess::start(file, args.id, faults(args.fault))?;
+    if let Some(dir) = &args.crash_load {
+        return crash_load(process, dir, nodes, args.workload.threads_per_node);
+    }
+    if let Some(dir) = &args.verify_counters {
+        return verify_counters(process, dir);
+    }
     let Some(txns) = args.check_txns else {
         eprintln!(
             "farm node {}: serving ({} nodes); stop with a signal",
@@ -81,6 +96,96 @@ pub fn run(args: Args) -> CommandResult {
     };
     if let Some(path) = &args.history_out {
         std::fs::write(path, serde_json::to_vec(&history)?)?;
+    }
+    process.finish()?;
+    Ok(())
+}
+
+/// Writes `contents` to `path` atomically (a reader never sees half).
+fn publish(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, contents)?;
+    std::fs::rename(temporary, path)
+}
+
+fn crash_load(
+    mut process: NodeProcess,
+    dir: &std::path::Path,
+    nodes: usize,
+    threads: usize,
+) -> CommandResult {
+    use std::io::Write;
+    let id = process.node.id();
+    let mut mine = Vec::new();
+    for _ in 0..threads {
+        mine.push(process.node.run(|txn| txn.alloc(&0u64.to_le_bytes()))?.0);
+    }
+    let parts = process.exchange("counters", json!(mine))?;
+    process.drain()?;
+    process.exchange("counters-installed", serde_json::Value::Null)?;
+    // Thread t uses counter t of the next node: its primary is remote.
+    let next = parts[(id + 1) % nodes]
+        .as_array()
+        .ok_or("malformed counters round")?
+        .clone();
+    let node = &process.node;
+    std::thread::scope(|scope| -> CommandResult {
+        let mut handles = Vec::new();
+        for (thread, addr) in next.iter().enumerate() {
+            let addr = Addr(addr.as_u64().ok_or("malformed counter address")?);
+            handles.push(scope.spawn(move || -> Result<(), String> {
+                let text = |e: &dyn std::fmt::Display| e.to_string();
+                publish(
+                    &dir.join(format!("counter-{id}-{thread}")),
+                    &format!("{}\n", addr.0),
+                )
+                .map_err(|e| text(&e))?;
+                let mut acks = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(format!("acks-{id}-{thread}")))
+                    .map_err(|e| text(&e))?;
+                loop {
+                    let value = node
+                        .run(|txn| {
+                            let value: u64 = txn.read_pod(addr)?;
+                            txn.write_pod(addr, &(value + 1))?;
+                            Ok(value + 1)
+                        })
+                        .map_err(|e| text(&e))?;
+                    // Only now is the commit acknowledged to this client.
+                    acks.write_all(format!("{value}\n").as_bytes())
+                        .map_err(|e| text(&e))?;
+                }
+            }));
+        }
+        for handle in handles {
+            handle.join().map_err(|_| "crash-load thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
+fn verify_counters(process: NodeProcess, dir: &std::path::Path) -> CommandResult {
+    if process.node.id() == 0 {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(suffix) = name.strip_prefix("counter-") else {
+                continue;
+            };
+            if suffix.ends_with(".tmp") {
+                continue;
+            }
+            let addr = Addr(std::fs::read_to_string(&path)?.trim().parse()?);
+            let value: u64 = process.node.run(|txn| txn.read_pod(addr))?;
+            publish(
+                &dir.join(format!("recovered-{suffix}")),
+                &format!("{value}\n"),
+            )?;
+        }
     }
     process.finish()?;
     Ok(())

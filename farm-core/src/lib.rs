@@ -17,6 +17,7 @@ pub mod limits;
 pub mod node;
 pub mod process;
 pub mod record;
+pub mod recovery;
 pub mod region;
 pub mod ring;
 pub mod txn;

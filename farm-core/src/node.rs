@@ -273,21 +273,28 @@ impl NodeShared {
 
     /// Reserves ring space, keeping the fabric's housekeeping going while
     /// the ring is full (the receiver may need our receives re-posted to
-    /// make the progress we wait for).
-    fn reserve(&self, target: usize, len: usize) -> Result<ring::Reservation> {
+    /// make the progress we wait for). Returns the sender still locked:
+    /// the caller posts the record before releasing it, so that records
+    /// are written in the order of their positions and a sender that dies
+    /// leaves no gap before a later, complete record (on shm a post is the
+    /// copy itself; on verbs it fixes the posting order only).
+    fn reserve(
+        &self,
+        target: usize,
+        len: usize,
+    ) -> Result<(std::sync::MutexGuard<'_, RingSender>, ring::Reservation)> {
         let started = Instant::now();
         loop {
-            let attempt = self.senders[target]
-                .lock()
-                .expect("ring sender lock")
-                .reserve_within(len, Duration::from_millis(1));
-            match attempt {
+            let mut sender = self.senders[target].lock().expect("ring sender lock");
+            match sender.reserve_within(len, Duration::from_millis(1)) {
+                Ok(reservation) => return Ok((sender, reservation)),
                 Err(Error::RingFull { .. })
                     if started.elapsed() < Duration::from_millis(crate::limits::RING_WAIT_MS) =>
                 {
+                    drop(sender);
                     self.fabric.progress()?;
                 }
-                other => return other,
+                Err(error) => return Err(error),
             }
         }
     }
@@ -308,7 +315,7 @@ impl NodeShared {
             endpoint.wait(Duration::from_millis(crate::limits::REPLY_TIMEOUT_MS))?;
         }
         let len = record.len() + record::TRAILER_BYTES;
-        let reservation = self.reserve(target, len)?;
+        let (_sender, reservation) = self.reserve(target, len)?;
         // The trailer's tag needs the position, known only now.
         finish_record(record, reservation.position)?;
         let staging = staging_offset(target);
@@ -392,7 +399,50 @@ pub(crate) fn put_entries<'a>(
     buffer[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
 }
 
-fn parse_entries(payload: &[u8]) -> Result<Vec<Entry>, &'static str> {
+/// This node's replica of `addr`'s region.
+pub(crate) fn replica_of(
+    replicas: &[Option<Arc<MemoryRegion>>],
+    addr: Addr,
+) -> Result<&Arc<MemoryRegion>> {
+    replicas
+        .get(usize::from(addr.region()))
+        .and_then(Option::as_ref)
+        .ok_or(Error::BadAddress {
+            addr,
+            why: "this node holds no replica of its region",
+        })
+}
+
+/// Releases a lock taken at `entry.expected`, leaving the object as it was.
+pub(crate) fn unlock_entry(replicas: &[Option<Arc<MemoryRegion>>], entry: &Entry) -> Result<()> {
+    let word = region::header_word(replica_of(replicas, entry.addr)?, entry.addr.offset())?;
+    word.store(entry.expected.with_lock(false).encode(), Ordering::Release);
+    Ok(())
+}
+
+/// Installs `entry` unless the replica already holds that version or a
+/// newer one: backups apply truncations in any order, and a restarted node
+/// may replay what it had applied before it died.
+pub(crate) fn install_if_newer(
+    replicas: &[Option<Arc<MemoryRegion>>],
+    entry: &Entry,
+) -> Result<()> {
+    let mr = replica_of(replicas, entry.addr)?;
+    let current =
+        Header::decode(region::header_word(mr, entry.addr.offset())?.load(Ordering::Acquire));
+    if current.version < entry.new.version {
+        region::install(
+            mr,
+            entry.addr.offset(),
+            entry.addr.class(),
+            entry.new,
+            &entry.payload,
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_entries(payload: &[u8]) -> Result<Vec<Entry>, &'static str> {
     let mut reader = PayloadReader::new(payload);
     let count = reader.u64()?;
     let mut entries = Vec::with_capacity(count.min(1024) as usize);
@@ -665,14 +715,7 @@ impl Server {
     }
 
     fn replica(&self, addr: Addr) -> Result<&Arc<MemoryRegion>> {
-        self.node
-            .replicas
-            .get(usize::from(addr.region()))
-            .and_then(Option::as_ref)
-            .ok_or(Error::BadAddress {
-                addr,
-                why: "this node holds no replica of its region",
-            })
+        replica_of(&self.node.replicas, addr)
     }
 
     /// CAS-locks every object at its expected header; all or nothing.
@@ -698,9 +741,7 @@ impl Server {
     }
 
     fn unlock(&self, entry: &Entry) -> Result<()> {
-        let word = region::header_word(self.replica(entry.addr)?, entry.addr.offset())?;
-        word.store(entry.expected.with_lock(false).encode(), Ordering::Release);
-        Ok(())
+        unlock_entry(&self.node.replicas, entry)
     }
 
     fn install_primary(&self, entry: &Entry) -> Result<()> {
@@ -729,19 +770,7 @@ impl Server {
     /// only a newer version replaces an older one, so truncations may
     /// arrive in any order.
     fn install_backup(&self, entry: &Entry) -> Result<()> {
-        let mr = self.replica(entry.addr)?;
-        let current =
-            Header::decode(region::header_word(mr, entry.addr.offset())?.load(Ordering::Acquire));
-        if current.version < entry.new.version {
-            region::install(
-                mr,
-                entry.addr.offset(),
-                entry.addr.class(),
-                entry.new,
-                &entry.payload,
-            )?;
-        }
-        Ok(())
+        install_if_newer(&self.node.replicas, entry)
     }
 
     fn reply(&mut self, coordinator: usize, txid: u64, ok: bool) -> Result<()> {

@@ -16,6 +16,8 @@ use crate::cluster_file::ClusterFile;
 use crate::config::{Faults, Placement};
 use crate::error::{Error, Result};
 use crate::node::{Directory, NodeShared};
+use crate::{recovery, ring};
+use std::collections::HashSet;
 
 pub struct NodeProcess {
     pub node: Node,
@@ -43,6 +45,12 @@ impl NodeProcess {
                 node: NodeId(id as u16),
             })?),
         };
+        // A node whose files exist restarts: it recovers before serving.
+        let restarted = file
+            .data_dir
+            .join(format!("node-{id}"))
+            .join("inbox")
+            .exists();
         let memory = NodeMemory::open(id, fabric.as_ref(), &placement, &config, &file.data_dir)?;
         let addresses: Vec<_> = file.nodes.iter().map(|n| n.bootstrap).collect();
         let _ = entry;
@@ -69,6 +77,37 @@ impl NodeProcess {
                     .collect(),
             );
         }
+        // Recovery (see crate::recovery): replay, share evidence, decide,
+        // agree where every ring resumes.
+        let replayed = recovery::replay(config.nodes, &memory.inbox, &memory.replicas)?;
+        let parts = bootstrap.exchange(
+            "recovery",
+            json!({ "restarted": restarted, "evidence": replayed.evidence(), "in_doubt": replayed.in_doubt() }),
+        )?;
+        let any_restarted = parts.iter().any(|part| part["restarted"] == true);
+        let evidence: HashSet<u64> = parts
+            .iter()
+            .flat_map(|part| part["evidence"].as_array().cloned().unwrap_or_default())
+            .filter_map(|txid| txid.as_u64())
+            .collect();
+        if restarted {
+            eprintln!(
+                "farm node {id}: restarted: replayed {} records, {} locks in doubt, {} committed transactions known to the cluster",
+                replayed.records,
+                replayed.in_doubt(),
+                evidence.len()
+            );
+        }
+        let resume = replayed.resolve(&evidence, &memory.replicas)?;
+        let parts = bootstrap.exchange("ring-heads", json!(resume))?;
+        for (receiver, part) in parts.iter().enumerate() {
+            let position = part[id].as_u64().ok_or_else(|| {
+                Error::Config(format!(
+                    "bootstrap: node {receiver} sent malformed ring heads"
+                ))
+            })?;
+            ring::set_published_head(&memory.inbox, receiver, position)?;
+        }
         let shared = Arc::new(NodeShared::new(
             id,
             placement,
@@ -79,7 +118,11 @@ impl NodeProcess {
         )?);
         shared.directory.set(directory).expect("directory set once");
         let server = spawn_server(&shared)?;
-        // Nobody sends before every node serves.
+        if any_restarted {
+            // Every primary decided before the ring-heads round; copy.
+            recovery::copy_from_primaries(&shared)?;
+        }
+        // Nobody sends before every node serves (and has its copies).
         bootstrap.exchange("serving", Value::Null)?;
         Ok(NodeProcess {
             node: Node::from_shared(shared),

@@ -53,6 +53,15 @@ pub fn head_slot(receiver: usize) -> u64 {
     HEADS_OFFSET + receiver as u64 * SLOT_BYTES
 }
 
+/// Records in this node's inbox where `receiver` has retired the ring we
+/// send it (what a [`RingSender`] starts from).
+pub fn set_published_head(inbox: &MemoryRegion, receiver: usize, position: u64) -> Result<()> {
+    inbox
+        .atomic_u64(head_slot(receiver))?
+        .store(position, Ordering::Release);
+    Ok(())
+}
+
 /// Where a record goes, decided by [`RingSender::reserve`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reservation {
@@ -339,6 +348,24 @@ impl RingReceiver {
             self.published = self.retired;
             self.retired
         })
+    }
+
+    /// After a restart's recovery has decided every record: zeroes the
+    /// whole ring (including any record a dead sender left half-written
+    /// past the last complete one) and retires everything up to the last
+    /// complete record. Returns that position, where the sender resumes.
+    pub fn reset_after_recovery(&mut self) -> u64 {
+        self.zero(0, RING_BYTES);
+        self.unretired.clear();
+        self.retired = self.processed;
+        self.published = self.processed;
+        self.suspect = None;
+        self.broken = None;
+        self.inbox
+            .atomic_u64(RETIRED_OFFSET + self.sender as u64 * SLOT_BYTES)
+            .expect("retired slot")
+            .store(self.retired, Ordering::Release);
+        self.processed
     }
 
     /// Retired bytes the sender has not been told about.
