@@ -1,0 +1,209 @@
+//! A transactional hash table over farm objects, for the key-value
+//! workloads (TATP, SmallBank, YCSB): `get`, `put` and `delete` run inside
+//! the caller's transaction, so they commit or abort with everything else
+//! it did.
+//!
+//! Layout: a fixed array of bucket objects chosen when the table is made,
+//! spread over the given nodes' regions. A bucket holds up to
+//! [`BUCKET_SLOTS`] (key, value address) pairs and the address of an
+//! overflow bucket:
+//!
+//! ```text
+//! bucket: | next (Addr, 0 = none) | count | key 0 | value 0 | ... | key 7 | value 7 |
+//!           8 B                     8 B     8 B     8 B             (144 bytes)
+//! ```
+//!
+//! Values are objects of their own. A lookup costs two READs (bucket, then
+//! value) where FaRM's associative hopscotch table inlines small values in
+//! its buckets and mostly needs one: simpler, and the first thing to change
+//! when a benchmark says lookups dominate.
+
+use std::sync::Arc;
+
+use crate::cluster::Node;
+use crate::error::{Error, Result};
+use crate::header::Addr;
+use crate::txn::{Txn, TxnError};
+
+pub const BUCKET_SLOTS: usize = 8;
+const BUCKET_BYTES: usize = 16 + BUCKET_SLOTS * 16;
+
+/// A handle on a table: the addresses of its buckets. Cheap to clone; send
+/// [`HashTable::bucket_addrs`] to another process to open the same table.
+#[derive(Clone, Debug)]
+pub struct HashTable {
+    buckets: Arc<Vec<Addr>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Bucket {
+    next: u64,
+    entries: Vec<(u64, Addr)>,
+}
+
+impl Bucket {
+    fn decode(bytes: &[u8]) -> Result<Bucket, TxnError> {
+        if bytes.len() != BUCKET_BYTES {
+            return Err(TxnError::Failed(Error::Config(format!(
+                "a hash bucket has {} bytes, expected {BUCKET_BYTES}",
+                bytes.len()
+            ))));
+        }
+        let word =
+            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let count = (word(1) as usize).min(BUCKET_SLOTS);
+        Ok(Bucket {
+            next: word(0),
+            entries: (0..count)
+                .map(|i| (word(2 + 2 * i), Addr(word(3 + 2 * i))))
+                .collect(),
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        assert!(self.entries.len() <= BUCKET_SLOTS);
+        let mut bytes = vec![0u8; BUCKET_BYTES];
+        bytes[..8].copy_from_slice(&self.next.to_le_bytes());
+        bytes[8..16].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for (i, (key, addr)) in self.entries.iter().enumerate() {
+            bytes[16 + i * 16..24 + i * 16].copy_from_slice(&key.to_le_bytes());
+            bytes[24 + i * 16..32 + i * 16].copy_from_slice(&addr.0.to_le_bytes());
+        }
+        bytes
+    }
+}
+
+/// splitmix64's finalizer: spreads sequential keys over the buckets.
+fn mix(key: u64) -> u64 {
+    let mut z = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl HashTable {
+    /// Makes a table of `buckets` buckets, round-robin over `nodes`' regions.
+    pub fn create(nodes: &[&Node], buckets: usize) -> Result<HashTable> {
+        assert!(!nodes.is_empty() && buckets > 0);
+        let empty = Bucket::default().encode();
+        let mut addrs = Vec::with_capacity(buckets);
+        // Bucket i lives on nodes[i % len]; allocate in batches per node.
+        let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+        for bucket in 0..buckets {
+            per_node[bucket % nodes.len()].push(bucket);
+        }
+        let mut placed = vec![Addr(0); buckets];
+        for (node, indexes) in nodes.iter().zip(&per_node) {
+            for chunk in indexes.chunks(64) {
+                let made = node.run(|txn| {
+                    chunk
+                        .iter()
+                        .map(|_| txn.alloc(&empty))
+                        .collect::<Result<Vec<_>, _>>()
+                })?;
+                for (index, addr) in chunk.iter().zip(made) {
+                    placed[*index] = addr;
+                }
+            }
+        }
+        addrs.extend(placed);
+        Ok(HashTable {
+            buckets: Arc::new(addrs),
+        })
+    }
+
+    /// Opens a table made elsewhere.
+    pub fn from_bucket_addrs(buckets: Vec<Addr>) -> HashTable {
+        assert!(!buckets.is_empty());
+        HashTable {
+            buckets: Arc::new(buckets),
+        }
+    }
+
+    pub fn bucket_addrs(&self) -> &[Addr] {
+        &self.buckets
+    }
+
+    fn home(&self, key: u64) -> Addr {
+        self.buckets[(mix(key) % self.buckets.len() as u64) as usize]
+    }
+
+    /// Walks the chain of `key`'s bucket: (bucket address, bucket, slot of
+    /// the key if present). Stops at the bucket holding the key, or the last.
+    fn find(&self, txn: &mut Txn, key: u64) -> Result<(Addr, Bucket, Option<usize>), TxnError> {
+        let mut at = self.home(key);
+        loop {
+            let bucket = Bucket::decode(&txn.read(at)?)?;
+            if let Some(slot) = bucket.entries.iter().position(|(k, _)| *k == key) {
+                return Ok((at, bucket, Some(slot)));
+            }
+            if bucket.next == 0 {
+                return Ok((at, bucket, None));
+            }
+            at = Addr(bucket.next);
+        }
+    }
+
+    pub fn get(&self, txn: &mut Txn, key: u64) -> Result<Option<Vec<u8>>, TxnError> {
+        let (_, bucket, slot) = self.find(txn, key)?;
+        match slot {
+            Some(slot) => Ok(Some(txn.read(bucket.entries[slot].1)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts or replaces `key`'s value.
+    pub fn put(&self, txn: &mut Txn, key: u64, value: &[u8]) -> Result<(), TxnError> {
+        let (at, mut bucket, slot) = self.find(txn, key)?;
+        if let Some(slot) = slot {
+            let old = bucket.entries[slot].1;
+            // In place when the value still fits its object's class.
+            if crate::region::class_for(value.len())? <= old.class() {
+                return txn.write(old, value);
+            }
+            let new = txn.alloc(value)?;
+            txn.free(old)?;
+            bucket.entries[slot].1 = new;
+            return txn.write(at, &bucket.encode());
+        }
+        let value_addr = txn.alloc(value)?;
+        if bucket.entries.len() < BUCKET_SLOTS {
+            bucket.entries.push((key, value_addr));
+            return txn.write(at, &bucket.encode());
+        }
+        // Full: chain a new overflow bucket holding the key.
+        let overflow = Bucket {
+            next: 0,
+            entries: vec![(key, value_addr)],
+        };
+        let overflow_addr = txn.alloc(&overflow.encode())?;
+        bucket.next = overflow_addr.0;
+        txn.write(at, &bucket.encode())
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn delete(&self, txn: &mut Txn, key: u64) -> Result<bool, TxnError> {
+        let (at, mut bucket, slot) = self.find(txn, key)?;
+        let Some(slot) = slot else { return Ok(false) };
+        let (_, value) = bucket.entries.swap_remove(slot);
+        txn.free(value)?;
+        txn.write(at, &bucket.encode())?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_round_trips() {
+        let bucket = Bucket {
+            next: 77,
+            entries: (0..BUCKET_SLOTS as u64)
+                .map(|k| (k * 3, Addr(k + 1000)))
+                .collect(),
+        };
+        assert_eq!(Bucket::decode(&bucket.encode()).unwrap(), bucket);
+    }
+}

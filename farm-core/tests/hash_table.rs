@@ -1,0 +1,113 @@
+//! The transactional hash table: get/put/delete from any node, chains past
+//! a bucket's capacity, values that grow, atomicity with the rest of the
+//! transaction, and concurrent read-modify-writes of one key that lose no
+//! update.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use farm_core::{Cluster, ClusterConfig, HashTable, TxnError};
+
+fn cluster() -> Cluster {
+    Cluster::start(ClusterConfig {
+        region_bytes: 8 << 20,
+        ..ClusterConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn put_get_delete_from_every_node_with_overflow_chains() {
+    let cluster = cluster();
+    let nodes: Vec<_> = cluster.nodes().iter().collect();
+    // 4 buckets for 200 keys: long overflow chains.
+    let table = HashTable::create(&nodes, 4).unwrap();
+    let mut model = HashMap::new();
+    for key in 0..200u64 {
+        let node = cluster.node(key as usize % 3);
+        let value = vec![key as u8; 1 + (key as usize * 7) % 300];
+        node.run(|txn| table.put(txn, key, &value)).unwrap();
+        model.insert(key, value);
+    }
+    // Grow some values past their class; delete others.
+    for key in (0..200u64).step_by(3) {
+        let value = vec![0xAB; 700 + key as usize];
+        cluster
+            .node(1)
+            .run(|txn| table.put(txn, key, &value))
+            .unwrap();
+        model.insert(key, value);
+    }
+    for key in (1..200u64).step_by(5) {
+        let removed = cluster.node(2).run(|txn| table.delete(txn, key)).unwrap();
+        assert_eq!(removed, model.remove(&key).is_some());
+    }
+    assert!(!cluster
+        .node(0)
+        .run(|txn| table.delete(txn, 10_000))
+        .unwrap());
+    for key in 0..200u64 {
+        let node = cluster.node((key as usize + 1) % 3);
+        let got = node.run(|txn| table.get(txn, key)).unwrap();
+        assert_eq!(got.as_ref(), model.get(&key), "key {key}");
+    }
+}
+
+#[test]
+fn an_aborted_put_is_not_visible() {
+    let cluster = cluster();
+    let table = HashTable::create(&[cluster.node(0)], 16).unwrap();
+    cluster
+        .node(0)
+        .run(|txn| table.put(txn, 1, b"one"))
+        .unwrap();
+    let mut txn = cluster.node(1).begin().unwrap();
+    table.put(&mut txn, 1, b"uno").unwrap();
+    table.put(&mut txn, 2, b"two").unwrap();
+    assert_eq!(
+        table.get(&mut txn, 2).unwrap().as_deref(),
+        Some(&b"two"[..]),
+        "a transaction sees its own puts"
+    );
+    txn.abort();
+    let (one, two) = cluster
+        .node(2)
+        .run(|txn| Ok::<_, TxnError>((table.get(txn, 1)?, table.get(txn, 2)?)))
+        .unwrap();
+    assert_eq!(one.as_deref(), Some(&b"one"[..]));
+    assert_eq!(two, None);
+}
+
+#[test]
+fn concurrent_increments_of_one_key_lose_no_update() {
+    let cluster = cluster();
+    let nodes: Vec<_> = cluster.nodes().iter().collect();
+    let table = HashTable::create(&nodes, 8).unwrap();
+    cluster
+        .node(0)
+        .run(|txn| table.put(txn, 42, &0u64.to_le_bytes()))
+        .unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4usize {
+            let (cluster, table) = (&cluster, &table);
+            scope.spawn(move || {
+                let node = cluster.node(t % 3);
+                for _ in 0..150 {
+                    node.run(|txn| {
+                        let value = table.get(txn, 42)?.expect("key 42 exists");
+                        let count = u64::from_le_bytes(value.try_into().expect("8 bytes"));
+                        table.put(txn, 42, &(count + 1).to_le_bytes())
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let value = cluster
+        .node(2)
+        .run(|txn| table.get(txn, 42))
+        .unwrap()
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(value.try_into().unwrap()), 600);
+    cluster.quiesce(Duration::from_secs(20)).unwrap();
+}
