@@ -7,6 +7,7 @@
 //! machine it was measured on, so that numbers from different machines are
 //! never compared by accident.
 
+pub mod bench;
 pub mod commit_lat;
 pub mod error;
 pub mod rdma_bench;

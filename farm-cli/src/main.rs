@@ -1,6 +1,7 @@
 //! `farm`, the command line of farm-rs: a dispatcher over subcommands, each
 //! in its own module with its own clap arguments and a `run` function.
 
+mod bench;
 mod check;
 mod commit_lat;
 mod node;
@@ -33,6 +34,9 @@ enum Command {
     Node(node::Args),
     /// Latency of a 1-read-1-write commit on a 3-node, 3-copy cluster.
     CommitLat(commit_lat::Args),
+    /// Run FaRM's workloads (TATP by default) and report throughput and
+    /// latency.
+    Bench(bench::Args),
 }
 
 /// What every subcommand returns; `main` prints the error.
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Node(args) => node::run(args),
         Command::CommitLat(args) => commit_lat::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

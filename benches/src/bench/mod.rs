@@ -1,0 +1,420 @@
+//! `farm bench`: FaRM's workloads on an in-process cluster, with latency
+//! histograms per transaction type, aborts by reason and a per-phase
+//! breakdown of commits.
+//!
+//! Each client thread runs transactions back to back on its node (thread t
+//! on node t % nodes); an aborted transaction counts as an abort and the
+//! thread moves on to a new random transaction (no retry), as FaRM's
+//! benchmarks count. Latency is from begin to the commit's answer.
+
+pub mod config;
+pub mod smallbank;
+pub mod tatp;
+pub mod ycsb;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use farm_core::{AbortReason, Cluster, Node, Outcome, PhaseTimes};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// A small, fast generator (xorshift64*): workloads draw many numbers.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `low..=high`.
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next_u64() % (high - low + 1)
+    }
+
+    /// Uniform in `0..100`.
+    pub fn percent(&mut self) -> u64 {
+        self.next_u64() % 100
+    }
+}
+
+/// One transaction attempt, as a workload reports it.
+pub struct Attempt {
+    /// Index into the workload's `types()`.
+    pub kind: usize,
+    pub outcome: Outcome,
+    pub phases: PhaseTimes,
+}
+
+/// A benchmark workload: populate, run one random transaction, check.
+pub trait Workload: Sync {
+    fn name(&self) -> &'static str;
+    /// Transaction type names, in the order `Attempt::kind` indexes them.
+    fn types(&self) -> &'static [&'static str];
+    /// Runs one random transaction from `node` (no retry).
+    fn run_one(&self, node: &Node, rng: &mut Rng) -> farm_core::Result<Attempt>;
+    /// Checks the workload's own consistency conditions afterwards; the
+    /// text says what was checked.
+    fn check(&self, cluster: &Cluster) -> farm_core::Result<Result<String, String>>;
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub threads_per_node: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub progress: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            min: us(histogram.min()),
+            p50: us(histogram.value_at_quantile(0.50)),
+            p90: us(histogram.value_at_quantile(0.90)),
+            p99: us(histogram.value_at_quantile(0.99)),
+            p999: us(histogram.value_at_quantile(0.999)),
+            max: us(histogram.max()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TypeReport {
+    pub name: &'static str,
+    pub committed: u64,
+    pub aborted: u64,
+    pub latency_us: Latency,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Phases {
+    pub lock: f64,
+    pub validate: f64,
+    pub commit_backup: f64,
+    pub commit_primary: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub workload: &'static str,
+    pub fabric: String,
+    pub nodes: usize,
+    pub copies: usize,
+    pub threads: usize,
+    pub host: String,
+    pub cpus: usize,
+    pub duration_s: f64,
+    pub throughput_tps: f64,
+    pub committed: u64,
+    pub aborted: u64,
+    pub aborted_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// Committed transactions of every type.
+    pub latency_us: Latency,
+    pub types: Vec<TypeReport>,
+    /// Mean time of each commit phase over committed read-write
+    /// transactions, µs (execution is the rest of the latency).
+    pub phases_us: Phases,
+    pub consistency: String,
+}
+
+struct ThreadStats {
+    committed: Vec<u64>,
+    aborted: Vec<u64>,
+    reasons: [u64; 4],
+    histograms: Vec<Histogram<u64>>,
+    phases: [u64; 4],
+    phase_count: u64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+/// Runs `workload` on `cluster` for the warm-up and then the measured time.
+pub fn run(
+    cluster: &Cluster,
+    workload: &dyn Workload,
+    options: &RunOptions,
+    fabric: &str,
+    copies: usize,
+) -> farm_core::Result<BenchReport> {
+    let nodes = cluster.nodes().len();
+    let threads = options.threads_per_node * nodes;
+    let types = workload.types();
+    let measuring = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let started = Instant::now();
+    let stats: Vec<ThreadStats> =
+        std::thread::scope(|scope| -> farm_core::Result<Vec<ThreadStats>> {
+            let mut handles = Vec::new();
+            for thread in 0..threads {
+                let node = cluster.node(thread % nodes);
+                let (measuring, stop, done) = (&measuring, &stop, &done);
+                handles.push(scope.spawn(move || -> farm_core::Result<ThreadStats> {
+                    let mut stats = ThreadStats {
+                        committed: vec![0; types.len()],
+                        aborted: vec![0; types.len()],
+                        reasons: [0; 4],
+                        histograms: (0..types.len()).map(|_| histogram()).collect(),
+                        phases: [0; 4],
+                        phase_count: 0,
+                    };
+                    let mut rng = Rng::new(thread as u64 + 1);
+                    while !stop.load(Ordering::Relaxed) {
+                        let begun = Instant::now();
+                        let attempt = workload.run_one(node, &mut rng)?;
+                        let elapsed = begun.elapsed().as_nanos() as u64;
+                        if !measuring.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                        match attempt.outcome {
+                            Outcome::Committed => {
+                                stats.committed[attempt.kind] += 1;
+                                stats.histograms[attempt.kind]
+                                    .record(elapsed.max(1))
+                                    .expect("in bounds");
+                                let p = attempt.phases;
+                                if p.lock_ns > 0 {
+                                    stats.phases[0] += p.lock_ns;
+                                    stats.phases[1] += p.validate_ns;
+                                    stats.phases[2] += p.commit_backup_ns;
+                                    stats.phases[3] += p.commit_primary_ns;
+                                    stats.phase_count += 1;
+                                }
+                            }
+                            Outcome::Aborted(reason) => {
+                                stats.aborted[attempt.kind] += 1;
+                                let slot = match reason {
+                                    AbortReason::LockConflict => 0,
+                                    AbortReason::Validation => 1,
+                                    AbortReason::ReadConflict => 2,
+                                    AbortReason::Requested => 3,
+                                };
+                                stats.reasons[slot] += 1;
+                            }
+                        }
+                    }
+                    Ok(stats)
+                }));
+            }
+            // The driver thread: warm-up, measured time, progress.
+            std::thread::sleep(options.warmup);
+            measuring.store(true, Ordering::Relaxed);
+            let measured = Instant::now();
+            let mut last = Instant::now();
+            while measured.elapsed() < options.duration {
+                std::thread::sleep(Duration::from_millis(50).min(options.duration));
+                if options.progress && last.elapsed() >= Duration::from_secs(1) {
+                    last = Instant::now();
+                    let elapsed = measured.elapsed().as_secs_f64();
+                    let total = options.duration.as_secs_f64();
+                    let filled = ((elapsed / total) * 30.0) as usize;
+                    eprint!(
+                        "\r[{}{}] {:>4.1}/{:.0} s {:>10.0} tx/s",
+                        "#".repeat(filled.min(30)),
+                        " ".repeat(30 - filled.min(30)),
+                        elapsed,
+                        total,
+                        done.load(Ordering::Relaxed) as f64 / elapsed
+                    );
+                }
+            }
+            let seconds = measured.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            if options.progress {
+                eprintln!();
+            }
+            let stats = handles
+                .into_iter()
+                .map(|h| h.join().expect("bench thread panicked"))
+                .collect::<farm_core::Result<Vec<_>>>()?;
+            let _ = seconds;
+            Ok(stats)
+        })?;
+    let duration = options.duration.as_secs_f64();
+    let _ = started;
+    let mut all = histogram();
+    let mut type_reports = Vec::new();
+    let (mut committed, mut aborted) = (0, 0);
+    let mut reasons = [0u64; 4];
+    let mut phases = [0u64; 4];
+    let mut phase_count = 0;
+    for (kind, name) in types.iter().enumerate() {
+        let mut histogram = histogram();
+        let (mut c, mut a) = (0, 0);
+        for thread in &stats {
+            histogram
+                .add(&thread.histograms[kind])
+                .expect("same bounds");
+            c += thread.committed[kind];
+            a += thread.aborted[kind];
+        }
+        all.add(&histogram).expect("same bounds");
+        committed += c;
+        aborted += a;
+        type_reports.push(TypeReport {
+            name,
+            committed: c,
+            aborted: a,
+            latency_us: Latency::of(&histogram),
+        });
+    }
+    for thread in &stats {
+        for i in 0..4 {
+            reasons[i] += thread.reasons[i];
+            phases[i] += thread.phases[i];
+        }
+        phase_count += thread.phase_count;
+    }
+    let mean = |ns: u64| ns as f64 / phase_count.max(1) as f64 / 1000.0;
+    let consistency = match workload.check(cluster)? {
+        Ok(text) => format!("ok: {text}"),
+        Err(text) => format!("VIOLATED: {text}"),
+    };
+    Ok(BenchReport {
+        workload: workload.name(),
+        fabric: fabric.to_string(),
+        nodes,
+        copies,
+        threads,
+        host: hostname(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        duration_s: duration,
+        throughput_tps: committed as f64 / duration,
+        committed,
+        aborted,
+        aborted_by_reason: [
+            ("lock", reasons[0]),
+            ("validate", reasons[1]),
+            ("read", reasons[2]),
+            ("requested", reasons[3]),
+        ]
+        .into_iter()
+        .collect(),
+        latency_us: Latency::of(&all),
+        types: type_reports,
+        phases_us: Phases {
+            lock: mean(phases[0]),
+            validate: mean(phases[1]),
+            commit_backup: mean(phases[2]),
+            commit_primary: mean(phases[3]),
+        },
+        consistency,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+impl BenchReport {
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "farm bench: {} on {} fabric, {} nodes, {} copies, {} client threads, host {} ({} CPUs), {:.1} s measured",
+            self.workload, self.fabric, self.nodes, self.copies, self.threads, self.host, self.cpus, self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "throughput {:.0} tx/s; committed {}, aborted {} (lock {}, validate {}, read {})",
+            self.throughput_tps,
+            self.committed,
+            self.aborted,
+            self.aborted_by_reason["lock"],
+            self.aborted_by_reason["validate"],
+            self.aborted_by_reason["read"]
+        );
+        let _ = writeln!(
+            out,
+            "{:<26} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+            "type",
+            "committed",
+            "aborted",
+            "min[us]",
+            "p50[us]",
+            "p90[us]",
+            "p99[us]",
+            "p99.9[us]",
+            "max[us]"
+        );
+        let row = |out: &mut String, name: &str, c: u64, a: u64, l: &Latency| {
+            let _ = writeln!(
+                out,
+                "{:<26} {:>10} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>10.1}",
+                name, c, a, l.min, l.p50, l.p90, l.p99, l.p999, l.max
+            );
+        };
+        for t in &self.types {
+            row(&mut out, t.name, t.committed, t.aborted, &t.latency_us);
+        }
+        row(
+            &mut out,
+            "all",
+            self.committed,
+            self.aborted,
+            &self.latency_us,
+        );
+        let _ = writeln!(
+            out,
+            "commit phases (mean µs, read-write commits): lock {:.1}, validate {:.1}, commit-backup {:.1}, commit-primary {:.1}",
+            self.phases_us.lock, self.phases_us.validate, self.phases_us.commit_backup, self.phases_us.commit_primary
+        );
+        let _ = write!(out, "consistency: {}", self.consistency);
+        out
+    }
+}
+
+/// Commits `txn`, returning the attempt, or the abort a conflict caused.
+pub fn finish(
+    kind: usize,
+    txn: farm_core::Txn,
+    body: Result<(), farm_core::TxnError>,
+) -> farm_core::Result<Attempt> {
+    match body {
+        Ok(()) => {
+            let (outcome, phases) = txn.commit_timed()?;
+            Ok(Attempt {
+                kind,
+                outcome,
+                phases,
+            })
+        }
+        Err(farm_core::TxnError::Conflict(reason)) => {
+            txn.abort();
+            Ok(Attempt {
+                kind,
+                outcome: Outcome::Aborted(reason),
+                phases: PhaseTimes::default(),
+            })
+        }
+        Err(farm_core::TxnError::Failed(error)) => Err(error),
+    }
+}

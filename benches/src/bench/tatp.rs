@@ -1,0 +1,339 @@
+//! TATP (Telecom Application Transaction Processing, v1.0), FaRM's headline
+//! benchmark: four tables keyed by subscriber and the standard mix of seven
+//! transactions: GET_SUBSCRIBER_DATA 35%, GET_NEW_DESTINATION 10%,
+//! GET_ACCESS_DATA 35%, UPDATE_SUBSCRIBER_DATA 2%, UPDATE_LOCATION 14%,
+//! INSERT_CALL_FORWARDING 2%, DELETE_CALL_FORWARDING 2%.
+//!
+//! Readings of the spec:
+//! - tables are transactional hash tables with composite keys packed into
+//!   a u64: (s_id, ai_type), (s_id, sf_type), (s_id, sf_type, start_time/8);
+//!   `sub_nbr` is the s_id as a 15-digit number, and the transactions that
+//!   look a subscriber up by sub_nbr go through a secondary index table;
+//! - subscribers are drawn with the spec's non-uniform generator
+//!   `((rand(0, A) | rand(1, P)) % P) + 1`, A = 65535 up to 1 M subscribers;
+//! - a transaction the spec lets fail (no such row, a duplicate
+//!   INSERT_CALL_FORWARDING) aborts with reason "requested" and is not counted
+//!   in the throughput (FaRM's figures may count them: ours are lower).
+//!
+//! The check afterwards: every subscriber exists and its sub_nbr index
+//! entry points back to it; every call-forwarding row has its special
+//! facility (the spec's foreign key); access-info rows are untouched.
+
+use farm_core::{AbortReason, Cluster, HashTable, Node, Outcome, PhaseTimes, Txn, TxnError};
+
+use super::{finish, Attempt, Rng, Workload};
+
+const TYPES: &[&str] = &[
+    "get-subscriber-data",
+    "get-new-destination",
+    "get-access-data",
+    "update-subscriber-data",
+    "update-location",
+    "insert-call-forwarding",
+    "delete-call-forwarding",
+];
+
+pub struct Tatp {
+    subscribers: u64,
+    subscriber: HashTable,
+    access_info: HashTable,
+    special_facility: HashTable,
+    call_forwarding: HashTable,
+    sub_nbr_index: HashTable,
+    access_rows: u64,
+}
+
+fn sf_key(s_id: u64, sf_type: u64) -> u64 {
+    (s_id << 8) | sf_type
+}
+
+fn cf_key(s_id: u64, sf_type: u64, start_time: u64) -> u64 {
+    (s_id << 8) | (sf_type << 4) | (start_time / 8)
+}
+
+/// Subscriber row: sub_nbr, bit field, 10 hex digits, 10 bytes, msc and
+/// vlr locations (38 bytes).
+fn subscriber_row(s_id: u64, rng: &mut Rng) -> Vec<u8> {
+    let mut row = Vec::with_capacity(38);
+    row.extend_from_slice(&s_id.to_le_bytes());
+    row.extend_from_slice(&((rng.next_u64() & 0x3ff) as u16).to_le_bytes());
+    row.extend((0..10).map(|_| (rng.next_u64() & 0xf) as u8));
+    row.extend((0..10).map(|_| rng.next_u64() as u8));
+    row.extend_from_slice(&(rng.next_u64() as u32).to_le_bytes());
+    row.extend_from_slice(&(rng.next_u64() as u32).to_le_bytes());
+    row
+}
+
+const VLR_AT: usize = 34;
+
+impl Tatp {
+    pub fn load(cluster: &Cluster, subscribers: u64) -> farm_core::Result<Tatp> {
+        let nodes: Vec<&Node> = cluster.nodes().iter().collect();
+        let buckets = (subscribers as usize / 2).max(1);
+        let mut tatp = Tatp {
+            subscribers,
+            subscriber: HashTable::create(&nodes, buckets)?,
+            access_info: HashTable::create(&nodes, buckets * 2)?,
+            special_facility: HashTable::create(&nodes, buckets * 2)?,
+            call_forwarding: HashTable::create(&nodes, buckets * 2)?,
+            sub_nbr_index: HashTable::create(&nodes, buckets)?,
+            access_rows: 0,
+        };
+        let mut rng = Rng::new(4242);
+        for s_id in 1..=subscribers {
+            let node = cluster.node(s_id as usize % nodes.len());
+            let row = subscriber_row(s_id, &mut rng);
+            let ai_types = distinct_types(&mut rng);
+            let sf_types = distinct_types(&mut rng);
+            tatp.access_rows += ai_types.len() as u64;
+            let mut facilities = Vec::new();
+            for sf_type in &sf_types {
+                let active = u8::from(rng.percent() < 85);
+                let sf_row = [
+                    active,
+                    rng.next_u64() as u8,
+                    rng.next_u64() as u8,
+                    b'A',
+                    b'B',
+                    b'C',
+                    b'D',
+                    b'E',
+                ];
+                let mut forwards = Vec::new();
+                for start_time in [0u64, 8, 16] {
+                    if rng.percent() < 50 {
+                        let end_time = start_time + rng.range(1, 8);
+                        let mut cf_row = vec![end_time as u8];
+                        cf_row.extend_from_slice(&rng.next_u64().to_le_bytes());
+                        forwards.push((start_time, cf_row));
+                    }
+                }
+                facilities.push((*sf_type, sf_row, forwards));
+            }
+            let ai_rows: Vec<(u64, Vec<u8>)> = ai_types
+                .iter()
+                .map(|t| (*t, (0..10).map(|_| rng.next_u64() as u8).collect()))
+                .collect();
+            let t = &tatp;
+            node.run(|txn| {
+                t.subscriber.put(txn, s_id, &row)?;
+                t.sub_nbr_index.put(txn, s_id, &s_id.to_le_bytes())?;
+                for (ai_type, ai_row) in &ai_rows {
+                    t.access_info.put(txn, sf_key(s_id, *ai_type), ai_row)?;
+                }
+                for (sf_type, sf_row, forwards) in &facilities {
+                    t.special_facility
+                        .put(txn, sf_key(s_id, *sf_type), sf_row)?;
+                    for (start_time, cf_row) in forwards {
+                        t.call_forwarding
+                            .put(txn, cf_key(s_id, *sf_type, *start_time), cf_row)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(tatp)
+    }
+
+    fn s_id(&self, rng: &mut Rng) -> u64 {
+        let a = if self.subscribers <= 1_000_000 {
+            65_535
+        } else if self.subscribers <= 10_000_000 {
+            1_048_575
+        } else {
+            2_097_151
+        };
+        ((rng.range(0, a) | rng.range(1, self.subscribers)) % self.subscribers) + 1
+    }
+
+    /// sub_nbr → s_id through the secondary index.
+    fn lookup(&self, txn: &mut Txn, sub_nbr: u64) -> Result<u64, TxnError> {
+        let value = self
+            .sub_nbr_index
+            .get(txn, sub_nbr)?
+            .expect("every sub_nbr is indexed");
+        Ok(u64::from_le_bytes(value.try_into().expect("8-byte s_id")))
+    }
+}
+
+/// 1 to 4 distinct types from 1..=4.
+fn distinct_types(rng: &mut Rng) -> Vec<u64> {
+    let count = rng.range(1, 4);
+    let mut types: Vec<u64> = (1..=4).collect();
+    for i in 0..4 {
+        let j = rng.range(i, 3) as usize;
+        types.swap(i as usize, j);
+    }
+    types.truncate(count as usize);
+    types
+}
+
+fn requested() -> TxnError {
+    TxnError::Conflict(AbortReason::Requested)
+}
+
+impl Workload for Tatp {
+    fn name(&self) -> &'static str {
+        "tatp"
+    }
+
+    fn types(&self) -> &'static [&'static str] {
+        TYPES
+    }
+
+    fn run_one(&self, node: &Node, rng: &mut Rng) -> farm_core::Result<Attempt> {
+        let kind = match rng.percent() {
+            0..=34 => 0,
+            35..=44 => 1,
+            45..=79 => 2,
+            80..=81 => 3,
+            82..=95 => 4,
+            96..=97 => 5,
+            _ => 6,
+        };
+        let s_id = self.s_id(rng);
+        let sf_type = rng.range(1, 4);
+        let start_time = rng.range(0, 2) * 8;
+        let mut txn = node.begin()?;
+        let body = (|| -> Result<(), TxnError> {
+            match kind {
+                0 => {
+                    self.subscriber
+                        .get(&mut txn, s_id)?
+                        .expect("subscriber exists");
+                }
+                1 => {
+                    let end_time = rng.range(1, 24);
+                    if let Some(sf) = self.special_facility.get(&mut txn, sf_key(s_id, sf_type))? {
+                        if sf[0] == 1 {
+                            for start in [0u64, 8, 16].into_iter().filter(|s| *s <= start_time) {
+                                if let Some(cf) = self
+                                    .call_forwarding
+                                    .get(&mut txn, cf_key(s_id, sf_type, start))?
+                                {
+                                    let _numberx_matches = u64::from(cf[0]) > end_time;
+                                }
+                            }
+                        }
+                    }
+                }
+                2 => {
+                    let _ = self
+                        .access_info
+                        .get(&mut txn, sf_key(s_id, rng.range(1, 4)))?;
+                }
+                3 => {
+                    let mut row = self
+                        .subscriber
+                        .get(&mut txn, s_id)?
+                        .expect("subscriber exists");
+                    row[8] = (row[8] & !1) | (rng.next_u64() & 1) as u8;
+                    self.subscriber.put(&mut txn, s_id, &row)?;
+                    let key = sf_key(s_id, sf_type);
+                    let mut sf = self
+                        .special_facility
+                        .get(&mut txn, key)?
+                        .ok_or_else(requested)?;
+                    sf[2] = rng.next_u64() as u8;
+                    self.special_facility.put(&mut txn, key, &sf)?;
+                }
+                4 => {
+                    let s_id = self.lookup(&mut txn, s_id)?;
+                    let mut row = self
+                        .subscriber
+                        .get(&mut txn, s_id)?
+                        .expect("subscriber exists");
+                    row[VLR_AT..VLR_AT + 4].copy_from_slice(&(rng.next_u64() as u32).to_le_bytes());
+                    self.subscriber.put(&mut txn, s_id, &row)?;
+                }
+                5 => {
+                    let s_id = self.lookup(&mut txn, s_id)?;
+                    let mut has_type = false;
+                    for t in 1..=4 {
+                        let present = self
+                            .special_facility
+                            .get(&mut txn, sf_key(s_id, t))?
+                            .is_some();
+                        has_type |= present && t == sf_type;
+                    }
+                    if !has_type {
+                        return Err(requested());
+                    }
+                    let key = cf_key(s_id, sf_type, start_time);
+                    if self.call_forwarding.get(&mut txn, key)?.is_some() {
+                        return Err(requested());
+                    }
+                    let mut cf_row = vec![(start_time + rng.range(1, 8)) as u8];
+                    cf_row.extend_from_slice(&rng.next_u64().to_le_bytes());
+                    self.call_forwarding.put(&mut txn, key, &cf_row)?;
+                }
+                _ => {
+                    let s_id = self.lookup(&mut txn, s_id)?;
+                    if !self
+                        .call_forwarding
+                        .delete(&mut txn, cf_key(s_id, sf_type, start_time))?
+                    {
+                        return Err(requested());
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match body {
+            Err(TxnError::Conflict(AbortReason::Requested)) => {
+                txn.abort();
+                Ok(Attempt {
+                    kind,
+                    outcome: Outcome::Aborted(AbortReason::Requested),
+                    phases: PhaseTimes::default(),
+                })
+            }
+            body => finish(kind, txn, body),
+        }
+    }
+
+    fn check(&self, cluster: &Cluster) -> farm_core::Result<Result<String, String>> {
+        let node = cluster.node(0);
+        let mut forwards = 0;
+        let mut access = 0;
+        for s_id in 1..=self.subscribers {
+            let (problem, cf, ai) = node.run(|txn| {
+                let Some(row) = self.subscriber.get(txn, s_id)? else {
+                    return Ok((Some(format!("subscriber {s_id} is missing")), 0, 0));
+                };
+                if u64::from_le_bytes(row[..8].try_into().expect("sub_nbr")) != s_id || self.lookup(txn, s_id)? != s_id {
+                    return Ok((Some(format!("subscriber {s_id}: sub_nbr or its index is wrong")), 0, 0));
+                }
+                let (mut cf, mut ai) = (0, 0);
+                for t in 1..=4 {
+                    ai += u64::from(self.access_info.get(txn, sf_key(s_id, t))?.is_some());
+                    let sf = self.special_facility.get(txn, sf_key(s_id, t))?;
+                    for start in [0, 8, 16] {
+                        if self.call_forwarding.get(txn, cf_key(s_id, t, start))?.is_some() {
+                            if sf.is_none() {
+                                return Ok((Some(format!("call forwarding ({s_id}, {t}, {start}) has no special facility")), 0, 0));
+                            }
+                            cf += 1;
+                        }
+                    }
+                }
+                Ok((None, cf, ai))
+            })?;
+            if let Some(problem) = problem {
+                return Ok(Err(problem));
+            }
+            forwards += cf;
+            access += ai;
+        }
+        if access != self.access_rows {
+            return Ok(Err(format!(
+                "{access} access-info rows, {} loaded",
+                self.access_rows
+            )));
+        }
+        Ok(Ok(format!(
+            "{} subscribers with index entries; {forwards} call-forwarding rows all with their special facility; {access} access-info rows unchanged",
+            self.subscribers
+        )))
+    }
+}

@@ -1,0 +1,195 @@
+//! YCSB core workloads A (50% read, 50% update), B (95/5), C (100% read) and
+//! F (50% read, 50% read-modify-write), over the transactional hash table,
+//! with zipfian (YCSB's scrambled zipfian, θ = 0.99) or uniform keys.
+//!
+//! Reading of the spec: a record is one 1000-byte value (YCSB's 10 fields of
+//! 100 bytes, stored as one object); an update rewrites the whole record
+//! (YCSB's `writeallfields`); every operation is its own transaction. A
+//! record holds its key, an update count and a pattern derived from both,
+//! so the check afterwards can tell a torn or misplaced write.
+
+use std::sync::Arc;
+
+use farm_core::{Cluster, HashTable, Node, TxnError};
+
+use super::{finish, Attempt, Rng, Workload};
+
+pub const VALUE_BYTES: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    A,
+    B,
+    C,
+    F,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    Zipfian,
+    Uniform,
+}
+
+/// YCSB's zipfian generator (Gray et al., "Quickly generating
+/// billion-record synthetic databases"), scrambled by a hash so that the
+/// hot keys spread over the table.
+pub struct Zipfian {
+    items: u64,
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+impl Zipfian {
+    pub fn new(items: u64, theta: f64) -> Zipfian {
+        let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let zetan = zeta(items);
+        let zeta2 = zeta(2);
+        Zipfian {
+            items,
+            theta,
+            alpha: 1.0 / (1.0 - theta),
+            zetan,
+            eta: (1.0 - (2.0 / items as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan),
+        }
+    }
+
+    /// A rank: 0 is the most popular.
+    pub fn rank(&self, rng: &mut Rng) -> u64 {
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1;
+        }
+        ((self.items as f64) * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64 % self.items
+    }
+
+    /// A key: the rank, scrambled (FNV-1a), as YCSB's ScrambledZipfian.
+    pub fn key(&self, rng: &mut Rng) -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for byte in self.rank(rng).to_le_bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        hash % self.items
+    }
+}
+
+fn record(key: u64, version: u64) -> Vec<u8> {
+    let mut value = vec![(key.wrapping_mul(31).wrapping_add(version)) as u8; VALUE_BYTES];
+    value[..8].copy_from_slice(&key.to_le_bytes());
+    value[8..16].copy_from_slice(&version.to_le_bytes());
+    value
+}
+
+fn parse(value: &[u8]) -> Option<(u64, u64)> {
+    if value.len() != VALUE_BYTES {
+        return None;
+    }
+    let key = u64::from_le_bytes(value[..8].try_into().ok()?);
+    let version = u64::from_le_bytes(value[8..16].try_into().ok()?);
+    (value == record(key, version).as_slice()).then_some((key, version))
+}
+
+pub struct Ycsb {
+    name: &'static str,
+    mix: Mix,
+    table: HashTable,
+    records: u64,
+    zipfian: Option<Arc<Zipfian>>,
+}
+
+impl Ycsb {
+    pub fn load(
+        cluster: &Cluster,
+        mix: Mix,
+        distribution: Distribution,
+        records: u64,
+    ) -> farm_core::Result<Ycsb> {
+        let nodes: Vec<&Node> = cluster.nodes().iter().collect();
+        let table = HashTable::create(&nodes, (records as usize / 4).max(1))?;
+        for chunk in (0..records).collect::<Vec<_>>().chunks(32) {
+            let node = cluster.node(chunk[0] as usize % nodes.len());
+            node.run(|txn| {
+                for key in chunk {
+                    table.put(txn, *key, &record(*key, 0))?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(Ycsb {
+            name: match mix {
+                Mix::A => "ycsb-a",
+                Mix::B => "ycsb-b",
+                Mix::C => "ycsb-c",
+                Mix::F => "ycsb-f",
+            },
+            mix,
+            table,
+            records,
+            zipfian: (distribution == Distribution::Zipfian)
+                .then(|| Arc::new(Zipfian::new(records, 0.99))),
+        })
+    }
+
+    fn key(&self, rng: &mut Rng) -> u64 {
+        match &self.zipfian {
+            Some(zipfian) => zipfian.key(rng),
+            None => rng.next_u64() % self.records,
+        }
+    }
+}
+
+const TYPES: &[&str] = &["read", "update", "read-modify-write"];
+
+impl Workload for Ycsb {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn types(&self) -> &'static [&'static str] {
+        TYPES
+    }
+
+    fn run_one(&self, node: &Node, rng: &mut Rng) -> farm_core::Result<Attempt> {
+        let key = self.key(rng);
+        let percent = rng.percent();
+        let kind = match self.mix {
+            Mix::A => usize::from(percent >= 50),
+            Mix::B => usize::from(percent >= 95),
+            Mix::C => 0,
+            Mix::F => 2 * usize::from(percent >= 50),
+        };
+        let mut txn = node.begin()?;
+        let body = (|| -> Result<(), TxnError> {
+            let value = self
+                .table
+                .get(&mut txn, key)?
+                .expect("every loaded key exists");
+            if kind > 0 {
+                let (_, version) = parse(&value).expect("records are well-formed");
+                self.table.put(&mut txn, key, &record(key, version + 1))?;
+            }
+            Ok(())
+        })();
+        finish(kind, txn, body)
+    }
+
+    fn check(&self, cluster: &Cluster) -> farm_core::Result<Result<String, String>> {
+        let mut updates = 0;
+        for key in 0..self.records {
+            let value = cluster.node(0).run(|txn| self.table.get(txn, key))?;
+            match value.as_deref().and_then(parse) {
+                Some((stored, version)) if stored == key => updates += version,
+                _ => return Ok(Err(format!("record {key} is missing or malformed"))),
+            }
+        }
+        Ok(Ok(format!(
+            "all {} records present and well-formed ({updates} updates applied)",
+            self.records
+        )))
+    }
+}

@@ -1,0 +1,91 @@
+//! Every `farm bench` workload, run briefly on a three-node, three-copy shm
+//! cluster with contention, keeps its own consistency conditions (TATP's
+//! foreign keys and index, SmallBank's money, YCSB's well-formed records).
+
+use std::time::Duration;
+
+use farm_benches::bench::config::{load, WORKLOADS};
+use farm_benches::bench::ycsb::Distribution;
+use farm_benches::bench::{run, RunOptions};
+use farm_core::{Cluster, ClusterConfig};
+
+#[test]
+fn every_workload_stays_consistent() {
+    for name in WORKLOADS {
+        let cluster = Cluster::start(ClusterConfig {
+            region_bytes: 16 << 20,
+            ..ClusterConfig::default()
+        })
+        .unwrap();
+        // A small population: more conflicts per transaction.
+        let workload = load(&cluster, name, 0.02, Distribution::Zipfian).unwrap();
+        let report = run(
+            &cluster,
+            workload.as_ref(),
+            &RunOptions {
+                threads_per_node: 2,
+                warmup: Duration::from_millis(100),
+                duration: Duration::from_millis(700),
+                progress: false,
+            },
+            "shm",
+            3,
+        )
+        .unwrap();
+        eprintln!(
+            "{name}: {} committed, {} aborted; {}",
+            report.committed, report.aborted, report.consistency
+        );
+        assert!(report.committed > 0, "{name} made no progress");
+        assert!(
+            report.consistency.starts_with("ok"),
+            "{name}: {}",
+            report.consistency
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        for field in ["workload", "throughput_tps", "committed", "aborted"] {
+            assert!(json.get(field).is_some(), "JSON lacks {field}");
+        }
+        for field in ["p50", "p99", "p999"] {
+            assert!(
+                json["latency_us"].get(field).is_some(),
+                "JSON lacks latency_us.{field}"
+            );
+        }
+    }
+}
+
+/// The SmallBank check can fail: with primaries granting LOCK without
+/// locking (an injected protocol fault), concurrent transfers lose updates
+/// and the money no longer adds up.
+#[test]
+fn smallbank_check_catches_lost_updates() {
+    let cluster = Cluster::start(ClusterConfig {
+        region_bytes: 16 << 20,
+        faults: farm_core::Faults {
+            skip_lock: true,
+            ..farm_core::Faults::default()
+        },
+        ..ClusterConfig::default()
+    })
+    .unwrap();
+    let workload = load(&cluster, "smallbank", 0.002, Distribution::Uniform).unwrap();
+    let report = run(
+        &cluster,
+        workload.as_ref(),
+        &RunOptions {
+            threads_per_node: 2,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(700),
+            progress: false,
+        },
+        "shm",
+        3,
+    )
+    .unwrap();
+    assert!(
+        report.consistency.starts_with("VIOLATED"),
+        "{}",
+        report.consistency
+    );
+}
