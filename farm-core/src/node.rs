@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdma_transport::{Access, Backing, Endpoint, Fabric, MemoryRegion, NodeId, Op, RemoteAddr};
@@ -44,18 +44,6 @@ pub struct NodeStats {
     pub locked_reads: AtomicU64,
 }
 
-pub(crate) struct ReplySlot {
-    state: Mutex<ReplyState>,
-    cond: Condvar,
-}
-
-#[derive(Default)]
-struct ReplyState {
-    txid: u64,
-    ok: usize,
-    failed: usize,
-}
-
 /// The state of one node that its server thread and its application
 /// threads share.
 pub struct NodeShared {
@@ -70,7 +58,6 @@ pub struct NodeShared {
     pub(crate) allocators: Vec<Option<Mutex<Allocator>>>,
     pub directory: OnceLock<Directory>,
     senders: Vec<Mutex<RingSender>>,
-    replies: Vec<ReplySlot>,
     contexts: Mutex<Vec<Context>>,
     contexts_made: Mutex<usize>,
     pub stop: AtomicBool,
@@ -122,12 +109,7 @@ impl NodeShared {
         let senders = (0..placement.nodes)
             .map(|receiver| Mutex::new(RingSender::new(receiver, inbox.clone(), id)))
             .collect();
-        let replies = (0..CONTEXTS_MAX)
-            .map(|_| ReplySlot {
-                state: Mutex::new(ReplyState::default()),
-                cond: Condvar::new(),
-            })
-            .collect();
+
         Ok(NodeShared {
             id,
             placement,
@@ -139,7 +121,6 @@ impl NodeShared {
             allocators,
             directory: OnceLock::new(),
             senders,
-            replies,
             contexts: Mutex::new(Vec::new()),
             contexts_made: Mutex::new(0),
             stop: AtomicBool::new(false),
@@ -214,60 +195,59 @@ impl NodeShared {
         self.contexts.lock().expect("contexts lock").push(context);
     }
 
-    pub(crate) fn expect_replies(&self, context: usize, txid: u64) {
-        let mut state = self.replies[context].state.lock().expect("reply lock");
-        *state = ReplyState {
-            txid,
-            ok: 0,
-            failed: 0,
-        };
-    }
-
-    /// Waits until `count` replies for `txid` arrived; returns how many
-    /// said yes.
+    /// Waits until every primary of `primaries` answered the LOCK of
+    /// `txid` (sent from `context`); returns how many granted it. The
+    /// primaries WRITE their answers into this node's inbox, so the client
+    /// polls memory: no thread of this node needs to wake for it.
     pub(crate) fn wait_replies(
         &self,
         context: usize,
         txid: u64,
-        count: usize,
+        primaries: &[usize],
         timeout: Duration,
     ) -> Option<usize> {
-        let slot = &self.replies[context];
-        let deadline = Instant::now() + timeout;
-        let mut state = slot.state.lock().expect("reply lock");
-        while state.txid == txid && state.ok + state.failed < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
+        let granted = ring::reply_word(txid, true);
+        let refused = ring::reply_word(txid, false);
+        let started = Instant::now();
+        let mut last_progress = started;
+        let mut spins = 0u32;
+        loop {
+            let mut answered = 0;
+            let mut yes = 0;
+            for &primary in primaries {
+                let word = self
+                    .inbox
+                    .atomic_u64(ring::reply_slot(context, primary))
+                    .expect("reply slot in inbox")
+                    // This Acquire pairs with the primary's WRITE of its
+                    // answer, made after it took (or refused) the locks.
+                    .load(Ordering::Acquire);
+                if word == granted {
+                    answered += 1;
+                    yes += 1;
+                } else if word == refused {
+                    answered += 1;
+                }
             }
-            // Wake every millisecond for the fabric's housekeeping.
-            state = slot
-                .cond
-                .wait_timeout(state, left.min(Duration::from_millis(1)))
-                .expect("reply lock")
-                .0;
-            if state.txid == txid && state.ok + state.failed < count {
-                drop(state);
-                let _ = self.fabric.progress();
-                state = slot.state.lock().expect("reply lock");
+            if answered == primaries.len() {
+                return Some(yes);
             }
-        }
-        Some(state.ok)
-    }
-
-    fn deliver_reply(&self, txid: u64, ok: bool) {
-        let context = ((txid >> 32) & 0xffff) as usize;
-        let Some(slot) = self.replies.get(context) else {
-            return;
-        };
-        let mut state = slot.state.lock().expect("reply lock");
-        if state.txid == txid {
-            if ok {
-                state.ok += 1;
-            } else {
-                state.failed += 1;
+            spins += 1;
+            if spins < 128 {
+                std::hint::spin_loop();
+                continue;
             }
-            slot.cond.notify_all();
+            std::thread::yield_now();
+            if spins.is_multiple_of(64) {
+                let now = Instant::now();
+                if now.duration_since(started) >= timeout {
+                    return None;
+                }
+                if now.duration_since(last_progress) >= Duration::from_millis(1) {
+                    last_progress = now;
+                    let _ = self.fabric.progress();
+                }
+            }
         }
     }
 
@@ -488,7 +468,6 @@ pub(crate) struct Server {
     endpoints: Vec<Box<dyn Endpoint>>,
     scratch: Arc<MemoryRegion>,
     record: Vec<u8>,
-    out: Vec<u8>,
     locks: HashMap<u64, PendingLock>,
     backups: HashMap<u64, PendingBackup>,
 }
@@ -513,7 +492,6 @@ impl Server {
             endpoints,
             scratch,
             record: Vec::with_capacity(RECORD_BYTES_MAX),
-            out: Vec::with_capacity(256),
             locks: HashMap::new(),
             backups: HashMap::new(),
         })
@@ -657,11 +635,8 @@ impl Server {
                 self.reply(sender, txid, granted)?;
             }
             Kind::LockReply => {
-                let ok = PayloadReader::new(record.payload)
-                    .u64()
-                    .map_err(malformed)?
-                    != 0;
-                self.node.deliver_reply(txid, ok);
+                // Answers travel as one-sided WRITEs now (see
+                // wait_replies); a record of this kind is only retired.
                 self.retire(sender, position);
             }
             Kind::CommitPrimary => {
@@ -773,24 +748,24 @@ impl Server {
         install_if_newer(&self.node.replicas, entry)
     }
 
+    /// Answers a LOCK: one 8-byte WRITE into the coordinator's inbox.
     fn reply(&mut self, coordinator: usize, txid: u64, ok: bool) -> Result<()> {
-        let mut out = std::mem::take(&mut self.out);
-        start_record(
-            &mut out,
-            Kind::LockReply,
-            self.node.epoch,
-            self.node.id,
-            txid,
-        );
-        out.extend_from_slice(&u64::from(ok).to_le_bytes());
-        let result = self.node.send(
-            coordinator,
-            &mut out,
-            &self.scratch,
-            self.endpoints[coordinator].as_mut(),
-            true,
-        );
-        self.out = out;
-        result
+        let context = ((txid >> 32) & 0xffff) as usize;
+        let staging = 1024 + 8 * coordinator as u64;
+        self.scratch
+            .write(staging, &ring::reply_word(txid, ok).to_le_bytes())?;
+        let op = Op::Write {
+            local: self.scratch.slice(staging, 8)?,
+            remote: RemoteAddr {
+                node: NodeId(coordinator as u16),
+                key: self.node.directory().inbox_keys[coordinator],
+                offset: ring::reply_slot(context, self.node.id),
+            },
+        };
+        self.endpoints[coordinator].execute(
+            &[op],
+            Duration::from_millis(crate::limits::REPLY_TIMEOUT_MS),
+        )?;
+        Ok(())
     }
 }

@@ -4,12 +4,12 @@
 //! A node's inbox registration holds, for a cluster of N nodes:
 //!
 //! ```text
-//! 0            4096                 8192          8192 + RING_BYTES × s
-//! | heads[r]    | retired[s]         | ring s→me ... | ...
-//! | r publishes | how far I retired  |
-//! | how far it  | ring s→me (kept    |
-//! | retired the | in the file, for a |
-//! | ring me→r   | restart)           |
+//! 0            4096                 8192            40960 + RING_BYTES × s
+//! | heads[r]    | retired[s]         | replies[c][p]  | ring s→me ... | ...
+//! | r publishes | how far I retired  | LOCK answers   |
+//! | how far it  | ring s→me (kept    | for context c  |
+//! | retired the | in the file, for a | from primary p |
+//! | ring me→r   | restart)           |                |
 //! ```
 //!
 //! Positions are absolute byte counts (they never wrap); `position %
@@ -29,12 +29,15 @@ use std::time::{Duration, Instant};
 use rdma_transport::MemoryRegion;
 
 use crate::error::{Error, Result};
-use crate::limits::{NODES_MAX, RING_BYTES, RING_WAIT_MS};
+use crate::limits::{CONTEXTS_MAX, NODES_MAX, RING_BYTES, RING_WAIT_MS};
 use crate::record::{self, Kind, OVERHEAD_BYTES, TRAILER_BYTES};
 
 pub const HEADS_OFFSET: u64 = 0;
 pub const RETIRED_OFFSET: u64 = 4096;
-pub const RINGS_OFFSET: u64 = 8192;
+/// LOCK answers: one word per (coordinator context, primary), written by
+/// the primary with a one-sided WRITE and polled by the waiting client.
+pub const REPLIES_OFFSET: u64 = 8192;
+pub const RINGS_OFFSET: u64 = REPLIES_OFFSET + (CONTEXTS_MAX * NODES_MAX * 8) as u64;
 const SLOT_BYTES: u64 = 64;
 const _: () = assert!(NODES_MAX as u64 * SLOT_BYTES <= 4096);
 
@@ -47,6 +50,19 @@ pub fn inbox_bytes(nodes: usize) -> u64 {
 
 pub fn ring_offset(sender: usize) -> u64 {
     RINGS_OFFSET + sender as u64 * RING_BYTES
+}
+
+/// Where `primary` answers the LOCK of `context`'s transaction.
+pub fn reply_slot(context: usize, primary: usize) -> u64 {
+    assert!(context < CONTEXTS_MAX && primary < NODES_MAX);
+    REPLIES_OFFSET + ((context * NODES_MAX + primary) * 8) as u64
+}
+
+/// The answer word: the transaction's sequence number and yes (1) or no (2),
+/// so that a late answer to an earlier transaction is never taken for this
+/// one's.
+pub fn reply_word(txid: u64, granted: bool) -> u64 {
+    (u64::from(txid as u32) << 8) | if granted { 1 } else { 2 }
 }
 
 pub fn head_slot(receiver: usize) -> u64 {

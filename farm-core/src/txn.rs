@@ -501,7 +501,6 @@ impl Txn {
         let started = std::time::Instant::now();
         let txid = self.txid;
         let index = self.context().index;
-        node.expect_replies(index, txid);
         for &primary in &primaries {
             self.send_entries(
                 Kind::Lock,
@@ -513,7 +512,7 @@ impl Txn {
         let granted = node.wait_replies(
             index,
             txid,
-            primaries.len(),
+            &primaries,
             Duration::from_millis(REPLY_TIMEOUT_MS),
         );
         let Some(granted) = granted else {
