@@ -306,11 +306,14 @@ impl NodeMemory {
 
 /// Starts a node's server thread.
 pub fn spawn_server(node: &Arc<NodeShared>) -> Result<JoinHandle<()>> {
-    let server = Server::new(node.clone())?;
+    let server = Arc::new(std::sync::Mutex::new(Server::new(node.clone())?));
+    node.server
+        .set(Arc::downgrade(&server))
+        .map_err(|_| Error::Config(format!("node {} already has a server", node.id)))?;
     let id = node.id;
     std::thread::Builder::new()
         .name(format!("farm-node-{id}"))
-        .spawn(move || server.run())
+        .spawn(move || Server::run(server))
         .map_err(|source| Error::File {
             what: "spawn the server thread of",
             path: PathBuf::from(format!("node-{id}")),

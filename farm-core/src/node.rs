@@ -61,6 +61,9 @@ pub struct NodeShared {
     contexts: Mutex<Vec<Context>>,
     contexts_made: Mutex<usize>,
     pub stop: AtomicBool,
+    /// The server, for application threads that help it (weak: the
+    /// server holds this node).
+    pub(crate) server: OnceLock<std::sync::Weak<Mutex<Server>>>,
     pub stats: NodeStats,
     /// The last corrupt record seen, for people.
     pub last_corruption: Mutex<Option<String>>,
@@ -124,6 +127,7 @@ impl NodeShared {
             contexts: Mutex::new(Vec::new()),
             contexts_made: Mutex::new(0),
             stop: AtomicBool::new(false),
+            server: OnceLock::new(),
             stats: NodeStats::default(),
             last_corruption: Mutex::new(None),
         })
@@ -195,6 +199,15 @@ impl NodeShared {
         self.contexts.lock().expect("contexts lock").push(context);
     }
 
+    /// Runs one pass of the server if no other thread is running it.
+    pub(crate) fn help(&self) {
+        if let Some(server) = self.server.get().and_then(std::sync::Weak::upgrade) {
+            if let Ok(mut server) = server.try_lock() {
+                let _ = server.poll_once();
+            }
+        }
+    }
+
     /// Waits until every primary of `primaries` answered the LOCK of
     /// `txid` (sent from `context`); returns how many granted it. The
     /// primaries WRITE their answers into this node's inbox, so the client
@@ -237,7 +250,11 @@ impl NodeShared {
                 std::hint::spin_loop();
                 continue;
             }
-            std::thread::yield_now();
+            if spins.is_multiple_of(16) {
+                self.help();
+            } else {
+                std::thread::yield_now();
+            }
             if spins.is_multiple_of(64) {
                 let now = Instant::now();
                 if now.duration_since(started) >= timeout {
@@ -498,19 +515,29 @@ impl Server {
     }
 
     /// Polls and processes until the node stops.
-    pub(crate) fn run(mut self) {
+    /// The server thread: polls and processes until the node stops. The
+    /// server sits behind a mutex that application threads of this node
+    /// may also take (see [`NodeShared::help`]): on a machine with fewer
+    /// cores than threads, a client waiting for a LOCK answer is often the
+    /// thread that is running, and it can process the records its peers
+    /// wait on instead of waiting for the server thread to be scheduled.
+    pub(crate) fn run(server: Arc<Mutex<Server>>) {
+        let node = server.lock().expect("server lock").node.clone();
         let mut idle_rounds = 0u32;
-        while !self.node.stop.load(Ordering::Acquire) {
-            let worked = match self.poll_once() {
-                Ok(worked) => worked,
-                Err(error) => {
-                    eprintln!("farm node {}: server error: {error}", self.node.id);
-                    1
+        while !node.stop.load(Ordering::Acquire) {
+            let worked = {
+                let mut server = server.lock().expect("server lock");
+                match server.poll_once() {
+                    Ok(worked) => worked,
+                    Err(error) => {
+                        eprintln!("farm node {}: server error: {error}", node.id);
+                        1
+                    }
                 }
             };
             if worked > 0 {
                 idle_rounds = 0;
-                let _ = self.node.fabric.progress();
+                let _ = node.fabric.progress();
                 continue;
             }
             idle_rounds += 1;
@@ -521,13 +548,13 @@ impl Server {
             // Idle: tell senders what we retired, then sleep until a
             // WriteNotify rings the doorbell (or a little while passes, so
             // records written without a notification are seen too).
-            if let Err(error) = self.publish_heads(true) {
+            if let Err(error) = server.lock().expect("server lock").publish_heads(true) {
                 eprintln!(
                     "farm node {}: publishing ring heads failed: {error}",
-                    self.node.id
+                    node.id
                 );
             }
-            let _ = self.node.fabric.wait_notified(Duration::from_millis(2));
+            let _ = node.fabric.wait_notified(Duration::from_millis(2));
         }
     }
 
