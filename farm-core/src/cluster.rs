@@ -233,6 +233,13 @@ impl Cluster {
         }
     }
 
+    /// Switches injected protocol faults on every node (tests only).
+    pub fn set_faults(&self, faults: crate::config::Faults) {
+        for node in &self.nodes {
+            node.shared.set_faults(faults);
+        }
+    }
+
     /// Aborts counted by reason are the callers' business; this is for
     /// tests that want to know a node saw corrupt records.
     pub fn corrupt_records(&self) -> u64 {

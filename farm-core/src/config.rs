@@ -27,6 +27,19 @@ pub struct Faults {
     pub skip_lock: bool,
 }
 
+impl Faults {
+    pub fn bits(self) -> u8 {
+        u8::from(self.skip_validation) | (u8::from(self.skip_lock) << 1)
+    }
+
+    pub fn from_bits(bits: u8) -> Faults {
+        Faults {
+            skip_validation: bits & 1 != 0,
+            skip_lock: bits & 2 != 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub nodes: usize,

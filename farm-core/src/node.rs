@@ -49,7 +49,9 @@ pub struct NodeStats {
 pub struct NodeShared {
     pub id: usize,
     pub placement: Placement,
-    pub faults: Faults,
+    /// Injected protocol faults; switchable at run time (tests load
+    /// correctly, then break the protocol).
+    faults: std::sync::atomic::AtomicU8,
     pub epoch: u32,
     pub fabric: Arc<dyn Fabric>,
     pub inbox: Arc<MemoryRegion>,
@@ -116,7 +118,7 @@ impl NodeShared {
         Ok(NodeShared {
             id,
             placement,
-            faults,
+            faults: std::sync::atomic::AtomicU8::new(faults.bits()),
             epoch: 1,
             fabric,
             inbox,
@@ -131,6 +133,14 @@ impl NodeShared {
             stats: NodeStats::default(),
             last_corruption: Mutex::new(None),
         })
+    }
+
+    pub fn faults(&self) -> Faults {
+        Faults::from_bits(self.faults.load(Ordering::Relaxed))
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.faults.store(faults.bits(), Ordering::Relaxed);
     }
 
     pub fn directory(&self) -> &Directory {
@@ -641,7 +651,8 @@ impl Server {
             Kind::Lock => {
                 self.node.stats.lock_records.fetch_add(1, Ordering::Relaxed);
                 let entries = parse_entries(record.payload).map_err(malformed)?;
-                let granted = if self.node.faults.skip_lock {
+                let skip_lock = self.node.faults().skip_lock;
+                let granted = if skip_lock {
                     true
                 } else {
                     self.try_lock(&entries)?
@@ -653,7 +664,7 @@ impl Server {
                             sender,
                             position,
                             entries,
-                            locked: !self.node.faults.skip_lock,
+                            locked: !skip_lock,
                         },
                     );
                 } else {

@@ -531,7 +531,7 @@ impl Txn {
 
         // 2. VALIDATE.
         let started = std::time::Instant::now();
-        if !node.faults.skip_validation && !self.validate()? {
+        if !node.faults().skip_validation && !self.validate()? {
             self.send_plain(Kind::Abort, &primaries)?;
             return Ok(Outcome::Aborted(AbortReason::Validation));
         }

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The protocol's floor: in one boot of the soft-RoCE VM, measures 8-byte
+# READ and WRITE latency with perftest (ib_read_lat, ib_write_lat) and the
+# 1-read-1-write commit latency over verbs with 3 copies (farm commit-lat),
+# then prices the commit's round trips with perftest's figures and prints
+# the commit's p50 next to that floor, as a ratio.
+#
+#   soft-roce-setup/vm/commit-floor.sh
+#
+# The floor of a 1-read-1-write commit whose objects are on other nodes:
+#   execution READ                     1 READ round trip
+#   LOCK record + the primary's answer 2 one-way WRITEs
+#   VALIDATE of the object read        1 READ round trip
+#   COMMIT-BACKUP (to both backups, in parallel, until the NIC's ack)
+#                                      2 one-way WRITEs (a WRITE round trip)
+#   COMMIT-PRIMARY until the NIC's ack 2 one-way WRITEs
+# = 2 × t_read + 6 × t_write, where t_read is ib_read_lat's typical (a round
+# trip) and t_write ib_write_lat's typical (half a ping-pong: one way).
+# Writes target/softroce/commit-floor.json. Environment: FARM_FLOOR_ITERS
+# (perftest iterations, default 5000), FARM_FLOOR_COMMITS (default 2000).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+iterations=${FARM_FLOOR_ITERS:-5000}
+commits=${FARM_FLOOR_COMMITS:-2000}
+cd "$repo"
+
+cargo build --release -p farm-cli --features verbs
+
+out=target/softroce/commit-floor
+rm -rf "$out"
+mkdir -p "$out"
+# Inside the VM: perftest pairs (server in the background, then the
+# client), then farm commit-lat.
+"$here/run.sh" bash -c '
+set -euo pipefail
+out=$1 iterations=$2 commits=$3
+for op in read write; do
+    ib_${op}_lat -d "$FARM_RXE_DEVICE" -x "$FARM_RXE_GID_INDEX" -s 8 -n "$iterations" >"$out/$op.server.log" 2>&1 &
+    server=$!
+    sleep 1
+    ib_${op}_lat -d "$FARM_RXE_DEVICE" -x "$FARM_RXE_GID_INDEX" -s 8 -n "$iterations" 127.0.0.1 >"$out/$op.log" 2>&1
+    wait "$server"
+done
+farm commit-lat --fabric verbs --device "$FARM_RXE_DEVICE" --gid-index "$FARM_RXE_GID_INDEX" \
+    --iterations "$commits" --warmup 200 --json "$out/commit.json" >"$out/commit.log" 2>&1
+' commit-floor "$out" "$iterations" "$commits"
+
+typical() {
+    awk '$1 == "8" && NF >= 9 { print $5; found = 1 } END { exit !found }' "$1" ||
+        { echo "commit-floor: no result line in $1" >&2; exit 1; }
+}
+t_read=$(typical "$out/read.log")
+t_write=$(typical "$out/write.log")
+p50=$(jq -er .p50_us "$out/commit.json")
+p99=$(jq -er .p99_us "$out/commit.json")
+floor=$(awk -v r="$t_read" -v w="$t_write" 'BEGIN { printf "%.3f", 2 * r + 6 * w }')
+ratio=$(awk -v p="$p50" -v f="$floor" 'BEGIN { printf "%.3f", p / f }')
+
+printf '%-34s %12s\n' "soft-RoCE VM, 8 B, rxe0" "usec"
+printf '%-34s %12s\n' "ib_read_lat typical (round trip)" "$t_read"
+printf '%-34s %12s\n' "ib_write_lat typical (one way)" "$t_write"
+printf '%-34s %12s\n' "floor = 2 x read + 6 x write" "$floor"
+printf '%-34s %12s\n' "farm commit p50 (1 read, 1 write)" "$p50"
+printf '%-34s %12s\n' "farm commit p99" "$p99"
+printf '%-34s %12s   (goal <= 1.3)\n' "ratio p50 / floor" "$ratio"
+jq -nc --argjson r "$t_read" --argjson w "$t_write" --argjson f "$floor" --argjson p "$p50" \
+    --argjson q "$p99" --argjson x "$ratio" \
+    '{read_8b_us:$r, write_8b_us:$w, floor_us:$f, commit_p50_us:$p, commit_p99_us:$q, ratio:$x}' \
+    >target/softroce/commit-floor.json
+echo "wrote target/softroce/commit-floor.json"
