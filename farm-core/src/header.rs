@@ -69,6 +69,17 @@ impl Header {
         Header { locked, ..self }
     }
 
+    /// The header a committed write of a live object installs: same
+    /// incarnation, next version, allocated, unlocked.
+    pub fn after_write(self) -> Header {
+        Header {
+            locked: false,
+            allocated: true,
+            incarnation: self.incarnation,
+            version: self.version + 1,
+        }
+    }
+
     /// The incarnation after a free (wrapping: 4096 frees of one slot
     /// between a stale read and its use would go unnoticed).
     pub fn next_incarnation(self) -> u16 {

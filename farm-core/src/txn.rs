@@ -297,12 +297,7 @@ impl Txn {
         self.writes.push(WriteEntry {
             addr,
             expected: header,
-            new: Header {
-                locked: false,
-                allocated: true,
-                incarnation: header.incarnation,
-                version: header.version + 1,
-            },
+            new: header.after_write(),
             payload: value.to_vec(),
             allocated_here: false,
         });
@@ -347,12 +342,7 @@ impl Txn {
             self.writes.push(WriteEntry {
                 addr,
                 expected: header,
-                new: Header {
-                    locked: false,
-                    allocated: true,
-                    incarnation: header.incarnation,
-                    version: header.version + 1,
-                },
+                new: header.after_write(),
                 payload: value.to_vec(),
                 allocated_here: true,
             });
