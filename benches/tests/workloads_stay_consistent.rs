@@ -93,3 +93,39 @@ fn smallbank_check_catches_lost_updates() {
         report.consistency
     );
 }
+
+/// `--plot` draws a labelled latency CDF with one line per transaction type.
+#[test]
+fn plot_has_labelled_axes_and_every_type() {
+    let cluster = Cluster::start(ClusterConfig {
+        region_bytes: 16 << 20,
+        ..ClusterConfig::default()
+    })
+    .unwrap();
+    let workload = load(&cluster, "tatp", 0.01, Distribution::Zipfian).unwrap();
+    let report = run(
+        &cluster,
+        workload.as_ref(),
+        &RunOptions {
+            threads_per_node: 1,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(300),
+            progress: false,
+        },
+        "shm",
+        3,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tatp.svg");
+    farm_benches::bench::plot::write_svg(&path, &[report]).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    for text in [
+        "latency [µs]",
+        "transactions at or below [%]",
+        "get-subscriber-data",
+        "update-location",
+    ] {
+        assert!(svg.contains(text), "the plot lacks {text:?}");
+    }
+}

@@ -51,6 +51,10 @@ pub struct Args {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw latency CDFs (and, for a sweep, throughput against threads)
+    /// into this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -133,6 +137,10 @@ pub fn run(args: Args) -> CommandResult {
             serde_json::to_string_pretty(&serde_json::json!({ "runs": reports }))?
         };
         std::fs::write(path, json + "\n")?;
+    }
+    if let Some(path) = &args.plot {
+        bench::plot::write_svg(path, &reports)?;
+        eprintln!("farm bench: wrote {}", path.display());
     }
     let violated: Vec<_> = reports
         .iter()

@@ -8,6 +8,7 @@
 //! benchmarks count. Latency is from begin to the commit's answer.
 
 pub mod config;
+pub mod plot;
 pub mod smallbank;
 pub mod tatp;
 pub mod ycsb;
@@ -104,6 +105,23 @@ pub struct TypeReport {
     pub committed: u64,
     pub aborted: u64,
     pub latency_us: Latency,
+    /// (latency µs, percentile) points of the latency CDF.
+    pub cdf_us: Vec<(f64, f64)>,
+}
+
+const CDF_PERCENTILES: [f64; 17] = [
+    0.0, 1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9,
+    99.99,
+];
+
+fn cdf(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    CDF_PERCENTILES
+        .iter()
+        .map(|p| (histogram.value_at_percentile(*p).max(1) as f64 / 1000.0, *p))
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +148,7 @@ pub struct BenchReport {
     pub aborted_by_reason: std::collections::BTreeMap<&'static str, u64>,
     /// Committed transactions of every type.
     pub latency_us: Latency,
+    pub cdf_us: Vec<(f64, f64)>,
     pub types: Vec<TypeReport>,
     /// Mean time of each commit phase over committed read-write
     /// transactions, µs (execution is the rest of the latency).
@@ -279,6 +298,7 @@ pub fn run(
             committed: c,
             aborted: a,
             latency_us: Latency::of(&histogram),
+            cdf_us: cdf(&histogram),
         });
     }
     for thread in &stats {
@@ -316,6 +336,7 @@ pub fn run(
         .into_iter()
         .collect(),
         latency_us: Latency::of(&all),
+        cdf_us: cdf(&all),
         types: type_reports,
         phases_us: Phases {
             lock: mean(phases[0]),

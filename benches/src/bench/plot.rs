@@ -1,0 +1,156 @@
+//! `farm bench --plot FILE.svg`: latency CDFs (one line per transaction
+//! type, or per run of a sweep) and, for a sweep, throughput against client
+//! threads (one line per node count). Drawn with plotters' SVG backend.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::BenchReport;
+
+type PlotResult = Result<(), Box<dyn std::error::Error>>;
+
+fn color(index: usize) -> RGBColor {
+    const PALETTE: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    PALETTE[index % PALETTE.len()]
+}
+
+/// Writes the plot of `reports` (one run, or the runs of a sweep).
+pub fn write_svg(path: &Path, reports: &[BenchReport]) -> PlotResult {
+    assert!(!reports.is_empty());
+    let sweep = reports.len() > 1;
+    let root =
+        SVGBackend::new(path, if sweep { (1200, 480) } else { (720, 480) }).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = if sweep {
+        let (l, r) = root.split_horizontally(600);
+        (l, Some(r))
+    } else {
+        (root.clone(), None)
+    };
+    // Latency CDF: per type for one run, the whole mix per run of a sweep.
+    let first = &reports[0];
+    let lines: Vec<(String, &Vec<(f64, f64)>)> = if sweep {
+        reports
+            .iter()
+            .map(|r| {
+                (
+                    format!("{} nodes × {} threads", r.nodes, r.threads / r.nodes.max(1)),
+                    &r.cdf_us,
+                )
+            })
+            .collect()
+    } else {
+        first
+            .types
+            .iter()
+            .filter(|t| !t.cdf_us.is_empty())
+            .map(|t| (t.name.to_string(), &t.cdf_us))
+            .collect()
+    };
+    let max_us = lines
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|(us, _)| *us))
+        .fold(1.0f64, f64::max)
+        * 1.5;
+    let min_us = lines
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|(us, _)| *us))
+        .fold(f64::MAX, f64::min)
+        .clamp(0.01, 1.0);
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            if reports.iter().all(|r| r.copies == first.copies) {
+                format!(
+                    "{} latency CDF ({} fabric, {} copies)",
+                    first.workload, first.fabric, first.copies
+                )
+            } else {
+                format!(
+                    "{} latency CDF ({} fabric, copies = min(3, nodes))",
+                    first.workload, first.fabric
+                )
+            },
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d((min_us..max_us).log_scale(), 0f64..100f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency [µs] (log scale)")
+        .y_desc("transactions at or below [%]")
+        .draw()?;
+    for (index, (name, points)) in lines.iter().enumerate() {
+        let style = color(index).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color(index).stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    if let Some(right) = right {
+        let max_threads = reports.iter().map(|r| r.threads).max().unwrap_or(1) as f64;
+        let max_tps = reports.iter().map(|r| r.throughput_tps).fold(1.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(&right)
+            .caption(format!("{} throughput", first.workload), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..max_threads * 1.1, 0f64..max_tps)?;
+        chart
+            .configure_mesh()
+            .x_desc("client threads (all nodes)")
+            .y_desc("committed transactions per second")
+            .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+            .draw()?;
+        let mut node_counts: Vec<usize> = reports.iter().map(|r| r.nodes).collect();
+        node_counts.sort_unstable();
+        node_counts.dedup();
+        for (index, nodes) in node_counts.iter().enumerate() {
+            let mut points: Vec<(f64, f64)> = reports
+                .iter()
+                .filter(|r| r.nodes == *nodes)
+                .map(|r| (r.threads as f64, r.throughput_tps))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let style = color(index).stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(points.clone(), style))?
+                .label(format!("{nodes} nodes"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color(index).stroke_width(2))
+                });
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new(*p, 4, color(index).filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
