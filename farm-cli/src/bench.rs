@@ -20,7 +20,7 @@ pub enum KeyDistribution {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// tatp, smallbank, ycsb-a, ycsb-b, ycsb-c or ycsb-f.
+    /// tatp, smallbank, ycsb-a, ycsb-b, ycsb-c, ycsb-f or tpcc.
     #[arg(long, default_value = "tatp")]
     pub workload: String,
     /// Nodes; a comma list sweeps (e.g. 1,2,3).

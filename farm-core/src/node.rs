@@ -63,6 +63,9 @@ pub struct NodeShared {
     contexts: Mutex<Vec<Context>>,
     contexts_made: Mutex<usize>,
     pub stop: AtomicBool,
+    /// Committed transactions whose backups still hold COMMIT-BACKUP
+    /// records, per backup node, and how many transactions that is.
+    truncations: Mutex<(Vec<Vec<u64>>, usize)>,
     /// The server, for application threads that help it (weak: the
     /// server holds this node).
     pub(crate) server: OnceLock<std::sync::Weak<Mutex<Server>>>,
@@ -79,10 +82,6 @@ pub struct Context {
     pub(crate) scratch: Arc<MemoryRegion>,
     pub(crate) sequence: u32,
     pub(crate) record: Vec<u8>,
-    /// Committed transactions whose backups still hold COMMIT-BACKUP
-    /// records, per backup node.
-    pub(crate) truncate: Vec<Vec<u64>>,
-    pub(crate) truncate_count: usize,
 }
 
 /// Scratch layout of a context: a READ area, then one staging area per
@@ -101,6 +100,7 @@ impl NodeShared {
         inbox: Arc<MemoryRegion>,
         replicas: Vec<Option<Arc<MemoryRegion>>>,
     ) -> Result<NodeShared> {
+        let placement_nodes = placement.nodes;
         let mut allocators = Vec::new();
         for (region, replica) in replicas.iter().enumerate() {
             let region = region as u16;
@@ -129,6 +129,7 @@ impl NodeShared {
             contexts: Mutex::new(Vec::new()),
             contexts_made: Mutex::new(0),
             stop: AtomicBool::new(false),
+            truncations: Mutex::new((vec![Vec::new(); placement_nodes], 0)),
             server: OnceLock::new(),
             stats: NodeStats::default(),
             last_corruption: Mutex::new(None),
@@ -185,9 +186,39 @@ impl NodeShared {
             scratch,
             sequence: 0,
             record: Vec::with_capacity(RECORD_BYTES_MAX),
-            truncate: vec![Vec::new(); self.placement.nodes],
-            truncate_count: 0,
         })
+    }
+
+    /// Queues the truncation of `txid` at `backups`; true when enough are
+    /// queued that the caller should send them.
+    pub(crate) fn queue_truncation(&self, backups: &[usize], txid: u64) -> bool {
+        let mut queue = self.truncations.lock().expect("truncations lock");
+        for &backup in backups {
+            queue.0[backup].push(txid);
+        }
+        queue.1 += 1;
+        queue.1 >= crate::limits::TRUNCATE_BATCH
+    }
+
+    /// Takes every queued truncation, per backup node.
+    pub(crate) fn take_truncations(&self) -> Vec<Vec<u64>> {
+        let mut queue = self.truncations.lock().expect("truncations lock");
+        queue.1 = 0;
+        let nodes = queue.0.len();
+        std::mem::replace(&mut queue.0, vec![Vec::new(); nodes])
+    }
+
+    pub(crate) fn has_truncations(&self) -> bool {
+        self.truncations.lock().expect("truncations lock").1 > 0
+    }
+
+    /// Free slots of size class `class` in `region`, if this node is its
+    /// primary (for tests and statistics).
+    pub fn free_slots(&self, region: u16, class: u8) -> usize {
+        match self.allocators.get(usize::from(region)) {
+            Some(Some(allocator)) => allocator.lock().expect("allocator lock").free_slots(class),
+            _ => 0,
+        }
     }
 
     /// A pooled context, if one is idle (never makes one).
@@ -558,11 +589,27 @@ impl Server {
             // Idle: tell senders what we retired, then sleep until a
             // WriteNotify rings the doorbell (or a little while passes, so
             // records written without a notification are seen too).
-            if let Err(error) = server.lock().expect("server lock").publish_heads(true) {
-                eprintln!(
-                    "farm node {}: publishing ring heads failed: {error}",
-                    node.id
-                );
+            {
+                let mut server = server.lock().expect("server lock");
+                if let Err(error) = server.publish_heads(true) {
+                    eprintln!(
+                        "farm node {}: publishing ring heads failed: {error}",
+                        node.id
+                    );
+                }
+                // Truncations queued by transactions that finished while
+                // the node then went quiet.
+                if node.has_truncations() {
+                    let server = &mut *server;
+                    if let Err(error) = crate::txn::send_truncations(
+                        &server.node,
+                        &server.scratch,
+                        &mut server.endpoints,
+                        &mut server.record,
+                    ) {
+                        eprintln!("farm node {}: sending truncations failed: {error}", node.id);
+                    }
+                }
             }
             let _ = node.fabric.wait_notified(Duration::from_millis(2));
         }

@@ -230,6 +230,12 @@ impl Allocator {
         self.free[class as usize].push(offset);
     }
 
+    /// Gives a slot back to be handed out last: one whose lock an aborted
+    /// transaction's ABORT record has not released yet.
+    pub fn release_later(&mut self, offset: u32, class: u8) {
+        self.free[class as usize].insert(0, offset);
+    }
+
     pub fn free_slots(&self, class: u8) -> usize {
         self.free[class as usize].len()
             + (self.slabs - self.next_slab) as usize * (SLAB_BYTES / class_bytes(class)) as usize

@@ -4,10 +4,19 @@ use farm_core::Cluster;
 
 use super::smallbank::SmallBank;
 use super::tatp::Tatp;
+use super::tpcc::Tpcc;
 use super::ycsb::{Distribution, Mix, Ycsb};
 use super::Workload;
 
-pub const WORKLOADS: &[&str] = &["tatp", "smallbank", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-f"];
+pub const WORKLOADS: &[&str] = &[
+    "tatp",
+    "smallbank",
+    "ycsb-a",
+    "ycsb-b",
+    "ycsb-c",
+    "ycsb-f",
+    "tpcc",
+];
 
 /// Loads `name` with its population scaled by `scale` (1 = 10,000
 /// subscribers / accounts / records).
@@ -25,6 +34,7 @@ pub fn load(
         "ycsb-b" => Box::new(Ycsb::load(cluster, Mix::B, distribution, population)?),
         "ycsb-c" => Box::new(Ycsb::load(cluster, Mix::C, distribution, population)?),
         "ycsb-f" => Box::new(Ycsb::load(cluster, Mix::F, distribution, population)?),
+        "tpcc" => Box::new(Tpcc::load(cluster, scale)?),
         other => {
             return Err(farm_core::Error::Config(format!(
                 "unknown workload {other:?}: one of {}",

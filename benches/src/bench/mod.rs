@@ -11,6 +11,7 @@ pub mod config;
 pub mod plot;
 pub mod smallbank;
 pub mod tatp;
+pub mod tpcc;
 pub mod ycsb;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
