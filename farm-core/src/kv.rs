@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::cluster::Node;
 use crate::error::{Error, Result};
 use crate::header::Addr;
-use crate::txn::{Txn, TxnError};
+use crate::txn::{AbortReason, Txn, TxnError};
 
 pub const BUCKET_SLOTS: usize = 8;
 const BUCKET_BYTES: usize = 16 + BUCKET_SLOTS * 16;
@@ -70,6 +70,20 @@ impl Bucket {
             bytes[24 + i * 16..32 + i * 16].copy_from_slice(&addr.0.to_le_bytes());
         }
         bytes
+    }
+}
+
+/// A value's address came from a bucket this transaction read. If the
+/// value was freed since (a concurrent delete or resize), the bucket read
+/// is stale too and would fail validation: that is a conflict, not the
+/// caller's stale address. (Regression: TATP's concurrent inserts and
+/// deletes of call-forwarding rows stopped `farm bench` with an error.)
+fn through_bucket<T>(result: Result<T, TxnError>) -> Result<T, TxnError> {
+    match result {
+        Err(TxnError::Failed(Error::StaleAddress { .. })) => {
+            Err(TxnError::Conflict(AbortReason::Validation))
+        }
+        other => other,
     }
 }
 
@@ -133,7 +147,7 @@ impl HashTable {
     fn find(&self, txn: &mut Txn, key: u64) -> Result<(Addr, Bucket, Option<usize>), TxnError> {
         let mut at = self.home(key);
         loop {
-            let bucket = Bucket::decode(&txn.read(at)?)?;
+            let bucket = Bucket::decode(&through_bucket(txn.read(at))?)?;
             if let Some(slot) = bucket.entries.iter().position(|(k, _)| *k == key) {
                 return Ok((at, bucket, Some(slot)));
             }
@@ -147,7 +161,7 @@ impl HashTable {
     pub fn get(&self, txn: &mut Txn, key: u64) -> Result<Option<Vec<u8>>, TxnError> {
         let (_, bucket, slot) = self.find(txn, key)?;
         match slot {
-            Some(slot) => Ok(Some(txn.read(bucket.entries[slot].1)?)),
+            Some(slot) => Ok(Some(through_bucket(txn.read(bucket.entries[slot].1))?)),
             None => Ok(None),
         }
     }
@@ -159,10 +173,10 @@ impl HashTable {
             let old = bucket.entries[slot].1;
             // In place when the value still fits its object's class.
             if crate::region::class_for(value.len())? <= old.class() {
-                return txn.write(old, value);
+                return through_bucket(txn.write(old, value));
             }
             let new = txn.alloc(value)?;
-            txn.free(old)?;
+            through_bucket(txn.free(old))?;
             bucket.entries[slot].1 = new;
             return txn.write(at, &bucket.encode());
         }
@@ -186,7 +200,7 @@ impl HashTable {
         let (at, mut bucket, slot) = self.find(txn, key)?;
         let Some(slot) = slot else { return Ok(false) };
         let (_, value) = bucket.entries.swap_remove(slot);
-        txn.free(value)?;
+        through_bucket(txn.free(value))?;
         txn.write(at, &bucket.encode())?;
         Ok(true)
     }
