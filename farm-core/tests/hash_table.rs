@@ -135,7 +135,7 @@ fn gets_racing_deletes_and_inserts_are_conflicts_not_errors() {
                     let key = seed % 6;
                     match seed % 3 {
                         0 => node
-                            .run(|txn| table.put(txn, key, &vec![key as u8; 40]))
+                            .run(|txn| table.put(txn, key, &[key as u8; 40]))
                             .unwrap(),
                         1 => {
                             node.run(|txn| table.delete(txn, key)).unwrap();
