@@ -29,7 +29,7 @@ pub const REPLY_TIMEOUT_MS: u64 = 10_000;
 /// How long a sender waits for ring space before reporting a full ring.
 pub const RING_WAIT_MS: u64 = 10_000;
 /// Reads of a locked or torn object retried before the transaction aborts.
-pub const READ_RETRIES: u32 = 64;
+pub const READ_RETRIES: u32 = 1024;
 
 const _: () = assert!(RECORD_BYTES_MAX as u64 * 16 <= RING_BYTES);
 const _: () = assert!(RING_BYTES.is_multiple_of(4096));

@@ -216,6 +216,11 @@ impl Txn {
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                     if attempt > 8 {
+                        // The lock may be waiting for a record this node's
+                        // server has not processed yet (CI found a read
+                        // right after a local commit giving up while the
+                        // server thread was not scheduled): process it.
+                        self.node.help();
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();

@@ -14,8 +14,17 @@ fn read_after_free_and_after_reuse_is_detected() {
     let addr = owner.run(|txn| txn.alloc(b"first life")).unwrap();
     owner.run(|txn| txn.free(addr)).unwrap();
     for reader in cluster.nodes() {
-        let mut txn = reader.begin().unwrap();
-        match txn.read(addr) {
+        // Right after the free's commit returns, the object may still be
+        // locked until its primary installs the free: a conflict, retried.
+        let mut result = reader.begin().unwrap().read(addr);
+        for _ in 0..100 {
+            if !matches!(result, Err(TxnError::Conflict(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            result = reader.begin().unwrap().read(addr);
+        }
+        match result {
             Err(TxnError::Failed(Error::StaleAddress { found, .. })) => {
                 assert_eq!(found, addr.incarnation() + 1)
             }
