@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use farm_core::{AbortReason, Cluster, HashTable, Node, Outcome, PhaseTimes, TxnError};
+use farm_core::{AbortReason, Cluster, HashTable, Node, Outcome, TxnError};
 
 use super::{finish, Attempt, Rng, Workload};
 
@@ -159,17 +159,8 @@ impl Workload for SmallBank {
             }
             Ok(())
         })();
-        let attempt = match body {
-            Err(TxnError::Conflict(AbortReason::Requested)) => {
-                txn.abort();
-                Attempt {
-                    kind,
-                    outcome: Outcome::Aborted(AbortReason::Requested),
-                    phases: PhaseTimes::default(),
-                }
-            }
-            body => finish(kind, txn, body)?,
-        };
+        // A requested abort (an overdraft) is an ordinary conflict to `finish`.
+        let attempt = finish(kind, txn, body)?;
         if attempt.outcome == Outcome::Committed {
             self.delta.fetch_add(delta, Ordering::Relaxed);
         }
