@@ -46,3 +46,6 @@ soft-roce-setup/vm/run.sh "$conformance" verbs --test-threads=1
 step "farm check over verbs: three node processes on rxe0 inside the soft-RoCE VM"
 cargo build --release -p farm-cli --features verbs --locked
 soft-roce-setup/vm/run.sh "$repo/target/release/farm" check --fabric verbs --nodes 3 --txns 20000
+
+step "farm bench --cluster over verbs: TATP on three farm node processes on rxe0 inside the soft-RoCE VM"
+soft-roce-setup/vm/bench-cluster.sh --workload tatp --scale 0.1 --warmup 0.5 --duration 2 --quiet

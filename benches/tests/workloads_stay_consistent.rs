@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use farm_benches::bench::config::{load, WORKLOADS};
+use farm_benches::bench::site::Site;
 use farm_benches::bench::ycsb::Distribution;
 use farm_benches::bench::{run, RunOptions};
 use farm_core::{Cluster, ClusterConfig};
@@ -18,7 +19,7 @@ fn every_workload_stays_consistent() {
         })
         .unwrap();
         // A small population: more conflicts per transaction.
-        let workload = load(&cluster, name, 0.02, Distribution::Zipfian).unwrap();
+        let workload = load(&Site::cluster(&cluster), name, 0.02, Distribution::Zipfian).unwrap();
         let report = run(
             &cluster,
             workload.as_ref(),
@@ -68,7 +69,13 @@ fn smallbank_check_catches_lost_updates() {
     // Load correctly (a commit without locks returns before its objects
     // are installed, so loading under the fault would read half-made
     // tables), then break the protocol for the run.
-    let workload = load(&cluster, "smallbank", 0.002, Distribution::Uniform).unwrap();
+    let workload = load(
+        &Site::cluster(&cluster),
+        "smallbank",
+        0.002,
+        Distribution::Uniform,
+    )
+    .unwrap();
     cluster.quiesce(Duration::from_secs(10)).unwrap();
     cluster.set_faults(farm_core::Faults {
         skip_lock: true,
@@ -102,7 +109,13 @@ fn plot_has_labelled_axes_and_every_type() {
         ..ClusterConfig::default()
     })
     .unwrap();
-    let workload = load(&cluster, "tatp", 0.01, Distribution::Zipfian).unwrap();
+    let workload = load(
+        &Site::cluster(&cluster),
+        "tatp",
+        0.01,
+        Distribution::Zipfian,
+    )
+    .unwrap();
     let report = run(
         &cluster,
         workload.as_ref(),

@@ -5,8 +5,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use farm_benches::bench::remote::BenchRequest;
+use farm_benches::bench::site::Site;
 use farm_benches::bench::ycsb::Distribution;
-use farm_benches::bench::{self, RunOptions};
+use farm_benches::bench::{self, BenchReport, RunOptions};
+use farm_core::cluster_file::{ClusterFile, NodeEntry};
 use farm_core::{Cluster, ClusterConfig, FabricChoice};
 
 use crate::check::FabricName;
@@ -23,8 +26,8 @@ pub struct Args {
     /// tatp, smallbank, ycsb-a, ycsb-b, ycsb-c, ycsb-f or tpcc.
     #[arg(long, default_value = "tatp")]
     pub workload: String,
-    /// Nodes; a comma list sweeps (e.g. 1,2,3).
-    #[arg(long, default_value = "3", value_delimiter = ',')]
+    /// Nodes (default 3); a comma list sweeps (e.g. 1,2,3).
+    #[arg(long, value_delimiter = ',')]
     pub nodes: Vec<usize>,
     /// Client threads per node; a comma list sweeps (e.g. 1,2,4).
     #[arg(long, default_value = "2", value_delimiter = ',')]
@@ -46,6 +49,21 @@ pub struct Args {
     pub warmup: f64,
     #[arg(long, value_enum, default_value = "shm")]
     pub fabric: FabricName,
+    /// RDMA device for verbs (default: the first).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// GID index for verbs (default: the IPv4-mapped RoCE v2 GID).
+    #[arg(long)]
+    pub gid_index: Option<u8>,
+    /// Drive the `farm node` processes of this cluster file (started with
+    /// `farm node --config FILE --id N`, on this host or on others) instead
+    /// of running nodes in this process.
+    #[arg(long, value_name = "FILE", conflicts_with = "processes")]
+    pub cluster: Option<PathBuf>,
+    /// Start one `farm node` process per node on this host (talking over
+    /// shm, or verbs with --fabric verbs) and drive them.
+    #[arg(long)]
+    pub processes: bool,
     #[arg(long, default_value_t = 64 << 20)]
     pub region_bytes: u64,
     /// Also write the report as JSON here.
@@ -62,7 +80,31 @@ pub struct Args {
 
 pub fn run(args: Args) -> CommandResult {
     let mut reports = Vec::new();
-    for &nodes in &args.nodes {
+    let nodes_list = if args.nodes.is_empty() {
+        vec![3]
+    } else {
+        args.nodes.clone()
+    };
+    if let Some(path) = &args.cluster {
+        let file = ClusterFile::load(path)?;
+        if !args.nodes.is_empty() && args.nodes != [file.nodes.len()] {
+            return Err(format!(
+                "{} has {} nodes; --nodes cannot change that",
+                path.display(),
+                file.nodes.len()
+            )
+            .into());
+        }
+        reports = drive(&args, &file, Duration::from_secs(20))?;
+    } else if args.processes {
+        for &nodes in &nodes_list {
+            reports.extend(run_processes(&args, nodes)?);
+        }
+    }
+    for &nodes in &nodes_list {
+        if args.cluster.is_some() || args.processes {
+            break;
+        }
         for &threads in &args.threads {
             let copies = args.copies.min(nodes);
             let cluster = Cluster::start(ClusterConfig {
@@ -72,8 +114,8 @@ pub fn run(args: Args) -> CommandResult {
                 fabric: match args.fabric {
                     FabricName::Shm => FabricChoice::Shm,
                     FabricName::Verbs => FabricChoice::Verbs {
-                        device: None,
-                        gid_index: None,
+                        device: args.device.clone(),
+                        gid_index: args.gid_index,
                     },
                 },
                 ..ClusterConfig::default()
@@ -89,7 +131,12 @@ pub fn run(args: Args) -> CommandResult {
                 KeyDistribution::Zipfian => Distribution::Zipfian,
                 KeyDistribution::Uniform => Distribution::Uniform,
             };
-            let workload = bench::config::load(&cluster, &args.workload, args.scale, distribution)?;
+            let workload = bench::config::load(
+                &Site::cluster(&cluster),
+                &args.workload,
+                args.scale,
+                distribution,
+            )?;
             if !args.quiet {
                 eprintln!(
                     "farm bench: loaded in {:.1} s; warm-up {} s, then {} s with {} threads per node",
@@ -150,4 +197,102 @@ pub fn run(args: Args) -> CommandResult {
         return Err(format!("consistency check failed: {}", violated[0].consistency).into());
     }
     Ok(())
+}
+
+/// Sends the run to the cluster file's node 0 and prints what comes back.
+fn drive(
+    args: &Args,
+    file: &ClusterFile,
+    wait: Duration,
+) -> Result<Vec<BenchReport>, Box<dyn std::error::Error>> {
+    let request = BenchRequest {
+        workload: args.workload.clone(),
+        scale: args.scale,
+        distribution: match args.distribution {
+            KeyDistribution::Zipfian => "zipfian".into(),
+            KeyDistribution::Uniform => "uniform".into(),
+        },
+        threads: args.threads.clone(),
+        warmup_s: args.warmup,
+        duration_s: args.duration,
+    };
+    request.check()?;
+    if !args.quiet {
+        eprintln!(
+            "farm bench: driving {} node processes ({} fabric) through node 0 at {}",
+            file.nodes.len(),
+            file.fabric,
+            file.nodes[0].bootstrap
+        );
+    }
+    let reports = bench::remote::drive(file.nodes[0].bootstrap, &request, wait, args.quiet)?;
+    for report in &reports {
+        println!("{}\n", report.table());
+    }
+    Ok(reports)
+}
+
+fn free_port() -> std::io::Result<std::net::SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// Node processes that are killed when this goes out of scope.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `--processes`: writes a cluster file for `nodes` processes on this
+/// host, starts them, drives them, stops them.
+fn run_processes(
+    args: &Args,
+    nodes: usize,
+) -> Result<Vec<BenchReport>, Box<dyn std::error::Error>> {
+    let dir = tempfile::Builder::new().prefix("farm-bench-").tempdir()?;
+    let verbs = args.fabric == FabricName::Verbs;
+    let mut entries = Vec::new();
+    for id in 0..nodes {
+        entries.push(NodeEntry {
+            id,
+            bootstrap: free_port()?,
+            verbs: verbs.then(free_port).transpose()?,
+        });
+    }
+    let file = ClusterFile {
+        fabric: if verbs { "verbs" } else { "shm" }.into(),
+        data_dir: dir.path().join("data"),
+        copies: args.copies.min(nodes),
+        regions_per_node: 1,
+        region_bytes: args.region_bytes,
+        device: args.device.clone(),
+        gid_index: args.gid_index,
+        nodes: entries,
+    };
+    file.check()?;
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(&config, file.to_toml())?;
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    for id in 0..nodes {
+        children.0.push(
+            std::process::Command::new(&exe)
+                .arg("node")
+                .arg("--config")
+                .arg(&config)
+                .arg("--id")
+                .arg(id.to_string())
+                .arg("--quiet")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()?,
+        );
+    }
+    // The nodes start (and, over verbs, connect) before node 0 answers.
+    drive(args, &file, farm_core::bootstrap::BOOTSTRAP_TIMEOUT)
 }

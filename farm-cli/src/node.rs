@@ -55,13 +55,16 @@ pub fn run(args: Args) -> CommandResult {
         return verify_counters(process, dir);
     }
     let Some(txns) = args.check_txns else {
-        eprintln!(
-            "farm node {}: serving ({} nodes); stop with a signal",
-            args.id, nodes
-        );
-        loop {
-            std::thread::park();
+        if !args.quiet {
+            eprintln!(
+                "farm node {}: serving ({} nodes); drive it with `farm bench --cluster {}`, stop it with a signal",
+                args.id,
+                nodes,
+                args.config.display()
+            );
         }
+        farm_benches::bench::remote::serve(&mut process)?;
+        return Ok(());
     };
     let options = args
         .workload

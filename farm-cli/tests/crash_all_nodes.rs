@@ -3,42 +3,13 @@
 //! the last value its client was told committed (and at most one more: the
 //! commit that was in flight when the process died may or may not count).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use farm_core::cluster_file::{ClusterFile, NodeEntry};
+mod common;
 
 const NODES: usize = 3;
-
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn cluster_file(dir: &Path) -> PathBuf {
-    let file = ClusterFile {
-        fabric: "shm".into(),
-        data_dir: dir.join("data"),
-        copies: 3,
-        regions_per_node: 1,
-        region_bytes: 4 << 20,
-        device: None,
-        gid_index: None,
-        nodes: (0..NODES)
-            .map(|id| NodeEntry {
-                id,
-                bootstrap: free_port(),
-                verbs: None,
-            })
-            .collect(),
-    };
-    let path = dir.join("cluster.toml");
-    std::fs::write(&path, file.to_toml()).unwrap();
-    path
-}
 
 fn start(config: &Path, mode: &str, work: &Path) -> Vec<Child> {
     (0..NODES)
@@ -67,7 +38,7 @@ fn lines(path: &Path) -> Vec<u64> {
 #[test]
 fn kill_every_node_mid_load_then_restart_loses_no_acknowledged_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let config = cluster_file(dir.path());
+    let (config, _) = common::cluster_file(dir.path(), NODES, 4 << 20);
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
 

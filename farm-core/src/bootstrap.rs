@@ -22,10 +22,12 @@ pub struct Bootstrap {
     peers: Vec<Option<BufReader<TcpStream>>>,
     /// Other nodes: the connection to node 0.
     coordinator: Option<BufReader<TcpStream>>,
+    /// Node 0: the listener stays open for drivers (`farm bench --cluster`).
+    listener: Option<TcpListener>,
 }
 
 fn protocol_error(peer: &str, what: impl std::fmt::Display) -> Error {
-    Error::Config(format!("bootstrap with {peer}: {what}"))
+    Error::Peer(format!("bootstrap with {peer}: {what}"))
 }
 
 fn read_line(stream: &mut BufReader<TcpStream>, peer: &str) -> Result<Value> {
@@ -84,7 +86,7 @@ impl Bootstrap {
                             _ => {
                                 let _ = write_line(
                                     reader.get_mut(),
-                                    &json!({"error": "expected {\"hello\": <node id>} from a node not yet joined"}),
+                                    &json!({"error": "expected {\"hello\": <node id>} from a node not yet joined", "starting": true}),
                                     &from.to_string(),
                                 );
                             }
@@ -107,6 +109,7 @@ impl Bootstrap {
                 nodes,
                 peers,
                 coordinator: None,
+                listener: Some(listener),
             });
         }
         let target = addresses[0];
@@ -131,7 +134,37 @@ impl Bootstrap {
             nodes,
             peers: Vec::new(),
             coordinator: Some(reader),
+            listener: None,
         })
+    }
+
+    /// How long a round may wait for the other nodes: [`BOOTSTRAP_TIMEOUT`]
+    /// during start-up; `None` (for ever) while nodes wait for a driver's
+    /// next command. A node process that dies still ends the wait: its
+    /// connection closes.
+    pub fn set_wait(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let streams = self.peers.iter().flatten().chain(self.coordinator.iter());
+        for stream in streams {
+            stream
+                .get_ref()
+                .set_read_timeout(timeout)
+                .map_err(|e| protocol_error("bootstrap", e))?;
+        }
+        Ok(())
+    }
+
+    /// Node 0: waits for the next connection on the bootstrap address (a
+    /// driver such as `farm bench --cluster`) and returns it with its
+    /// peer's address. Other nodes have no listener.
+    pub fn accept_driver(&mut self) -> Result<(TcpStream, SocketAddr)> {
+        let listener = self
+            .listener
+            .as_ref()
+            .ok_or_else(|| Error::Config("only node 0 takes drivers".into()))?;
+        listener
+            .set_nonblocking(false)
+            .map_err(|e| protocol_error("listener", e))?;
+        listener.accept().map_err(|e| protocol_error("listener", e))
     }
 
     /// One round: contributes `part`, returns every node's part by id.

@@ -31,7 +31,9 @@ use crate::region;
 use crate::ring;
 use crate::txn::{flush_truncations, AbortReason, Outcome, Txn, TxnError};
 
-/// A node of an in-process cluster.
+/// A handle on a node of this process (of an in-process cluster, or a
+/// `farm node` process's own); clones are the same node.
+#[derive(Clone)]
 pub struct Node {
     shared: Arc<NodeShared>,
 }

@@ -45,6 +45,10 @@ pub enum Error {
     },
     #[error("node {0} is shut down")]
     ShutDown(usize),
+    /// Another process (a node in a bootstrap round, node 0 answering a
+    /// driver) failed, went away or spoke garbage; the text names it.
+    #[error("{0}")]
+    Peer(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

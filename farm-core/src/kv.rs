@@ -99,31 +99,40 @@ impl HashTable {
     /// Makes a table of `buckets` buckets, round-robin over `nodes`' regions.
     pub fn create(nodes: &[&Node], buckets: usize) -> Result<HashTable> {
         assert!(!nodes.is_empty() && buckets > 0);
+        let shares = nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| HashTable::create_share(node, index, nodes.len(), buckets))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HashTable::from_shares(&shares, buckets))
+    }
+
+    /// One node's share of a table spread over `of` nodes: it allocates
+    /// buckets `index`, `index + of`, … in its own regions. Processes of a
+    /// multi-process cluster each make their share and swap them (see
+    /// [`HashTable::from_shares`]).
+    pub fn create_share(node: &Node, index: usize, of: usize, buckets: usize) -> Result<Vec<Addr>> {
+        assert!(index < of && buckets > 0);
         let empty = Bucket::default().encode();
-        let mut addrs = Vec::with_capacity(buckets);
-        // Bucket i lives on nodes[i % len]; allocate in batches per node.
-        let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-        for bucket in 0..buckets {
-            per_node[bucket % nodes.len()].push(bucket);
+        let mine: Vec<usize> = (index..buckets).step_by(of).collect();
+        let mut addrs = Vec::with_capacity(mine.len());
+        for chunk in mine.chunks(64) {
+            addrs.extend(node.run(|txn| {
+                chunk
+                    .iter()
+                    .map(|_| txn.alloc(&empty))
+                    .collect::<Result<Vec<_>, _>>()
+            })?);
         }
-        let mut placed = vec![Addr(0); buckets];
-        for (node, indexes) in nodes.iter().zip(&per_node) {
-            for chunk in indexes.chunks(64) {
-                let made = node.run(|txn| {
-                    chunk
-                        .iter()
-                        .map(|_| txn.alloc(&empty))
-                        .collect::<Result<Vec<_>, _>>()
-                })?;
-                for (index, addr) in chunk.iter().zip(made) {
-                    placed[*index] = addr;
-                }
-            }
-        }
-        addrs.extend(placed);
-        Ok(HashTable {
-            buckets: Arc::new(addrs),
-        })
+        Ok(addrs)
+    }
+
+    /// Puts the shares of [`HashTable::create_share`] (in node order)
+    /// together into the table.
+    pub fn from_shares(shares: &[Vec<Addr>], buckets: usize) -> HashTable {
+        let of = shares.len();
+        let addrs = (0..buckets).map(|b| shares[b % of][b / of]).collect();
+        HashTable::from_bucket_addrs(addrs)
     }
 
     /// Opens a table made elsewhere.

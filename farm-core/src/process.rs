@@ -137,6 +137,17 @@ impl NodeProcess {
         self.bootstrap.exchange(round, part)
     }
 
+    /// How long rounds wait for the other nodes (see
+    /// [`Bootstrap::set_wait`]): `None` while serving a driver's commands.
+    pub fn set_round_wait(&mut self, timeout: Option<std::time::Duration>) -> Result<()> {
+        self.bootstrap.set_wait(timeout)
+    }
+
+    /// Node 0: the next driver connection (see [`Bootstrap::accept_driver`]).
+    pub fn accept_driver(&mut self) -> Result<(std::net::TcpStream, std::net::SocketAddr)> {
+        self.bootstrap.accept_driver()
+    }
+
     /// Waits until every ring this node sends on is drained; then a final
     /// barrier, so that no node leaves while others still talk to it.
     pub fn finish(mut self) -> Result<()> {

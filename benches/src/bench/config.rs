@@ -1,7 +1,6 @@
 //! Choosing and loading a workload by name.
 
-use farm_core::Cluster;
-
+use super::site::Site;
 use super::smallbank::SmallBank;
 use super::tatp::Tatp;
 use super::tpcc::Tpcc;
@@ -21,20 +20,20 @@ pub const WORKLOADS: &[&str] = &[
 /// Loads `name` with its population scaled by `scale` (1 = 10,000
 /// subscribers / accounts / records).
 pub fn load(
-    cluster: &Cluster,
+    site: &Site,
     name: &str,
     scale: f64,
     distribution: Distribution,
 ) -> farm_core::Result<Box<dyn Workload>> {
     let population = ((10_000.0 * scale) as u64).max(16);
     Ok(match name {
-        "tatp" => Box::new(Tatp::load(cluster, population)?),
-        "smallbank" => Box::new(SmallBank::load(cluster, population)?),
-        "ycsb-a" => Box::new(Ycsb::load(cluster, Mix::A, distribution, population)?),
-        "ycsb-b" => Box::new(Ycsb::load(cluster, Mix::B, distribution, population)?),
-        "ycsb-c" => Box::new(Ycsb::load(cluster, Mix::C, distribution, population)?),
-        "ycsb-f" => Box::new(Ycsb::load(cluster, Mix::F, distribution, population)?),
-        "tpcc" => Box::new(Tpcc::load(cluster, scale)?),
+        "tatp" => Box::new(Tatp::load(site, population)?),
+        "smallbank" => Box::new(SmallBank::load(site, population)?),
+        "ycsb-a" => Box::new(Ycsb::load(site, Mix::A, distribution, population)?),
+        "ycsb-b" => Box::new(Ycsb::load(site, Mix::B, distribution, population)?),
+        "ycsb-c" => Box::new(Ycsb::load(site, Mix::C, distribution, population)?),
+        "ycsb-f" => Box::new(Ycsb::load(site, Mix::F, distribution, population)?),
+        "tpcc" => Box::new(Tpcc::load(site, scale)?),
         other => {
             return Err(farm_core::Error::Config(format!(
                 "unknown workload {other:?}: one of {}",

@@ -9,6 +9,8 @@
 
 pub mod config;
 pub mod plot;
+pub mod remote;
+pub mod site;
 pub mod smallbank;
 pub mod tatp;
 pub mod tpcc;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use farm_core::{AbortReason, Cluster, Node, Outcome, PhaseTimes};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A small, fast generator (xorshift64*): workloads draw many numbers.
 #[derive(Clone, Debug)]
@@ -63,9 +65,18 @@ pub trait Workload: Sync {
     fn types(&self) -> &'static [&'static str];
     /// Runs one random transaction from `node` (no retry).
     fn run_one(&self, node: &Node, rng: &mut Rng) -> farm_core::Result<Attempt>;
-    /// Checks the workload's own consistency conditions afterwards; the
-    /// text says what was checked.
-    fn check(&self, cluster: &Cluster) -> farm_core::Result<Result<String, String>>;
+    /// What this process's clients did that the check needs to know
+    /// (SmallBank's money in and out); `check` gets every process's.
+    fn tally(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Checks the workload's own consistency conditions afterwards, with
+    /// transactions from `node` (node 0); the text says what was checked.
+    fn check(
+        &self,
+        node: &Node,
+        tallies: &[serde_json::Value],
+    ) -> farm_core::Result<Result<String, String>>;
 }
 
 #[derive(Clone, Debug)]
@@ -76,7 +87,7 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Latency {
     pub min: f64,
     pub p50: f64,
@@ -100,9 +111,9 @@ impl Latency {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TypeReport {
-    pub name: &'static str,
+    pub name: String,
     pub committed: u64,
     pub aborted: u64,
     pub latency_us: Latency,
@@ -125,7 +136,7 @@ fn cdf(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Phases {
     pub lock: f64,
     pub validate: f64,
@@ -133,9 +144,9 @@ pub struct Phases {
     pub commit_primary: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BenchReport {
-    pub workload: &'static str,
+    pub workload: String,
     pub fabric: String,
     pub nodes: usize,
     pub copies: usize,
@@ -146,7 +157,7 @@ pub struct BenchReport {
     pub throughput_tps: f64,
     pub committed: u64,
     pub aborted: u64,
-    pub aborted_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    pub aborted_by_reason: std::collections::BTreeMap<String, u64>,
     /// Committed transactions of every type.
     pub latency_us: Latency,
     pub cdf_us: Vec<(f64, f64)>,
@@ -157,169 +168,249 @@ pub struct BenchReport {
     pub consistency: String,
 }
 
-struct ThreadStats {
+/// What the client threads of one process measured: counts by type and
+/// abort reason, latency histograms, commit-phase sums. Processes of a
+/// multi-process cluster send theirs to node 0, which merges them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Measured {
+    pub threads: usize,
     committed: Vec<u64>,
     aborted: Vec<u64>,
     reasons: [u64; 4],
+    #[serde(with = "histograms_as_counts")]
     histograms: Vec<Histogram<u64>>,
     phases: [u64; 4],
     phase_count: u64,
+}
+
+/// Histograms travel as their (value, count) pairs.
+mod histograms_as_counts {
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        histograms: &[Histogram<u64>],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let counts: Vec<Vec<(u64, u64)>> = histograms
+            .iter()
+            .map(|h| {
+                h.iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect()
+            })
+            .collect();
+        counts.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Histogram<u64>>, D::Error> {
+        let counts = Vec::<Vec<(u64, u64)>>::deserialize(deserializer)?;
+        counts
+            .into_iter()
+            .map(|pairs| {
+                let mut histogram = super::histogram();
+                for (value, count) in pairs {
+                    histogram
+                        .record_n(value, count)
+                        .map_err(serde::de::Error::custom)?;
+                }
+                Ok(histogram)
+            })
+            .collect()
+    }
+}
+
+impl Measured {
+    fn new(types: usize, threads: usize) -> Measured {
+        Measured {
+            threads,
+            committed: vec![0; types],
+            aborted: vec![0; types],
+            reasons: [0; 4],
+            histograms: (0..types).map(|_| histogram()).collect(),
+            phases: [0; 4],
+            phase_count: 0,
+        }
+    }
+
+    /// Adds `other`'s counts (another thread's, another process's).
+    pub fn merge(&mut self, other: &Measured) -> farm_core::Result<()> {
+        if other.committed.len() != self.committed.len() {
+            return Err(farm_core::Error::Config(
+                "measurements of different workloads".into(),
+            ));
+        }
+        self.threads += other.threads;
+        for kind in 0..self.committed.len() {
+            self.committed[kind] += other.committed[kind];
+            self.aborted[kind] += other.aborted[kind];
+            self.histograms[kind]
+                .add(&other.histograms[kind])
+                .map_err(|e| farm_core::Error::Config(format!("histogram: {e}")))?;
+        }
+        for i in 0..4 {
+            self.reasons[i] += other.reasons[i];
+            self.phases[i] += other.phases[i];
+        }
+        self.phase_count += other.phase_count;
+        Ok(())
+    }
+
+    fn count(&mut self, attempt: &Attempt, elapsed_ns: u64) {
+        match attempt.outcome {
+            Outcome::Committed => {
+                self.committed[attempt.kind] += 1;
+                self.histograms[attempt.kind]
+                    .record(elapsed_ns.max(1))
+                    .expect("in bounds");
+                let p = attempt.phases;
+                if p.lock_ns > 0 {
+                    self.phases[0] += p.lock_ns;
+                    self.phases[1] += p.validate_ns;
+                    self.phases[2] += p.commit_backup_ns;
+                    self.phases[3] += p.commit_primary_ns;
+                    self.phase_count += 1;
+                }
+            }
+            Outcome::Aborted(reason) => {
+                self.aborted[attempt.kind] += 1;
+                let slot = match reason {
+                    AbortReason::LockConflict => 0,
+                    AbortReason::Validation => 1,
+                    AbortReason::ReadConflict => 2,
+                    AbortReason::Requested => 3,
+                };
+                self.reasons[slot] += 1;
+            }
+        }
+    }
 }
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
-/// Runs `workload` on `cluster` for the warm-up and then the measured time.
-pub fn run(
-    cluster: &Cluster,
+/// Prints a progress bar on stderr: `elapsed` of `total` seconds, `rate`.
+pub fn progress_bar(elapsed: f64, total: f64, rate: &str) {
+    let filled = (((elapsed / total) * 30.0) as usize).min(30);
+    eprint!(
+        "\r[{}{}] {:>5.1}/{:.0} s {rate}",
+        "#".repeat(filled),
+        " ".repeat(30 - filled),
+        elapsed,
+        total,
+    );
+}
+
+/// Runs `workload` from `options.threads_per_node` client threads on each
+/// of `nodes` (the nodes of this process) for the warm-up and then the
+/// measured time; `progress(elapsed s, transactions per second)` is called
+/// about once a second while measuring.
+pub fn measure(
+    nodes: &[&Node],
     workload: &dyn Workload,
     options: &RunOptions,
-    fabric: &str,
-    copies: usize,
-) -> farm_core::Result<BenchReport> {
-    let nodes = cluster.nodes().len();
-    let threads = options.threads_per_node * nodes;
-    let types = workload.types();
+    progress: &mut dyn FnMut(f64, f64),
+) -> farm_core::Result<Measured> {
+    let threads = options.threads_per_node * nodes.len();
+    let types = workload.types().len();
     let measuring = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
-    let started = Instant::now();
-    let stats: Vec<ThreadStats> =
-        std::thread::scope(|scope| -> farm_core::Result<Vec<ThreadStats>> {
-            let mut handles = Vec::new();
-            for thread in 0..threads {
-                let node = cluster.node(thread % nodes);
-                let (measuring, stop, done) = (&measuring, &stop, &done);
-                handles.push(scope.spawn(move || -> farm_core::Result<ThreadStats> {
-                    let mut stats = ThreadStats {
-                        committed: vec![0; types.len()],
-                        aborted: vec![0; types.len()],
-                        reasons: [0; 4],
-                        histograms: (0..types.len()).map(|_| histogram()).collect(),
-                        phases: [0; 4],
-                        phase_count: 0,
-                    };
-                    let mut rng = Rng::new(thread as u64 + 1);
-                    while !stop.load(Ordering::Relaxed) {
-                        let begun = Instant::now();
-                        let attempt = workload.run_one(node, &mut rng)?;
-                        let elapsed = begun.elapsed().as_nanos() as u64;
-                        if !measuring.load(Ordering::Relaxed) {
-                            continue;
+    std::thread::scope(|scope| -> farm_core::Result<Measured> {
+        let mut handles = Vec::new();
+        for thread in 0..threads {
+            let node = nodes[thread % nodes.len()];
+            let (measuring, stop, done) = (&measuring, &stop, &done);
+            handles.push(scope.spawn(move || -> farm_core::Result<Measured> {
+                let mut stats = Measured::new(types, 1);
+                let seed = (node.id() * 1000 + thread) as u64 + 1;
+                let mut rng = Rng::new(seed);
+                while !stop.load(Ordering::Relaxed) {
+                    let begun = Instant::now();
+                    let attempt = workload.run_one(node, &mut rng)?;
+                    let elapsed = begun.elapsed().as_nanos() as u64;
+                    if measuring.load(Ordering::Relaxed) {
+                        if attempt.outcome == Outcome::Committed {
+                            done.fetch_add(1, Ordering::Relaxed);
                         }
-                        done.fetch_add(1, Ordering::Relaxed);
-                        match attempt.outcome {
-                            Outcome::Committed => {
-                                stats.committed[attempt.kind] += 1;
-                                stats.histograms[attempt.kind]
-                                    .record(elapsed.max(1))
-                                    .expect("in bounds");
-                                let p = attempt.phases;
-                                if p.lock_ns > 0 {
-                                    stats.phases[0] += p.lock_ns;
-                                    stats.phases[1] += p.validate_ns;
-                                    stats.phases[2] += p.commit_backup_ns;
-                                    stats.phases[3] += p.commit_primary_ns;
-                                    stats.phase_count += 1;
-                                }
-                            }
-                            Outcome::Aborted(reason) => {
-                                stats.aborted[attempt.kind] += 1;
-                                let slot = match reason {
-                                    AbortReason::LockConflict => 0,
-                                    AbortReason::Validation => 1,
-                                    AbortReason::ReadConflict => 2,
-                                    AbortReason::Requested => 3,
-                                };
-                                stats.reasons[slot] += 1;
-                            }
-                        }
+                        stats.count(&attempt, elapsed);
                     }
-                    Ok(stats)
-                }));
+                }
+                Ok(stats)
+            }));
+        }
+        // This thread: warm-up, measured time, progress.
+        {
+            let warmed = Instant::now() + options.warmup;
+            while Instant::now() < warmed && handles.iter().all(|h| !h.is_finished()) {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            // The driver thread: warm-up, measured time, progress.
-            std::thread::sleep(options.warmup);
             measuring.store(true, Ordering::Relaxed);
             let measured = Instant::now();
             let mut last = Instant::now();
-            while measured.elapsed() < options.duration {
-                std::thread::sleep(Duration::from_millis(50).min(options.duration));
-                if options.progress && last.elapsed() >= Duration::from_secs(1) {
+            while measured.elapsed() < options.duration && handles.iter().all(|h| !h.is_finished())
+            {
+                std::thread::sleep(Duration::from_millis(20));
+                if last.elapsed() >= Duration::from_secs(1) {
                     last = Instant::now();
                     let elapsed = measured.elapsed().as_secs_f64();
-                    let total = options.duration.as_secs_f64();
-                    let filled = ((elapsed / total) * 30.0) as usize;
-                    eprint!(
-                        "\r[{}{}] {:>4.1}/{:.0} s {:>10.0} tx/s",
-                        "#".repeat(filled.min(30)),
-                        " ".repeat(30 - filled.min(30)),
-                        elapsed,
-                        total,
-                        done.load(Ordering::Relaxed) as f64 / elapsed
-                    );
+                    progress(elapsed, done.load(Ordering::Relaxed) as f64 / elapsed);
                 }
             }
-            let seconds = measured.elapsed();
-            stop.store(true, Ordering::Relaxed);
-            if options.progress {
-                eprintln!();
-            }
-            let stats = handles
-                .into_iter()
-                .map(|h| h.join().expect("bench thread panicked"))
-                .collect::<farm_core::Result<Vec<_>>>()?;
-            let _ = seconds;
-            Ok(stats)
-        })?;
-    let duration = options.duration.as_secs_f64();
-    let _ = started;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Measured::new(types, 0);
+        for handle in handles {
+            all.merge(&handle.join().expect("bench thread panicked")?)?;
+        }
+        Ok(all)
+    })
+}
+
+/// What a report says about where it ran.
+pub struct RunShape<'a> {
+    pub fabric: &'a str,
+    pub nodes: usize,
+    pub copies: usize,
+    pub duration: Duration,
+}
+
+/// The report of a run: `measured` merged over every process,
+/// `consistency` what the workload's check said.
+pub fn report(
+    workload: &dyn Workload,
+    measured: &Measured,
+    consistency: Result<String, String>,
+    shape: &RunShape,
+) -> BenchReport {
+    let types = workload.types();
+    let duration = shape.duration.as_secs_f64();
     let mut all = histogram();
     let mut type_reports = Vec::new();
-    let (mut committed, mut aborted) = (0, 0);
-    let mut reasons = [0u64; 4];
-    let mut phases = [0u64; 4];
-    let mut phase_count = 0;
     for (kind, name) in types.iter().enumerate() {
-        let mut histogram = histogram();
-        let (mut c, mut a) = (0, 0);
-        for thread in &stats {
-            histogram
-                .add(&thread.histograms[kind])
-                .expect("same bounds");
-            c += thread.committed[kind];
-            a += thread.aborted[kind];
-        }
-        all.add(&histogram).expect("same bounds");
-        committed += c;
-        aborted += a;
+        let histogram = &measured.histograms[kind];
+        all.add(histogram).expect("same bounds");
         type_reports.push(TypeReport {
-            name,
-            committed: c,
-            aborted: a,
-            latency_us: Latency::of(&histogram),
-            cdf_us: cdf(&histogram),
+            name: name.to_string(),
+            committed: measured.committed[kind],
+            aborted: measured.aborted[kind],
+            latency_us: Latency::of(histogram),
+            cdf_us: cdf(histogram),
         });
     }
-    for thread in &stats {
-        for i in 0..4 {
-            reasons[i] += thread.reasons[i];
-            phases[i] += thread.phases[i];
-        }
-        phase_count += thread.phase_count;
-    }
-    let mean = |ns: u64| ns as f64 / phase_count.max(1) as f64 / 1000.0;
-    let consistency = match workload.check(cluster)? {
-        Ok(text) => format!("ok: {text}"),
-        Err(text) => format!("VIOLATED: {text}"),
-    };
-    Ok(BenchReport {
-        workload: workload.name(),
-        fabric: fabric.to_string(),
-        nodes,
-        copies,
-        threads,
+    let committed: u64 = measured.committed.iter().sum();
+    let aborted: u64 = measured.aborted.iter().sum();
+    let mean = |ns: u64| ns as f64 / measured.phase_count.max(1) as f64 / 1000.0;
+    let reasons = measured.reasons;
+    BenchReport {
+        workload: workload.name().to_string(),
+        fabric: shape.fabric.to_string(),
+        nodes: shape.nodes,
+        copies: shape.copies,
+        threads: measured.threads,
         host: hostname(),
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
@@ -335,18 +426,55 @@ pub fn run(
             ("requested", reasons[3]),
         ]
         .into_iter()
+        .map(|(name, count)| (name.to_string(), count))
         .collect(),
         latency_us: Latency::of(&all),
         cdf_us: cdf(&all),
         types: type_reports,
         phases_us: Phases {
-            lock: mean(phases[0]),
-            validate: mean(phases[1]),
-            commit_backup: mean(phases[2]),
-            commit_primary: mean(phases[3]),
+            lock: mean(measured.phases[0]),
+            validate: mean(measured.phases[1]),
+            commit_backup: mean(measured.phases[2]),
+            commit_primary: mean(measured.phases[3]),
         },
+        consistency: match consistency {
+            Ok(text) => format!("ok: {text}"),
+            Err(text) => format!("VIOLATED: {text}"),
+        },
+    }
+}
+
+/// Runs `workload` on every node of the in-process `cluster` for the
+/// warm-up and then the measured time, then checks it.
+pub fn run(
+    cluster: &Cluster,
+    workload: &dyn Workload,
+    options: &RunOptions,
+    fabric: &str,
+    copies: usize,
+) -> farm_core::Result<BenchReport> {
+    let nodes: Vec<&Node> = cluster.nodes().iter().collect();
+    let total = options.duration.as_secs_f64();
+    let measured = measure(&nodes, workload, options, &mut |elapsed, rate| {
+        if options.progress {
+            progress_bar(elapsed, total, &format!("{rate:>10.0} tx/s"));
+        }
+    })?;
+    if options.progress {
+        eprintln!();
+    }
+    let consistency = workload.check(cluster.node(0), &[workload.tally()])?;
+    Ok(report(
+        workload,
+        &measured,
         consistency,
-    })
+        &RunShape {
+            fabric,
+            nodes: nodes.len(),
+            copies,
+            duration: options.duration,
+        },
+    ))
 }
 
 fn hostname() -> String {
@@ -395,7 +523,7 @@ impl BenchReport {
             );
         };
         for t in &self.types {
-            row(&mut out, t.name, t.committed, t.aborted, &t.latency_us);
+            row(&mut out, &t.name, t.committed, t.aborted, &t.latency_us);
         }
         row(
             &mut out,

@@ -13,8 +13,9 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use farm_core::{AbortReason, Cluster, HashTable, Node, Outcome, TxnError};
+use farm_core::{AbortReason, HashTable, Node, Outcome, TxnError};
 
+use super::site::Site;
 use super::{finish, Attempt, Rng, Workload};
 
 const TYPES: &[&str] = &[
@@ -52,10 +53,11 @@ fn set(
 }
 
 impl SmallBank {
-    pub fn load(cluster: &Cluster, accounts: u64) -> farm_core::Result<SmallBank> {
-        let nodes: Vec<&Node> = cluster.nodes().iter().collect();
-        let savings = HashTable::create(&nodes, (accounts as usize / 4).max(1))?;
-        let checking = HashTable::create(&nodes, (accounts as usize / 4).max(1))?;
+    /// Accounts are inserted 64 at a time, chunk c by node c mod nodes;
+    /// every process draws every balance.
+    pub fn load(site: &Site, accounts: u64) -> farm_core::Result<SmallBank> {
+        let savings = site.table("smallbank-savings", (accounts as usize / 4).max(1))?;
+        let checking = site.table("smallbank-checking", (accounts as usize / 4).max(1))?;
         let mut rng = Rng::new(77);
         let mut total = 0i64;
         for chunk in (0..accounts).collect::<Vec<_>>().chunks(64) {
@@ -69,7 +71,9 @@ impl SmallBank {
                 })
                 .collect();
             total += balances.iter().map(|(s, c)| s + c).sum::<i64>();
-            let node = cluster.node(chunk[0] as usize % nodes.len());
+            let Some(node) = site.local((chunk[0] / 64) as usize % site.nodes()) else {
+                continue;
+            };
             node.run(|txn| {
                 for (account, (s, c)) in chunk.iter().zip(&balances) {
                     set(&savings, txn, *account, *s)?;
@@ -78,6 +82,7 @@ impl SmallBank {
                 Ok(())
             })?;
         }
+        site.barrier("smallbank-loaded")?;
         Ok(SmallBank {
             savings,
             checking,
@@ -167,16 +172,31 @@ impl Workload for SmallBank {
         Ok(attempt)
     }
 
-    fn check(&self, cluster: &Cluster) -> farm_core::Result<Result<String, String>> {
+    fn tally(&self) -> serde_json::Value {
+        self.delta.load(Ordering::Relaxed).into()
+    }
+
+    /// `tallies`: every process's net money in and out.
+    fn check(
+        &self,
+        node: &Node,
+        tallies: &[serde_json::Value],
+    ) -> farm_core::Result<Result<String, String>> {
         let mut total = 0i64;
         for account in 0..self.accounts {
-            total += cluster.node(0).run(|txn| {
+            total += node.run(|txn| {
                 Ok::<i64, TxnError>(
                     get(&self.savings, txn, account)? + get(&self.checking, txn, account)?,
                 )
             })?;
         }
-        let expected = self.initial_total + self.delta.load(Ordering::Relaxed);
+        let mut delta = 0;
+        for tally in tallies {
+            delta += tally.as_i64().ok_or_else(|| {
+                farm_core::Error::Config(format!("malformed SmallBank tally {tally}"))
+            })?;
+        }
+        let expected = self.initial_total + delta;
         Ok(if total == expected {
             Ok(format!("total balance {total} = initial {} + committed deposits, savings transactions and checks", self.initial_total))
         } else {

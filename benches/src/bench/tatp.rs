@@ -19,8 +19,9 @@
 //! entry points back to it; every call-forwarding row has its special
 //! facility (the spec's foreign key); access-info rows are untouched.
 
-use farm_core::{AbortReason, Cluster, HashTable, Node, Txn, TxnError};
+use farm_core::{AbortReason, HashTable, Node, Txn, TxnError};
 
+use super::site::Site;
 use super::{finish, Attempt, Rng, Workload};
 
 const TYPES: &[&str] = &[
@@ -67,21 +68,22 @@ fn subscriber_row(s_id: u64, rng: &mut Rng) -> Vec<u8> {
 const VLR_AT: usize = 34;
 
 impl Tatp {
-    pub fn load(cluster: &Cluster, subscribers: u64) -> farm_core::Result<Tatp> {
-        let nodes: Vec<&Node> = cluster.nodes().iter().collect();
+    /// Subscriber s lives on node s mod nodes (its rows are inserted
+    /// there); every process draws the whole population.
+    pub fn load(site: &Site, subscribers: u64) -> farm_core::Result<Tatp> {
         let buckets = (subscribers as usize / 2).max(1);
         let mut tatp = Tatp {
             subscribers,
-            subscriber: HashTable::create(&nodes, buckets)?,
-            access_info: HashTable::create(&nodes, buckets * 2)?,
-            special_facility: HashTable::create(&nodes, buckets * 2)?,
-            call_forwarding: HashTable::create(&nodes, buckets * 2)?,
-            sub_nbr_index: HashTable::create(&nodes, buckets)?,
+            subscriber: site.table("tatp-subscriber", buckets)?,
+            access_info: site.table("tatp-access-info", buckets * 2)?,
+            special_facility: site.table("tatp-special-facility", buckets * 2)?,
+            call_forwarding: site.table("tatp-call-forwarding", buckets * 2)?,
+            sub_nbr_index: site.table("tatp-sub-nbr-index", buckets)?,
             access_rows: 0,
         };
         let mut rng = Rng::new(4242);
         for s_id in 1..=subscribers {
-            let node = cluster.node(s_id as usize % nodes.len());
+            let owner = site.local(s_id as usize % site.nodes());
             let row = subscriber_row(s_id, &mut rng);
             let ai_types = distinct_types(&mut rng);
             let sf_types = distinct_types(&mut rng);
@@ -114,6 +116,9 @@ impl Tatp {
                 .iter()
                 .map(|t| (*t, (0..10).map(|_| rng.next_u64() as u8).collect()))
                 .collect();
+            let Some(node) = owner else {
+                continue;
+            };
             let t = &tatp;
             node.run(|txn| {
                 t.subscriber.put(txn, s_id, &row)?;
@@ -132,6 +137,7 @@ impl Tatp {
                 Ok(())
             })?;
         }
+        site.barrier("tatp-loaded")?;
         Ok(tatp)
     }
 
@@ -284,8 +290,11 @@ impl Workload for Tatp {
         finish(kind, txn, body)
     }
 
-    fn check(&self, cluster: &Cluster) -> farm_core::Result<Result<String, String>> {
-        let node = cluster.node(0);
+    fn check(
+        &self,
+        node: &Node,
+        _: &[serde_json::Value],
+    ) -> farm_core::Result<Result<String, String>> {
         let mut forwards = 0;
         let mut access = 0;
         for s_id in 1..=self.subscribers {

@@ -25,8 +25,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use farm_core::{AbortReason, Cluster, HashTable, Node, Txn, TxnError};
+use farm_core::{AbortReason, HashTable, Node, Txn, TxnError};
 
+use super::site::Site;
 use super::{finish, Attempt, Rng, Workload};
 
 const TYPES: &[&str] = &["new-order", "payment"];
@@ -95,9 +96,10 @@ fn last_name(c: u64, rng: &mut Rng) -> u64 {
 }
 
 impl Tpcc {
-    pub fn load(cluster: &Cluster, scale: f64) -> farm_core::Result<Tpcc> {
-        let nodes: Vec<&Node> = cluster.nodes().iter().collect();
-        let warehouses = nodes.len() as u64;
+    /// Warehouse w is loaded by node w − 1, the items by node 0; every
+    /// process draws the whole population.
+    pub fn load(site: &Site, scale: f64) -> farm_core::Result<Tpcc> {
+        let warehouses = site.nodes() as u64;
         let items = ((10_000.0 * scale) as u64).max(100);
         let customers = ((300.0 * scale) as u64).max(30);
         let rows_per_w = items + DISTRICTS * customers * 3;
@@ -106,26 +108,30 @@ impl Tpcc {
             warehouses,
             items,
             customers,
-            warehouse: HashTable::create(&nodes, 16)?,
-            district: HashTable::create(&nodes, buckets(warehouses * DISTRICTS))?,
-            customer: HashTable::create(&nodes, buckets(warehouses * DISTRICTS * customers))?,
-            by_last_name: HashTable::create(&nodes, buckets(warehouses * DISTRICTS * 1000))?,
-            item: HashTable::create(&nodes, buckets(items))?,
-            stock: HashTable::create(&nodes, buckets(warehouses * items))?,
-            order: HashTable::create(&nodes, buckets(warehouses * rows_per_w / 8))?,
-            new_order: HashTable::create(&nodes, buckets(warehouses * rows_per_w / 8))?,
-            order_line: HashTable::create(&nodes, buckets(warehouses * rows_per_w))?,
-            history: HashTable::create(&nodes, buckets(warehouses * rows_per_w / 8))?,
+            warehouse: site.table("tpcc-warehouse", 16)?,
+            district: site.table("tpcc-district", buckets(warehouses * DISTRICTS))?,
+            customer: site.table("tpcc-customer", buckets(warehouses * DISTRICTS * customers))?,
+            by_last_name: site
+                .table("tpcc-by-last-name", buckets(warehouses * DISTRICTS * 1000))?,
+            item: site.table("tpcc-item", buckets(items))?,
+            stock: site.table("tpcc-stock", buckets(warehouses * items))?,
+            order: site.table("tpcc-order", buckets(warehouses * rows_per_w / 8))?,
+            new_order: site.table("tpcc-new-order", buckets(warehouses * rows_per_w / 8))?,
+            order_line: site.table("tpcc-order-line", buckets(warehouses * rows_per_w))?,
+            history: site.table("tpcc-history", buckets(warehouses * rows_per_w / 8))?,
             history_ids: AtomicU64::new(1),
         };
-        let mut rng = Rng::new(2024);
+        let mut rng = Rng::new(2023);
         // Items: price 1.00 .. 100.00.
         for chunk in (1..=items).collect::<Vec<_>>().chunks(64) {
             let prices: Vec<i64> = chunk
                 .iter()
                 .map(|_| rng.range(100, 10_000) as i64)
                 .collect();
-            cluster.node(0).run(|txn| {
+            let Some(node) = site.local(0) else {
+                continue;
+            };
+            node.run(|txn| {
                 for (i, price) in chunk.iter().zip(&prices) {
                     tpcc.item.put(txn, *i, &words(&[*price]))?;
                 }
@@ -133,11 +139,13 @@ impl Tpcc {
             })?;
         }
         for w in 1..=warehouses {
-            let node = nodes[(w - 1) as usize];
-            node.run(|txn| {
-                tpcc.warehouse
-                    .put(txn, w, &words(&[rng.range(0, 2000) as i64, 30_000_000]))
-            })?;
+            let Some(node) = site.local((w - 1) as usize) else {
+                continue;
+            };
+            // Drawn outside the transactions: a retried one draws nothing new.
+            let mut rng = Rng::new(2024 + w);
+            let tax = rng.range(0, 2000) as i64;
+            node.run(|txn| tpcc.warehouse.put(txn, w, &words(&[tax, 30_000_000])))?;
             for chunk in (1..=items).collect::<Vec<_>>().chunks(64) {
                 let quantities: Vec<i64> =
                     chunk.iter().map(|_| rng.range(10, 100) as i64).collect();
@@ -152,12 +160,10 @@ impl Tpcc {
             }
             for d in 1..=DISTRICTS {
                 // tax, ytd, next order id
+                let tax = rng.range(0, 2000) as i64;
                 node.run(|txn| {
-                    tpcc.district.put(
-                        txn,
-                        wd(w, d),
-                        &words(&[rng.range(0, 2000) as i64, 3_000_000, 1]),
-                    )
+                    tpcc.district
+                        .put(txn, wd(w, d), &words(&[tax, 3_000_000, 1]))
                 })?;
                 let mut names: std::collections::BTreeMap<u64, Vec<i64>> = Default::default();
                 for chunk in (1..=customers).collect::<Vec<_>>().chunks(32) {
@@ -192,6 +198,7 @@ impl Tpcc {
                 }
             }
         }
+        site.barrier("tpcc-loaded")?;
         Ok(tpcc)
     }
 
@@ -305,7 +312,9 @@ impl Tpcc {
         customer[2] += amount;
         customer[3] += 1;
         self.customer.put(txn, wdc(cw, cd, c), &words(&customer))?;
-        let id = self.history_ids.fetch_add(1, Ordering::Relaxed);
+        // History keys: the node in the top bits, so that node processes,
+        // each with its own counter, never pick the same one.
+        let id = ((node.id() as u64 + 1) << 40) | self.history_ids.fetch_add(1, Ordering::Relaxed);
         self.history.put(
             txn,
             id,
@@ -337,8 +346,11 @@ impl Workload for Tpcc {
         finish(kind, txn, body)
     }
 
-    fn check(&self, cluster: &Cluster) -> farm_core::Result<Result<String, String>> {
-        let node = cluster.node(0);
+    fn check(
+        &self,
+        node: &Node,
+        _: &[serde_json::Value],
+    ) -> farm_core::Result<Result<String, String>> {
         let mut orders = 0;
         for w in 1..=self.warehouses {
             let w_ytd = node.run(|txn| get(&self.warehouse, txn, w))?[1];

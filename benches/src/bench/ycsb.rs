@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
-use farm_core::{Cluster, HashTable, Node, TxnError};
+use farm_core::{HashTable, Node, TxnError};
 
+use super::site::Site;
 use super::{finish, Attempt, Rng, Workload};
 
 pub const VALUE_BYTES: usize = 1000;
@@ -104,15 +105,17 @@ pub struct Ycsb {
 
 impl Ycsb {
     pub fn load(
-        cluster: &Cluster,
+        site: &Site,
         mix: Mix,
         distribution: Distribution,
         records: u64,
     ) -> farm_core::Result<Ycsb> {
-        let nodes: Vec<&Node> = cluster.nodes().iter().collect();
-        let table = HashTable::create(&nodes, (records as usize / 4).max(1))?;
+        let table = site.table("ycsb-table", (records as usize / 4).max(1))?;
+        // Records are inserted 32 at a time, chunk c by node c mod nodes.
         for chunk in (0..records).collect::<Vec<_>>().chunks(32) {
-            let node = cluster.node(chunk[0] as usize % nodes.len());
+            let Some(node) = site.local((chunk[0] / 32) as usize % site.nodes()) else {
+                continue;
+            };
             node.run(|txn| {
                 for key in chunk {
                     table.put(txn, *key, &record(*key, 0))?;
@@ -120,6 +123,7 @@ impl Ycsb {
                 Ok(())
             })?;
         }
+        site.barrier("ycsb-loaded")?;
         Ok(Ycsb {
             name: match mix {
                 Mix::A => "ycsb-a",
@@ -178,10 +182,14 @@ impl Workload for Ycsb {
         finish(kind, txn, body)
     }
 
-    fn check(&self, cluster: &Cluster) -> farm_core::Result<Result<String, String>> {
+    fn check(
+        &self,
+        node: &Node,
+        _: &[serde_json::Value],
+    ) -> farm_core::Result<Result<String, String>> {
         let mut updates = 0;
         for key in 0..self.records {
-            let value = cluster.node(0).run(|txn| self.table.get(txn, key))?;
+            let value = node.run(|txn| self.table.get(txn, key))?;
             match value.as_deref().and_then(parse) {
                 Some((stored, version)) if stored == key => updates += version,
                 _ => return Ok(Err(format!("record {key} is missing or malformed"))),

@@ -1,0 +1,112 @@
+//! Where a benchmark runs: every node of an in-process [`Cluster`], or one
+//! node of a multi-process cluster (`farm node` processes driven by `farm
+//! bench --cluster`).
+//!
+//! Workloads load through a site the same way in both cases: each node
+//! loads the rows it owns, and what the others must know (the bucket
+//! addresses of a table) travels as a [`Site::gather`] round. In process,
+//! a round is a loop over the local nodes; across processes, it is a
+//! bootstrap round through node 0. Every process draws the same random
+//! population (the generators are seeded and consumed in the same order)
+//! and inserts only its own nodes' share.
+
+use farm_core::{Addr, Cluster, HashTable, Node};
+use serde_json::Value;
+
+/// A round across processes: hand in this process's part, get every
+/// process's part in node order.
+pub type Rounds<'a> = &'a (dyn Fn(&str, Value) -> farm_core::Result<Vec<Value>> + Sync);
+
+pub struct Site<'a> {
+    nodes: usize,
+    local: Vec<&'a Node>,
+    rounds: Option<Rounds<'a>>,
+}
+
+fn malformed(round: &str) -> farm_core::Error {
+    farm_core::Error::Config(format!("malformed part in round {round}"))
+}
+
+impl<'a> Site<'a> {
+    /// Every node of `cluster`, in this process.
+    pub fn cluster(cluster: &'a Cluster) -> Site<'a> {
+        Site {
+            nodes: cluster.nodes().len(),
+            local: cluster.nodes().iter().collect(),
+            rounds: None,
+        }
+    }
+
+    /// `node`, one of `nodes` node processes that meet in `rounds`.
+    pub fn process(node: &'a Node, nodes: usize, rounds: Rounds<'a>) -> Site<'a> {
+        Site {
+            nodes,
+            local: vec![node],
+            rounds: Some(rounds),
+        }
+    }
+
+    /// Nodes in the whole cluster.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    /// The nodes in this process.
+    pub fn local_nodes(&self) -> &[&'a Node] {
+        &self.local
+    }
+
+    /// Node `id` if it runs in this process.
+    pub fn local(&self, id: usize) -> Option<&'a Node> {
+        self.local.iter().copied().find(|n| n.id() == id)
+    }
+
+    /// Every node's part, in node order: `make` runs for each node in this
+    /// process, the others' parts come through a round.
+    pub fn gather(
+        &self,
+        round: &str,
+        mut make: impl FnMut(&Node) -> farm_core::Result<Value>,
+    ) -> farm_core::Result<Vec<Value>> {
+        match self.rounds {
+            None => self.local.iter().map(|node| make(node)).collect(),
+            Some(rounds) => rounds(round, make(self.local[0])?),
+        }
+    }
+
+    /// One part per process (not per node): in process, just `part`.
+    pub fn per_process(&self, round: &str, part: Value) -> farm_core::Result<Vec<Value>> {
+        match self.rounds {
+            None => Ok(vec![part]),
+            Some(rounds) => rounds(round, part),
+        }
+    }
+
+    /// Every process has reached this point.
+    pub fn barrier(&self, round: &str) -> farm_core::Result<()> {
+        self.per_process(round, Value::Null).map(|_| ())
+    }
+
+    /// A hash table of `buckets` buckets spread over every node: each node
+    /// allocates its share, the shares meet in a round.
+    pub fn table(&self, round: &str, buckets: usize) -> farm_core::Result<HashTable> {
+        let parts = self.gather(round, |node| {
+            let share = HashTable::create_share(node, node.id(), self.nodes, buckets)?;
+            Ok(Value::from(share.iter().map(|a| a.0).collect::<Vec<_>>()))
+        })?;
+        let shares = parts
+            .iter()
+            .map(|part| {
+                part.as_array()
+                    .ok_or_else(|| malformed(round))?
+                    .iter()
+                    .map(|a| a.as_u64().map(Addr).ok_or_else(|| malformed(round)))
+                    .collect::<farm_core::Result<Vec<Addr>>>()
+            })
+            .collect::<farm_core::Result<Vec<_>>>()?;
+        if shares.len() != self.nodes {
+            return Err(malformed(round));
+        }
+        Ok(HashTable::from_shares(&shares, buckets))
+    }
+}
