@@ -160,7 +160,10 @@ pub fn run_clients(
                 let mut rng =
                     Rng(options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (client << 17) | 1);
                 let mut unique = 0u64;
+                // Between transactions this thread serves its node's rings.
+                let _poller = node.poller();
                 while issued.fetch_add(1, Ordering::Relaxed) < options.txns {
+                    node.poll();
                     let mut record = log.begin();
                     let mut txn = node.begin()?;
                     let ops = 1 + rng.below(options.ops_max);

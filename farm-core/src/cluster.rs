@@ -94,6 +94,25 @@ impl Node {
         }
     }
 
+    /// Processes the records waiting in this node's rings, unless another
+    /// thread is doing so. Threads that run transactions back to back call
+    /// it between them, as FaRM's threads do (each polls rings and runs
+    /// transactions); see [`Node::poller`].
+    pub fn poll(&self) {
+        self.shared.help();
+    }
+
+    /// Registers this thread as one that calls [`Node::poll`] between
+    /// transactions, until the guard is dropped. While any is registered,
+    /// the node's server thread stops sleeping on the fabric's doorbell, so
+    /// records sent here need no wake-up: it naps and checks now and then.
+    /// A thread that holds the guard and stops polling only makes records
+    /// wait for those naps (100 µs), nothing worse.
+    pub fn poller(&self) -> Poller<'_> {
+        self.shared.pollers.fetch_add(1, Ordering::AcqRel);
+        Poller { node: self }
+    }
+
     /// Sends the TRUNCATE records every idle context of this node holds.
     pub fn flush_truncations(&self) -> Result<()> {
         let mut contexts = Vec::new();
@@ -108,6 +127,17 @@ impl Node {
             self.shared.return_context(context);
         }
         result
+    }
+}
+
+/// See [`Node::poller`].
+pub struct Poller<'a> {
+    node: &'a Node,
+}
+
+impl Drop for Poller<'_> {
+    fn drop(&mut self) {
+        self.node.shared.pollers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

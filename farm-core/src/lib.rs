@@ -23,7 +23,7 @@ pub mod region;
 pub mod ring;
 pub mod txn;
 
-pub use cluster::{Cluster, Node};
+pub use cluster::{Cluster, Node, Poller};
 pub use cluster_file::ClusterFile;
 pub use config::{ClusterConfig, FabricChoice, Faults, Placement};
 pub use error::{Error, Result};

@@ -18,6 +18,9 @@ use crate::config::{Faults, Placement};
 use crate::error::{Error, Result};
 use crate::header::{Addr, Header};
 use crate::limits::{CONTEXTS_MAX, RECORD_BYTES_MAX};
+
+/// How long an idle server thread naps while application threads poll.
+const POLLER_NAP_US: u64 = 100;
 use crate::record::{self, Kind, PayloadReader, RecordBuilder};
 use crate::region::{self, Allocator};
 use crate::ring::{self, Polled, RingReceiver, RingSender};
@@ -69,6 +72,12 @@ pub struct NodeShared {
     /// The server, for application threads that help it (weak: the
     /// server holds this node).
     pub(crate) server: OnceLock<std::sync::Weak<Mutex<Server>>>,
+    /// Application threads that poll this node's rings between their
+    /// transactions ([`crate::Node::poller`]). While there are any, the
+    /// server thread does not sleep on the doorbell (so senders need not
+    /// wake it, a futex wake and a context switch per record on shm): it
+    /// naps and leaves the records to them.
+    pub(crate) pollers: std::sync::atomic::AtomicUsize,
     pub stats: NodeStats,
     /// The last corrupt record seen, for people.
     pub last_corruption: Mutex<Option<String>>,
@@ -131,6 +140,7 @@ impl NodeShared {
             stop: AtomicBool::new(false),
             truncations: Mutex::new((vec![Vec::new(); placement_nodes], 0)),
             server: OnceLock::new(),
+            pollers: std::sync::atomic::AtomicUsize::new(0),
             stats: NodeStats::default(),
             last_corruption: Mutex::new(None),
         })
@@ -611,7 +621,16 @@ impl Server {
                     }
                 }
             }
-            let _ = node.fabric.wait_notified(Duration::from_millis(2));
+            if node.pollers.load(Ordering::Acquire) > 0 {
+                // Application threads poll between transactions: look again
+                // soon, in case they all stay busy, without being woken.
+                // (On verbs, notifications still consume receives: keep
+                // them posted.)
+                let _ = node.fabric.progress();
+                std::thread::sleep(Duration::from_micros(POLLER_NAP_US));
+            } else {
+                let _ = node.fabric.wait_notified(Duration::from_millis(2));
+            }
         }
     }
 

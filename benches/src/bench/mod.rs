@@ -328,10 +328,13 @@ pub fn measure(
                 let mut stats = Measured::new(types, 1);
                 let seed = (node.id() * 1000 + thread) as u64 + 1;
                 let mut rng = Rng::new(seed);
+                // Between transactions this thread serves its node's rings.
+                let _poller = node.poller();
                 while !stop.load(Ordering::Relaxed) {
                     let begun = Instant::now();
                     let attempt = workload.run_one(node, &mut rng)?;
                     let elapsed = begun.elapsed().as_nanos() as u64;
+                    node.poll();
                     if measuring.load(Ordering::Relaxed) {
                         if attempt.outcome == Outcome::Committed {
                             done.fetch_add(1, Ordering::Relaxed);
