@@ -60,6 +60,10 @@ pub struct Args {
     /// of running nodes in this process.
     #[arg(long, value_name = "FILE", conflicts_with = "processes")]
     pub cluster: Option<PathBuf>,
+    /// With --cluster: afterwards, tell the node processes to finish and
+    /// exit.
+    #[arg(long, requires = "cluster")]
+    pub stop_nodes: bool,
     /// Start one `farm node` process per node on this host (talking over
     /// shm, or verbs with --fabric verbs) and drive them.
     #[arg(long)]
@@ -95,7 +99,14 @@ pub fn run(args: Args) -> CommandResult {
             )
             .into());
         }
-        reports = drive(&args, &file, Duration::from_secs(20))?;
+        let result = drive(&args, &file, Duration::from_secs(20));
+        if args.stop_nodes {
+            let stopped = bench::remote::stop(file.nodes[0].bootstrap, Duration::from_secs(20));
+            if result.is_ok() {
+                stopped?;
+            }
+        }
+        reports = result?;
     } else if args.processes {
         for &nodes in &nodes_list {
             reports.extend(run_processes(&args, nodes)?);
@@ -294,5 +305,15 @@ fn run_processes(
         );
     }
     // The nodes start (and, over verbs, connect) before node 0 answers.
-    drive(args, &file, farm_core::bootstrap::BOOTSTRAP_TIMEOUT)
+    let reports = drive(args, &file, farm_core::bootstrap::BOOTSTRAP_TIMEOUT)?;
+    bench::remote::stop(file.nodes[0].bootstrap, Duration::from_secs(20))?;
+    // They finish (drain their rings, meet once more) and exit; the rest
+    // are killed when `children` goes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for child in &mut children.0 {
+        while child.try_wait()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(reports)
 }

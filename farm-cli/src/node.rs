@@ -63,7 +63,8 @@ pub fn run(args: Args) -> CommandResult {
                 args.config.display()
             );
         }
-        farm_benches::bench::remote::serve(&mut process)?;
+        farm_benches::bench::remote::serve(&mut process, args.quiet)?;
+        process.finish()?;
         return Ok(());
     };
     let options = args

@@ -35,16 +35,13 @@ fn bench(config: &Path, workload: &str, json: &Path) -> Output {
         .unwrap()
 }
 
-#[test]
-fn bench_drives_node_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, file) = common::cluster_file(dir.path(), NODES, 32 << 20);
-    let mut nodes = Nodes(
+fn start(config: &Path) -> Nodes {
+    Nodes(
         (0..NODES)
             .map(|id| {
                 Command::new(env!("CARGO_BIN_EXE_farm"))
                     .args(["node", "--quiet", "--config"])
-                    .arg(&config)
+                    .arg(config)
                     .args(["--id", &id.to_string()])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -52,7 +49,14 @@ fn bench_drives_node_processes() {
                     .unwrap()
             })
             .collect(),
-    );
+    )
+}
+
+#[test]
+fn bench_drives_node_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, file) = common::cluster_file(dir.path(), NODES, 32 << 20);
+    let mut nodes = start(&config);
     for workload in ["smallbank", "tatp", "tpcc", "ycsb-f"] {
         let json = dir.path().join(format!("{workload}.json"));
         let output = bench(&config, workload, &json);
@@ -110,4 +114,35 @@ fn bench_drives_node_processes() {
     );
     eprintln!("without node 2: {stderr}");
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+/// `--stop-nodes`: after the run every node process finishes and exits 0.
+#[test]
+fn stop_nodes_ends_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = common::cluster_file(dir.path(), NODES, 16 << 20);
+    let mut nodes = start(&config);
+    let output = Command::new(env!("CARGO_BIN_EXE_farm"))
+        .args(["bench", "--cluster"])
+        .arg(&config)
+        .args(["--workload", "ycsb-b", "--scale", "0.05", "--warmup", "0"])
+        .args(["--duration", "0.5", "--quiet", "--stop-nodes"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (id, child) in nodes.0.iter_mut().enumerate() {
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "node {id} exited with {status}");
+    }
 }

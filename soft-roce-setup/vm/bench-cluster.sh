@@ -50,7 +50,8 @@ for id in 0 1 2; do
     pids+=($!)
 done
 status=0
-farm bench --cluster "$out/cluster.toml" --json "$out/bench.json" "$@" || status=$?
+farm bench --cluster "$out/cluster.toml" --stop-nodes --json "$out/bench.json" "$@" || status=$?
+# --stop-nodes ends them; after a failure some may still run.
 kill "${pids[@]}" 2>/dev/null || true
 wait "${pids[@]}" 2>/dev/null || true
 if [ "$status" != 0 ]; then

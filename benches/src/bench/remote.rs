@@ -105,9 +105,10 @@ fn send(driver: &mut Option<TcpStream>, message: &Value) {
     }
 }
 
-/// Node 0: the next well-formed request from a driver. A malformed one
-/// gets its error and the connection is dropped; nothing else happens.
-fn next_request(process: &mut NodeProcess) -> farm_core::Result<(BenchRequest, TcpStream)> {
+/// Node 0: the next well-formed command from a driver, `{"bench": {…}}` or
+/// `{"stop": true}`. A malformed one gets its error and the connection is
+/// dropped; nothing else happens.
+fn next_command(process: &mut NodeProcess, quiet: bool) -> farm_core::Result<(Value, TcpStream)> {
     loop {
         let (stream, from) = process.accept_driver()?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
@@ -118,19 +119,24 @@ fn next_request(process: &mut NodeProcess) -> farm_core::Result<(BenchRequest, T
             Ok(_) => serde_json::from_str::<Value>(&line)
                 .map_err(|e| format!("not a JSON line: {e}"))
                 .and_then(|message| {
-                    serde_json::from_value::<BenchRequest>(message["bench"].clone())
-                        .map_err(|e| format!("expected {{\"bench\": {{…}}}}: {e}"))
-                })
-                .and_then(|request| request.check().map(|_| request)),
+                    if message == json!({ "stop": true }) {
+                        return Ok(message);
+                    }
+                    let request = serde_json::from_value::<BenchRequest>(message["bench"].clone())
+                        .map_err(|e| {
+                            format!("expected {{\"bench\": {{…}}}} or {{\"stop\": true}}: {e}")
+                        })?;
+                    request.check()?;
+                    Ok(json!({ "bench": request }))
+                }),
         };
         let mut stream = Some(reader.into_inner());
         match answer {
-            Ok(request) => {
-                eprintln!(
-                    "farm node 0: driver {from}: {} scale {} threads {:?}",
-                    request.workload, request.scale, request.threads
-                );
-                return Ok((request, stream.take().expect("just set")));
+            Ok(command) => {
+                if !quiet {
+                    eprintln!("farm node 0: driver {from}: {command}");
+                }
+                return Ok((command, stream.take().expect("just set")));
             }
             Err(error) => {
                 eprintln!("farm node 0: rejected a driver at {from}: {error}");
@@ -140,8 +146,10 @@ fn next_request(process: &mut NodeProcess) -> farm_core::Result<(BenchRequest, T
     }
 }
 
-/// Serves drivers until the process is killed or a request fails.
-pub fn serve(process: &mut NodeProcess) -> farm_core::Result<()> {
+/// Serves drivers until one sends `{"stop": true}` (then returns: the
+/// caller finishes the process), the process is killed or a request fails.
+/// Node 0 logs each command on stderr unless `quiet`.
+pub fn serve(process: &mut NodeProcess, quiet: bool) -> farm_core::Result<()> {
     let id = process.node.id();
     let nodes = process.file.nodes.len();
     let copies = process.file.copies.min(nodes);
@@ -150,23 +158,24 @@ pub fn serve(process: &mut NodeProcess) -> farm_core::Result<()> {
     let mut loaded: Option<(String, Box<dyn Workload>)> = None;
     process.set_round_wait(None)?;
     loop {
-        let (request, mut driver) = if id == 0 {
-            let (request, stream) = next_request(process)?;
-            (
-                serde_json::to_value(&request).expect("serializes"),
-                Some(stream),
-            )
+        let (command, mut driver) = if id == 0 {
+            let (command, stream) = next_command(process, quiet)?;
+            (command, Some(stream))
         } else {
             (Value::Null, None)
         };
-        let parts = match process.exchange("command", request) {
+        let parts = match process.exchange("command", command) {
             Ok(parts) => parts,
             Err(error) => {
                 send(&mut driver, &json!({ "error": error.to_string() }));
                 return Err(error);
             }
         };
-        let request: BenchRequest = serde_json::from_value(parts[0].clone())
+        if parts[0] == json!({ "stop": true }) {
+            send(&mut driver, &json!({ "done": true }));
+            return Ok(());
+        }
+        let request: BenchRequest = serde_json::from_value(parts[0]["bench"].clone())
             .map_err(|e| Error::Peer(format!("node 0 sent a malformed request: {e}")))?;
         let distribution = request.check().map_err(Error::Config)?;
         let cell = Mutex::new(&mut *process);
@@ -263,6 +272,40 @@ pub fn drive(
     wait: Duration,
     quiet: bool,
 ) -> farm_core::Result<Vec<BenchReport>> {
+    // Loading a large population can take minutes; a dead node closes the
+    // connection long before this.
+    let answer_within = Duration::from_secs(
+        1800 + (request.warmup_s + request.duration_s) as u64 * request.threads.len() as u64,
+    );
+    talk(
+        address,
+        &json!({ "bench": request }),
+        answer_within,
+        wait,
+        quiet,
+    )
+}
+
+/// Asks the node processes of the cluster whose node 0 listens at
+/// `address` to finish and exit.
+pub fn stop(address: SocketAddr, wait: Duration) -> farm_core::Result<()> {
+    talk(
+        address,
+        &json!({ "stop": true }),
+        Duration::from_secs(120),
+        wait,
+        true,
+    )
+    .map(|_| ())
+}
+
+fn talk(
+    address: SocketAddr,
+    command: &Value,
+    answer_within: Duration,
+    wait: Duration,
+    quiet: bool,
+) -> farm_core::Result<Vec<BenchReport>> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         Error::Peer(format!("node 0 at {address}: {what}: {e}"))
     };
@@ -287,15 +330,10 @@ pub fn drive(
                 continue;
             }
         };
-        // Loading a large population can take minutes; a dead node closes
-        // the connection long before this.
         stream
-            .set_read_timeout(Some(Duration::from_secs(
-                1800 + (request.warmup_s + request.duration_s) as u64
-                    * request.threads.len() as u64,
-            )))
+            .set_read_timeout(Some(answer_within))
             .map_err(|e| failed("socket", &e))?;
-        let mut line = serde_json::to_vec(&json!({ "bench": request })).expect("serializes");
+        let mut line = serde_json::to_vec(command).expect("serializes");
         line.push(b'\n');
         stream
             .write_all(&line)
