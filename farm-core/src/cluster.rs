@@ -98,8 +98,9 @@ impl Node {
     /// thread is doing so. Threads that run transactions back to back call
     /// it between them, as FaRM's threads do (each polls rings and runs
     /// transactions); see [`Node::poller`].
+    /// Cheap when nothing was sent here since the last poll.
     pub fn poll(&self) {
-        self.shared.help();
+        self.shared.poll_if_notified();
     }
 
     /// Registers this thread as one that calls [`Node::poll`] between

@@ -45,6 +45,15 @@ pub trait Fabric: Send + Sync {
     /// for the next call, so a wake-up is never lost.
     fn wait_notified(&self, timeout: Duration) -> Result<u64>;
 
+    /// A counter that moves (wrapping) whenever a peer's
+    /// [`Op::WriteNotify`] reaches this node, read without waiting or
+    /// consuming anything; `None` where the backend cannot tell cheaply.
+    /// Threads that poll between other work compare it with the value they
+    /// last acted on, to skip polling when nothing was notified.
+    fn notification_counter(&self) -> Option<u64> {
+        None
+    }
+
     /// Housekeeping that must go on while this node's threads block on
     /// something else (verbs: re-post the receives that notifications
     /// consumed, or peers' notifications stall). Threads that wait for

@@ -295,6 +295,13 @@ impl Fabric for ShmFabric {
         Ok(Box::new(endpoint))
     }
 
+    fn notification_counter(&self) -> Option<u64> {
+        let (sequence, _) = doorbell_words(&self.node.doorbell);
+        // Acquire: a reader that sees the new count sees the record that
+        // the notifying WRITE carried (the ringer's SeqCst add follows it).
+        Some(u64::from(sequence.load(Ordering::Acquire)))
+    }
+
     fn wait_notified(&self, timeout: Duration) -> Result<u64> {
         let (sequence, waiters) = doorbell_words(&self.node.doorbell);
         let mut seen = self
