@@ -65,6 +65,18 @@ printf '%-34s %12s\n' "floor = 2 x read + 6 x write" "$floor"
 printf '%-34s %12s\n' "farm commit p50 (1 read, 1 write)" "$p50"
 printf '%-34s %12s\n' "farm commit p99" "$p99"
 printf '%-34s %12s   (goal <= 1.3)\n' "ratio p50 / floor" "$ratio"
+# Where the time goes: each commit phase's mean next to its own floor.
+echo
+printf '%-34s %12s %12s %8s\n' "commit phase (mean)" "usec" "floor" "ratio"
+phase() {
+    local name=$1 measured=$2 floor=$3
+    printf '%-34s %12.1f %12.1f %8.2f\n' "$name" "$measured" "$floor" \
+        "$(awk -v m="$measured" -v f="$floor" 'BEGIN { print m / f }')"
+}
+phase "lock (record + answer)" "$(jq -er .lock_us "$out/commit.json")" "$(awk -v w="$t_write" 'BEGIN { print 2 * w }')"
+phase "validate (one READ)" "$(jq -er .validate_us "$out/commit.json")" "$t_read"
+phase "commit-backup (WRITE + ack)" "$(jq -er .commit_backup_us "$out/commit.json")" "$(awk -v w="$t_write" 'BEGIN { print 2 * w }')"
+phase "commit-primary (WRITE + ack)" "$(jq -er .commit_primary_us "$out/commit.json")" "$(awk -v w="$t_write" 'BEGIN { print 2 * w }')"
 jq -nc --argjson r "$t_read" --argjson w "$t_write" --argjson f "$floor" --argjson p "$p50" \
     --argjson q "$p99" --argjson x "$ratio" \
     '{read_8b_us:$r, write_8b_us:$w, floor_us:$f, commit_p50_us:$p, commit_p99_us:$q, ratio:$x}' \
