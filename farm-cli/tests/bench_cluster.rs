@@ -146,3 +146,22 @@ fn stop_nodes_ends_every_node() {
         assert!(status.success(), "node {id} exited with {status}");
     }
 }
+
+/// A node whose region fills up while loading gives up; the driver's
+/// error names the cause (not only "connection closed").
+#[test]
+fn a_full_region_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = common::cluster_file(dir.path(), NODES, 2 << 20);
+    let _nodes = start(&config);
+    let output = Command::new(env!("CARGO_BIN_EXE_farm"))
+        .args(["bench", "--cluster"])
+        .arg(&config)
+        .args(["--workload", "tatp", "--scale", "1", "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}");
+    assert!(!output.status.success());
+    assert!(stderr.contains("no free slot"), "unclear error: {stderr}");
+}

@@ -153,6 +153,39 @@ impl Bootstrap {
         Ok(())
     }
 
+    /// A node other than 0 that gives up tells node 0 why, instead of a
+    /// part: node 0's round then fails with the reason. Best effort.
+    pub fn report_failure(&mut self, error: &str) {
+        if let Some(coordinator) = &mut self.coordinator {
+            let _ = write_line(
+                coordinator.get_mut(),
+                &json!({ "failed": error, "node": self.id }),
+                "node 0",
+            );
+        }
+    }
+
+    /// Node 0, after a failure of its own: the reasons other nodes gave
+    /// (their [`Bootstrap::report_failure`]) within `wait`, as
+    /// "node k: reason". A node that runs out of memory and exits makes
+    /// node 0 fail too (its reads find the node gone): this names the cause.
+    pub fn failures(&mut self, wait: Duration) -> Vec<String> {
+        let mut found = Vec::new();
+        for (peer, reader) in self.peers.iter_mut().enumerate() {
+            let Some(reader) = reader else { continue };
+            let _ = reader.get_ref().set_read_timeout(Some(wait));
+            if let Ok(message) = read_line(reader, &format!("node {peer}")) {
+                if let Some(failure) = message.get("failed") {
+                    found.push(format!(
+                        "node {peer}: {}",
+                        failure.as_str().unwrap_or("(no reason given)")
+                    ));
+                }
+            }
+        }
+        found
+    }
+
     /// Node 0: waits for the next connection on the bootstrap address (a
     /// driver such as `farm bench --cluster`) and returns it with its
     /// peer's address. Other nodes have no listener.
@@ -197,6 +230,12 @@ impl Bootstrap {
             let name = format!("node {peer}");
             let reader = self.peers[peer].as_mut().expect("every node joined");
             let message = read_line(reader, &name)?;
+            if let Some(failure) = message.get("failed") {
+                return Err(Error::Peer(format!(
+                    "node {peer} failed: {}",
+                    failure.as_str().unwrap_or("(no reason given)")
+                )));
+            }
             if message["round"] != round || message["node"].as_u64() != Some(peer as u64) {
                 let _ = write_line(
                     reader.get_mut(),

@@ -143,6 +143,16 @@ impl NodeProcess {
         self.bootstrap.set_wait(timeout)
     }
 
+    /// Tells node 0 why this node gives up (see [`Bootstrap::report_failure`]).
+    pub fn report_failure(&mut self, error: &dyn std::fmt::Display) {
+        self.bootstrap.report_failure(&error.to_string());
+    }
+
+    /// Node 0: why other nodes gave up (see [`Bootstrap::failures`]).
+    pub fn failures(&mut self, wait: std::time::Duration) -> Vec<String> {
+        self.bootstrap.failures(wait)
+    }
+
     /// Node 0: the next driver connection (see [`Bootstrap::accept_driver`]).
     pub fn accept_driver(&mut self) -> Result<(std::net::TcpStream, std::net::SocketAddr)> {
         self.bootstrap.accept_driver()

@@ -256,8 +256,19 @@ pub fn serve(process: &mut NodeProcess, quiet: bool) -> farm_core::Result<()> {
         match result {
             Ok(()) => send(&mut driver, &json!({ "done": true })),
             Err(error) => {
-                send(&mut driver, &json!({ "error": error.to_string() }));
-                return Err(error);
+                // Node 0 tells the driver; the others tell node 0, whose
+                // next round then fails with this text (not just "node k
+                // closed its connection").
+                let mut text = error.to_string();
+                if id == 0 {
+                    let others = process.failures(Duration::from_millis(500));
+                    if !others.is_empty() {
+                        text = format!("{text} (errors of other nodes: {})", others.join("; "));
+                    }
+                }
+                send(&mut driver, &json!({ "error": text }));
+                process.report_failure(&error);
+                return Err(Error::Peer(text));
             }
         }
     }
