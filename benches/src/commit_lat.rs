@@ -33,6 +33,14 @@ pub struct Report {
     pub validate_us: f64,
     pub commit_backup_us: f64,
     pub commit_primary_us: f64,
+    /// Median of each phase, µs: lock, validate, commit-backup,
+    /// commit-primary, and the rest (execution's READ, the write's
+    /// buffering, commit bookkeeping).
+    pub lock_p50_us: f64,
+    pub validate_p50_us: f64,
+    pub commit_backup_p50_us: f64,
+    pub commit_primary_p50_us: f64,
+    pub rest_p50_us: f64,
 }
 
 /// The transaction: coordinator node 0 reads `read` (primary on node 1) and
@@ -84,6 +92,9 @@ pub fn run(options: &Options) -> farm_core::Result<Report> {
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds");
     let mut aborted = 0;
     let mut sums = [0u64; 4];
+    let mut phase_histograms: Vec<Histogram<u64>> = (0..5)
+        .map(|_| Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"))
+        .collect();
     for i in 0..options.warmup + options.iterations {
         let started = Instant::now();
         let (outcome, phases) = bench.once(i)?;
@@ -100,7 +111,21 @@ pub fn run(options: &Options) -> farm_core::Result<Report> {
         sums[1] += phases.validate_ns;
         sums[2] += phases.commit_backup_ns;
         sums[3] += phases.commit_primary_ns;
+        let parts = [
+            phases.lock_ns,
+            phases.validate_ns,
+            phases.commit_backup_ns,
+            phases.commit_primary_ns,
+        ];
+        let rest = elapsed.saturating_sub(parts.iter().sum());
+        for (histogram, ns) in phase_histograms
+            .iter_mut()
+            .zip(parts.into_iter().chain([rest]))
+        {
+            histogram.record(ns.max(1)).expect("in bounds");
+        }
     }
+    let median = |i: usize| phase_histograms[i].value_at_quantile(0.50) as f64 / 1000.0;
     let us = |ns: u64| ns as f64 / 1000.0;
     let committed = histogram.len().max(1);
     Ok(Report {
@@ -120,6 +145,11 @@ pub fn run(options: &Options) -> farm_core::Result<Report> {
         validate_us: us(sums[1] / committed),
         commit_backup_us: us(sums[2] / committed),
         commit_primary_us: us(sums[3] / committed),
+        lock_p50_us: median(0),
+        validate_p50_us: median(1),
+        commit_backup_p50_us: median(2),
+        commit_primary_p50_us: median(3),
+        rest_p50_us: median(4),
     })
 }
 
@@ -129,7 +159,8 @@ impl Report {
             "1-read-1-write commit latency, {} fabric, 3 nodes, 3 copies, in one process\n\
              {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n\
              {:>10} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n\
-             phases (mean µs): lock {:.2}, validate {:.2}, commit-backup {:.2}, commit-primary {:.2}",
+             phases (mean µs): lock {:.2}, validate {:.2}, commit-backup {:.2}, commit-primary {:.2}\n\
+             phases (median µs): lock {:.2}, validate {:.2}, commit-backup {:.2}, commit-primary {:.2}, the rest {:.2}",
             self.fabric,
             "iterations",
             "aborted",
@@ -151,6 +182,11 @@ impl Report {
             self.validate_us,
             self.commit_backup_us,
             self.commit_primary_us,
+            self.lock_p50_us,
+            self.validate_p50_us,
+            self.commit_backup_p50_us,
+            self.commit_primary_p50_us,
+            self.rest_p50_us,
         )
     }
 }

@@ -184,6 +184,7 @@ impl Client {
         match op {
             OpKind::Read => self.read_latency(bytes, warmup, iterations),
             OpKind::Write => self.write_ping_pong(bytes, warmup, iterations),
+            OpKind::WriteAck => self.write_ack_latency(bytes, warmup, iterations),
             OpKind::Cas | OpKind::Faa => self.atomic_latency(op, warmup, iterations),
         }
     }
@@ -223,6 +224,26 @@ impl Client {
             )));
         }
         Ok(recorder)
+    }
+
+    /// One signaled WRITE of `bytes` into the server's landing slot, until
+    /// its completion: the responder's acknowledgement, a round trip.
+    fn write_ack_latency(
+        &mut self,
+        bytes: u32,
+        warmup: u64,
+        iterations: u64,
+    ) -> Result<LatencyRecorder> {
+        let write = [Op::Write {
+            local: self.node.slice(LOCAL_AREA_OFFSET, bytes),
+            remote: self.server.offset_by(LANDING_AREA_OFFSET),
+        }];
+        let endpoint = &mut self.endpoint;
+        time_rounds(&self.clock, warmup, iterations, |_| {
+            endpoint
+                .execute(&write, OP_TIMEOUT)
+                .map_err(fabric_error("WRITE"))
+        })
     }
 
     /// `ib_write_lat`'s method: the client WRITEs `bytes` into the server's
@@ -348,7 +369,7 @@ impl Client {
                             .server
                             .offset_by(PATTERN_AREA_OFFSET + slot * SLOT_BYTES),
                     },
-                    OpKind::Write => Op::Write {
+                    OpKind::Write | OpKind::WriteAck => Op::Write {
                         local,
                         remote: landing,
                     },

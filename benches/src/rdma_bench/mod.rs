@@ -74,6 +74,10 @@ pub enum OpKind {
     Write,
     Cas,
     Faa,
+    /// A signaled WRITE until its completion (the responder's ack): what
+    /// a commit's COMMIT-BACKUP and COMMIT-PRIMARY wait for. Not in the
+    /// default set (perftest has no counterpart).
+    WriteAck,
 }
 
 impl OpKind {
@@ -85,6 +89,7 @@ impl OpKind {
             OpKind::Write => "write",
             OpKind::Cas => "cas",
             OpKind::Faa => "faa",
+            OpKind::WriteAck => "write-ack",
         }
     }
 
@@ -117,10 +122,11 @@ impl FromStr for OpKind {
     fn from_str(name: &str) -> Result<OpKind> {
         OpKind::ALL
             .into_iter()
+            .chain([OpKind::WriteAck])
             .find(|op| op.name() == name.to_ascii_lowercase())
             .ok_or_else(|| {
                 Error::InvalidOptions(format!(
-                    "unknown operation {name:?}: expected read, write, cas or faa"
+                    "unknown operation {name:?}: expected read, write, cas, faa or write-ack"
                 ))
             })
     }

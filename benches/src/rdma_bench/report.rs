@@ -139,7 +139,7 @@ impl Report {
     /// The perftest-style table: a title naming fabric, device and
     /// machine, the notes, then one line per (op, size).
     pub fn table(&self) -> String {
-        let rule = "-".repeat(150);
+        let rule = "-".repeat(153);
         let mut out = String::new();
         let _ = writeln!(out, "{rule}");
         let _ = writeln!(out, "{}", self.title());
@@ -149,7 +149,7 @@ impl Report {
         let _ = writeln!(out, "{rule}");
         let _ = writeln!(
             out,
-            " {:<6} {:>7} {:>12} {:>12} {:>15} {:>12} {:>14} {:>12} {:>12} {:>14} {:>12}",
+            " {:<9} {:>7} {:>12} {:>12} {:>15} {:>12} {:>14} {:>12} {:>12} {:>14} {:>12}",
             "op",
             "#bytes",
             "#iterations",
@@ -165,7 +165,7 @@ impl Report {
         for row in &self.rows {
             let _ = writeln!(
                 out,
-                " {:<6} {:>7} {:>12} {:>12.3} {:>15.3} {:>12.3} {:>14.3} {:>12.3} {:>12.3} {:>14.0} {:>12.2}",
+                " {:<9} {:>7} {:>12} {:>12.3} {:>15.3} {:>12.3} {:>14.3} {:>12.3} {:>12.3} {:>14.0} {:>12.2}",
                 row.op,
                 row.bytes,
                 row.iterations,
