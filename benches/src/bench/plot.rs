@@ -44,7 +44,16 @@ pub fn write_svg(path: &Path, reports: &[BenchReport]) -> PlotResult {
             .iter()
             .map(|r| {
                 (
-                    format!("{} nodes × {} threads", r.nodes, r.threads / r.nodes.max(1)),
+                    format!(
+                        "{} nodes × {} thread{}",
+                        r.nodes,
+                        r.threads / r.nodes.max(1),
+                        if r.threads / r.nodes.max(1) == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
+                    ),
                     &r.cdf_us,
                 )
             })
@@ -118,6 +127,14 @@ pub fn write_svg(path: &Path, reports: &[BenchReport]) -> PlotResult {
         chart
             .configure_mesh()
             .x_desc("client threads (all nodes)")
+            // Threads are whole: no label between two of them.
+            .x_label_formatter(&|v| {
+                if (v - v.round()).abs() < 1e-9 {
+                    format!("{v:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .y_desc("committed transactions per second")
             .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
             .draw()?;
