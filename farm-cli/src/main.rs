@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod commit_lat;
 mod node;
+mod plot;
 mod rdma_bench;
 
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ enum Command {
     /// Run FaRM's workloads (TATP by default) and report throughput and
     /// latency.
     Bench(bench::Args),
+    /// Draw latency CDFs and throughput against threads (SVG) from the
+    /// JSON reports of `farm bench --json`.
+    Plot(plot::Args),
 }
 
 /// What every subcommand returns; `main` prints the error.
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node::run(args),
         Command::CommitLat(args) => commit_lat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -166,6 +166,10 @@ pub struct BenchReport {
     /// transactions, µs (execution is the rest of the latency).
     pub phases_us: Phases,
     pub consistency: String,
+    /// A name for plots that put runs of different origins side by side
+    /// (`farm plot` uses the file's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// What the client threads of one process measured: counts by type and
@@ -444,6 +448,7 @@ pub fn report(
             Ok(text) => format!("ok: {text}"),
             Err(text) => format!("VIOLATED: {text}"),
         },
+        label: None,
     }
 }
 

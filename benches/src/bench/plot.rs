@@ -45,7 +45,11 @@ pub fn write_svg(path: &Path, reports: &[BenchReport]) -> PlotResult {
             .map(|r| {
                 (
                     format!(
-                        "{} nodes × {} thread{}",
+                        "{}{} nodes × {} thread{}",
+                        r.label
+                            .as_ref()
+                            .map(|l| format!("{l}: "))
+                            .unwrap_or_default(),
                         r.nodes,
                         r.threads / r.nodes.max(1),
                         if r.threads / r.nodes.max(1) == 1 {
@@ -78,16 +82,23 @@ pub fn write_svg(path: &Path, reports: &[BenchReport]) -> PlotResult {
         .clamp(0.01, 1.0);
     let mut chart = ChartBuilder::on(&left)
         .caption(
-            if reports.iter().all(|r| r.copies == first.copies) {
-                format!(
-                    "{} latency CDF ({} fabric, {} copies)",
-                    first.workload, first.fabric, first.copies
-                )
-            } else {
-                format!(
-                    "{} latency CDF ({} fabric, copies = min(3, nodes))",
-                    first.workload, first.fabric
-                )
+            {
+                let fabric = if reports.iter().all(|r| r.fabric == first.fabric) {
+                    format!("{} fabric", first.fabric)
+                } else {
+                    "several fabrics".to_string()
+                };
+                if reports.iter().all(|r| r.copies == first.copies) {
+                    format!(
+                        "{} latency CDF ({fabric}, {} copies)",
+                        first.workload, first.copies
+                    )
+                } else {
+                    format!(
+                        "{} latency CDF ({fabric}, copies = min(3, nodes))",
+                        first.workload
+                    )
+                }
             },
             ("sans-serif", 18),
         )
@@ -138,20 +149,27 @@ pub fn write_svg(path: &Path, reports: &[BenchReport]) -> PlotResult {
             .y_desc("committed transactions per second")
             .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
             .draw()?;
-        let mut node_counts: Vec<usize> = reports.iter().map(|r| r.nodes).collect();
-        node_counts.sort_unstable();
-        node_counts.dedup();
-        for (index, nodes) in node_counts.iter().enumerate() {
+        // One line per (label, node count).
+        let mut series: Vec<(Option<&String>, usize)> = reports
+            .iter()
+            .map(|r| (r.label.as_ref(), r.nodes))
+            .collect();
+        series.sort_unstable();
+        series.dedup();
+        for (index, (label, nodes)) in series.iter().enumerate() {
             let mut points: Vec<(f64, f64)> = reports
                 .iter()
-                .filter(|r| r.nodes == *nodes)
+                .filter(|r| r.nodes == *nodes && r.label.as_ref() == *label)
                 .map(|r| (r.threads as f64, r.throughput_tps))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             let style = color(index).stroke_width(2);
             chart
                 .draw_series(LineSeries::new(points.clone(), style))?
-                .label(format!("{nodes} nodes"))
+                .label(match label {
+                    Some(label) => format!("{label}: {nodes} nodes"),
+                    None => format!("{nodes} nodes"),
+                })
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color(index).stroke_width(2))
                 });
