@@ -223,7 +223,7 @@ pub fn serve(process: &mut NodeProcess, quiet: bool) -> farm_core::Result<()> {
                     let mut tallies = Vec::new();
                     for (from, part) in parts.into_iter().enumerate() {
                         let part: Part = serde_json::from_value(part).map_err(|e| {
-                            Error::Config(format!("node {from} sent a malformed measurement: {e}"))
+                            Error::Peer(format!("node {from} sent a malformed measurement: {e}"))
                         })?;
                         tallies.push(part.tally);
                         match &mut all {
