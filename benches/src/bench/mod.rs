@@ -502,13 +502,14 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "throughput {:.0} tx/s; committed {}, aborted {} (lock {}, validate {}, read {})",
+            "throughput {:.0} tx/s; committed {}, aborted {} (lock {}, validate {}, read {}, requested by the workload {})",
             self.throughput_tps,
             self.committed,
             self.aborted,
             self.aborted_by_reason["lock"],
             self.aborted_by_reason["validate"],
-            self.aborted_by_reason["read"]
+            self.aborted_by_reason["read"],
+            self.aborted_by_reason["requested"]
         );
         let _ = writeln!(
             out,
