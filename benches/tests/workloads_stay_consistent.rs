@@ -142,3 +142,44 @@ fn plot_has_labelled_axes_and_every_type() {
         assert!(svg.contains(text), "the plot lacks {text:?}");
     }
 }
+
+/// TPC-C with several warehouses per node: all of them are loaded and pass
+/// the spec's consistency checks after a run.
+#[test]
+fn tpcc_with_several_warehouses_per_node_stays_consistent() {
+    let cluster = Cluster::start(ClusterConfig {
+        region_bytes: 32 << 20,
+        ..ClusterConfig::default()
+    })
+    .unwrap();
+    let workload = farm_benches::bench::config::load_with(
+        &Site::cluster(&cluster),
+        "tpcc",
+        &farm_benches::bench::config::LoadOptions {
+            scale: 0.02,
+            distribution: Distribution::Uniform,
+            warehouses_per_node: 3,
+        },
+    )
+    .unwrap();
+    let report = run(
+        &cluster,
+        workload.as_ref(),
+        &RunOptions {
+            threads_per_node: 2,
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(700),
+            progress: false,
+        },
+        "shm",
+        3,
+    )
+    .unwrap();
+    eprintln!("{}", report.consistency);
+    assert!(report.committed > 0);
+    assert!(
+        report.consistency.starts_with("ok") && report.consistency.contains("for 9 warehouses"),
+        "{}",
+        report.consistency
+    );
+}

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use farm_benches::bench::config::LoadOptions;
 use farm_benches::bench::remote::BenchRequest;
 use farm_benches::bench::site::Site;
 use farm_benches::bench::ycsb::Distribution;
@@ -38,6 +39,9 @@ pub struct Args {
     /// Population: 1 = 10,000 subscribers / accounts / records.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// TPC-C: warehouses on each node.
+    #[arg(long, default_value_t = 1)]
+    pub warehouses: usize,
     /// YCSB key distribution.
     #[arg(long, value_enum, default_value = "zipfian")]
     pub distribution: KeyDistribution,
@@ -142,11 +146,14 @@ pub fn run(args: Args) -> CommandResult {
                 KeyDistribution::Zipfian => Distribution::Zipfian,
                 KeyDistribution::Uniform => Distribution::Uniform,
             };
-            let workload = bench::config::load(
+            let workload = bench::config::load_with(
                 &Site::cluster(&cluster),
                 &args.workload,
-                args.scale,
-                distribution,
+                &LoadOptions {
+                    scale: args.scale,
+                    distribution,
+                    warehouses_per_node: args.warehouses,
+                },
             )?;
             if !args.quiet {
                 eprintln!(
@@ -226,6 +233,7 @@ fn drive(
         threads: args.threads.clone(),
         warmup_s: args.warmup,
         duration_s: args.duration,
+        warehouses_per_node: args.warehouses,
     };
     request.check()?;
     if !args.quiet {

@@ -34,7 +34,7 @@ use farm_core::{Error, NodeProcess};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::config::WORKLOADS;
+use super::config::{LoadOptions, WORKLOADS};
 use super::site::Site;
 use super::ycsb::Distribution;
 use super::{measure, report, BenchReport, Measured, RunOptions, RunShape, Workload};
@@ -51,6 +51,13 @@ pub struct BenchRequest {
     pub threads: Vec<usize>,
     pub warmup_s: f64,
     pub duration_s: f64,
+    /// TPC-C's warehouses on each node.
+    #[serde(default = "one")]
+    pub warehouses_per_node: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl BenchRequest {
@@ -70,6 +77,9 @@ impl BenchRequest {
         if !seconds(self.warmup_s) || !seconds(self.duration_s) || self.duration_s == 0.0 {
             return Err("warm-up and duration: seconds, duration above 0".into());
         }
+        if !(1..=1024).contains(&self.warehouses_per_node) {
+            return Err("warehouses: 1 to 1024 per node".into());
+        }
         if !(self.scale.is_finite() && self.scale > 0.0 && self.scale <= 10_000.0) {
             return Err("scale: above 0, at most 10,000".into());
         }
@@ -83,7 +93,10 @@ impl BenchRequest {
     }
 
     fn key(&self) -> String {
-        format!("{} {} {}", self.workload, self.scale, self.distribution)
+        format!(
+            "{} {} {} {}",
+            self.workload, self.scale, self.distribution, self.warehouses_per_node
+        )
     }
 }
 
@@ -191,8 +204,15 @@ pub fn serve(process: &mut NodeProcess, quiet: bool) -> farm_core::Result<()> {
                     &mut driver,
                     &json!({ "status": format!("loading {} (scale {}) on {nodes} nodes", request.workload, request.scale) }),
                 );
-                let workload =
-                    super::config::load(&site, &request.workload, request.scale, distribution)?;
+                let workload = super::config::load_with(
+                    &site,
+                    &request.workload,
+                    &LoadOptions {
+                        scale: request.scale,
+                        distribution,
+                        warehouses_per_node: request.warehouses_per_node,
+                    },
+                )?;
                 loaded = Some((request.key(), workload));
             }
             let workload = loaded.as_ref().expect("just loaded").1.as_ref();

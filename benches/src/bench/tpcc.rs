@@ -1,7 +1,10 @@
 //! TPC-C's NewOrder and Payment transactions (the two that make up 88% of
 //! the standard mix and the two FaRM reported), with warehouses partitioned
-//! across nodes: warehouse w's rows live in the regions of node (w-1) mod
-//! nodes, and client threads of a node use that node's warehouses as home.
+//! across nodes: `--warehouses` per node (default 1), warehouse w's rows in
+//! the regions of node (w-1) mod nodes, and each transaction of a node's
+//! client threads takes one of that node's warehouses as home, uniformly
+//! (the spec binds a terminal to one warehouse; a client thread here plays
+//! many terminals).
 //!
 //! Readings of the spec (TPC-C 5.11):
 //! - the mix is NewOrder 51%, Payment 49% (45:43 rescaled without the other
@@ -34,6 +37,7 @@ const TYPES: &[&str] = &["new-order", "payment"];
 const DISTRICTS: u64 = 10;
 
 pub struct Tpcc {
+    nodes: u64,
     warehouses: u64,
     items: u64,
     customers: u64,
@@ -98,13 +102,15 @@ fn last_name(c: u64, rng: &mut Rng) -> u64 {
 impl Tpcc {
     /// Warehouse w is loaded by node w − 1, the items by node 0; every
     /// process draws the whole population.
-    pub fn load(site: &Site, scale: f64) -> farm_core::Result<Tpcc> {
-        let warehouses = site.nodes() as u64;
+    pub fn load(site: &Site, scale: f64, warehouses_per_node: usize) -> farm_core::Result<Tpcc> {
+        let nodes = site.nodes() as u64;
+        let warehouses = nodes * warehouses_per_node.max(1) as u64;
         let items = ((10_000.0 * scale) as u64).max(100);
         let customers = ((300.0 * scale) as u64).max(30);
         let rows_per_w = items + DISTRICTS * customers * 3;
         let buckets = |rows: u64| (rows as usize / 4).max(16);
         let tpcc = Tpcc {
+            nodes,
             warehouses,
             items,
             customers,
@@ -139,7 +145,7 @@ impl Tpcc {
             })?;
         }
         for w in 1..=warehouses {
-            let Some(node) = site.local((w - 1) as usize) else {
+            let Some(node) = site.local(((w - 1) % nodes) as usize) else {
                 continue;
             };
             // Drawn outside the transactions: a retried one draws nothing new.
@@ -202,10 +208,11 @@ impl Tpcc {
         Ok(tpcc)
     }
 
+    /// A home warehouse for this transaction: one of the node's own,
+    /// n+1, n+1+nodes, …, chosen uniformly.
     fn home(&self, node: &Node, rng: &mut Rng) -> u64 {
-        // Node n's warehouses are n+1, n+1+nodes, …; with one per node, n+1.
-        let _ = rng;
-        (node.id() as u64 % self.warehouses) + 1
+        let per_node = self.warehouses / self.nodes;
+        (node.id() as u64 % self.nodes) + 1 + self.nodes * rng.range(0, per_node - 1)
     }
 
     fn other_warehouse(&self, w: u64, rng: &mut Rng) -> u64 {
