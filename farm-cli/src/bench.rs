@@ -10,10 +10,10 @@ use farm_benches::bench::remote::BenchRequest;
 use farm_benches::bench::site::Site;
 use farm_benches::bench::ycsb::Distribution;
 use farm_benches::bench::{self, BenchReport, RunOptions};
-use farm_core::cluster_file::{ClusterFile, NodeEntry};
-use farm_core::{Cluster, ClusterConfig, FabricChoice};
+use farm_core::cluster_file::ClusterFile;
+use farm_core::{Cluster, ClusterConfig};
 
-use crate::check::FabricName;
+use crate::check::{FabricName, LocalCluster};
 use crate::CommandResult;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -115,72 +115,9 @@ pub fn run(args: Args) -> CommandResult {
         for &nodes in &nodes_list {
             reports.extend(run_processes(&args, nodes)?);
         }
-    }
-    for &nodes in &nodes_list {
-        if args.cluster.is_some() || args.processes {
-            break;
-        }
-        for &threads in &args.threads {
-            let copies = args.copies.min(nodes);
-            let cluster = Cluster::start(ClusterConfig {
-                nodes,
-                copies,
-                region_bytes: args.region_bytes,
-                fabric: match args.fabric {
-                    FabricName::Shm => FabricChoice::Shm,
-                    FabricName::Verbs => FabricChoice::Verbs {
-                        device: args.device.clone(),
-                        gid_index: args.gid_index,
-                    },
-                },
-                ..ClusterConfig::default()
-            })?;
-            let loading = Instant::now();
-            if !args.quiet {
-                eprintln!(
-                    "farm bench: loading {} (scale {}) on {nodes} nodes, {copies} copies …",
-                    args.workload, args.scale
-                );
-            }
-            let distribution = match args.distribution {
-                KeyDistribution::Zipfian => Distribution::Zipfian,
-                KeyDistribution::Uniform => Distribution::Uniform,
-            };
-            let workload = bench::config::load_with(
-                &Site::cluster(&cluster),
-                &args.workload,
-                &LoadOptions {
-                    scale: args.scale,
-                    distribution,
-                    warehouses_per_node: args.warehouses,
-                },
-            )?;
-            if !args.quiet {
-                eprintln!(
-                    "farm bench: loaded in {:.1} s; warm-up {} s, then {} s with {} threads per node",
-                    loading.elapsed().as_secs_f64(),
-                    args.warmup,
-                    args.duration,
-                    threads
-                );
-            }
-            let report = bench::run(
-                &cluster,
-                workload.as_ref(),
-                &RunOptions {
-                    threads_per_node: threads,
-                    warmup: Duration::from_secs_f64(args.warmup),
-                    duration: Duration::from_secs_f64(args.duration),
-                    progress: !args.quiet,
-                },
-                match args.fabric {
-                    FabricName::Shm => "shm",
-                    FabricName::Verbs => "verbs",
-                },
-                copies,
-            )?;
-            println!("{}\n", report.table());
-            reports.push(report);
+    } else {
+        for &nodes in &nodes_list {
+            reports.extend(run_in_process(&args, nodes)?);
         }
     }
     if reports.len() > 1 {
@@ -251,10 +188,6 @@ fn drive(
     Ok(reports)
 }
 
-fn free_port() -> std::io::Result<std::net::SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
-}
-
 /// Node processes that are killed when this goes out of scope.
 struct Children(Vec<std::process::Child>);
 
@@ -274,28 +207,15 @@ fn run_processes(
     nodes: usize,
 ) -> Result<Vec<BenchReport>, Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new().prefix("farm-bench-").tempdir()?;
-    let verbs = args.fabric == FabricName::Verbs;
-    let mut entries = Vec::new();
-    for id in 0..nodes {
-        entries.push(NodeEntry {
-            id,
-            bootstrap: free_port()?,
-            verbs: verbs.then(free_port).transpose()?,
-        });
-    }
-    let file = ClusterFile {
-        fabric: if verbs { "verbs" } else { "shm" }.into(),
-        data_dir: dir.path().join("data"),
+    let (config, file) = LocalCluster {
+        nodes,
+        fabric: args.fabric,
         copies: args.copies.min(nodes),
-        regions_per_node: 1,
         region_bytes: args.region_bytes,
-        device: args.device.clone(),
+        device: &args.device,
         gid_index: args.gid_index,
-        nodes: entries,
-    };
-    file.check()?;
-    let config = dir.path().join("cluster.toml");
-    std::fs::write(&config, file.to_toml())?;
+    }
+    .write(dir.path())?;
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     for id in 0..nodes {
@@ -322,6 +242,68 @@ fn run_processes(
         while child.try_wait()?.is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+    Ok(reports)
+}
+
+/// One in-process cluster of `nodes` nodes per thread count of the sweep.
+fn run_in_process(
+    args: &Args,
+    nodes: usize,
+) -> Result<Vec<BenchReport>, Box<dyn std::error::Error>> {
+    let mut reports = Vec::new();
+    for &threads in &args.threads {
+        let copies = args.copies.min(nodes);
+        let cluster = Cluster::start(ClusterConfig {
+            nodes,
+            copies,
+            region_bytes: args.region_bytes,
+            fabric: args.fabric.choice(&args.device, args.gid_index),
+            ..ClusterConfig::default()
+        })?;
+        let loading = Instant::now();
+        if !args.quiet {
+            eprintln!(
+                "farm bench: loading {} (scale {}) on {nodes} nodes, {copies} copies …",
+                args.workload, args.scale
+            );
+        }
+        let distribution = match args.distribution {
+            KeyDistribution::Zipfian => Distribution::Zipfian,
+            KeyDistribution::Uniform => Distribution::Uniform,
+        };
+        let workload = bench::config::load_with(
+            &Site::cluster(&cluster),
+            &args.workload,
+            &LoadOptions {
+                scale: args.scale,
+                distribution,
+                warehouses_per_node: args.warehouses,
+            },
+        )?;
+        if !args.quiet {
+            eprintln!(
+                "farm bench: loaded in {:.1} s; warm-up {} s, then {} s with {} threads per node",
+                loading.elapsed().as_secs_f64(),
+                args.warmup,
+                args.duration,
+                threads
+            );
+        }
+        let report = bench::run(
+            &cluster,
+            workload.as_ref(),
+            &RunOptions {
+                threads_per_node: threads,
+                warmup: Duration::from_secs_f64(args.warmup),
+                duration: Duration::from_secs_f64(args.duration),
+                progress: !args.quiet,
+            },
+            args.fabric.name(),
+            copies,
+        )?;
+        println!("{}\n", report.table());
+        reports.push(report);
     }
     Ok(reports)
 }

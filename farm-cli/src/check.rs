@@ -20,6 +20,66 @@ pub enum FabricName {
     Verbs,
 }
 
+impl FabricName {
+    /// The name a cluster file and a report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FabricName::Shm => "shm",
+            FabricName::Verbs => "verbs",
+        }
+    }
+
+    /// The engine's fabric choice (`device` and `gid_index`: verbs only).
+    pub fn choice(self, device: &Option<String>, gid_index: Option<u8>) -> FabricChoice {
+        match self {
+            FabricName::Shm => FabricChoice::Shm,
+            FabricName::Verbs => FabricChoice::Verbs {
+                device: device.clone(),
+                gid_index,
+            },
+        }
+    }
+}
+
+/// What a cluster of node processes on this host looks like.
+pub struct LocalCluster<'a> {
+    pub nodes: usize,
+    pub fabric: FabricName,
+    pub copies: usize,
+    pub region_bytes: u64,
+    pub device: &'a Option<String>,
+    pub gid_index: Option<u8>,
+}
+
+impl LocalCluster<'_> {
+    /// Writes DIR/cluster.toml for it: loopback ports, data in DIR/data.
+    pub fn write(&self, dir: &Path) -> Result<(PathBuf, ClusterFile), Box<dyn std::error::Error>> {
+        let verbs = self.fabric == FabricName::Verbs;
+        let mut nodes = Vec::new();
+        for id in 0..self.nodes {
+            nodes.push(NodeEntry {
+                id,
+                bootstrap: free_port()?,
+                verbs: verbs.then(free_port).transpose()?,
+            });
+        }
+        let file = ClusterFile {
+            fabric: self.fabric.name().into(),
+            data_dir: dir.join("data"),
+            copies: self.copies,
+            regions_per_node: 1,
+            region_bytes: self.region_bytes,
+            device: self.device.clone(),
+            gid_index: self.gid_index,
+            nodes,
+        };
+        file.check()?;
+        let config = dir.join("cluster.toml");
+        std::fs::write(&config, file.to_toml())?;
+        Ok((config, file))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
     /// The coordinator skips VALIDATE.
@@ -110,10 +170,7 @@ pub fn run(args: Args) -> CommandResult {
         args.nodes,
         if processes { "separate processes" } else { "in this process" },
         args.copies,
-        match args.fabric {
-            FabricName::Shm => "shm",
-            FabricName::Verbs => "verbs",
-        },
+        args.fabric.name(),
     );
     let started = Instant::now();
     let (history, aborted_by_reason) = if processes {
@@ -124,13 +181,7 @@ pub fn run(args: Args) -> CommandResult {
             copies: args.copies,
             region_bytes: args.region_bytes,
             faults: faults(args.fault),
-            fabric: match args.fabric {
-                FabricName::Shm => FabricChoice::Shm,
-                FabricName::Verbs => FabricChoice::Verbs {
-                    device: args.device.clone(),
-                    gid_index: args.gid_index,
-                },
-            },
+            fabric: args.fabric.choice(&args.device, args.gid_index),
             ..ClusterConfig::default()
         })?;
         let result = workload::run(&cluster, &args.workload.options(args.txns, threads, true))?;
@@ -175,32 +226,15 @@ fn free_port() -> std::io::Result<std::net::SocketAddr> {
 /// them, and merges their histories.
 fn run_processes(args: &Args) -> Result<(History, AbortCounts), Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new().prefix("farm-check-").tempdir()?;
-    let mut nodes = Vec::new();
-    for id in 0..args.nodes {
-        nodes.push(NodeEntry {
-            id,
-            bootstrap: free_port()?,
-            verbs: (args.fabric == FabricName::Verbs)
-                .then(free_port)
-                .transpose()?,
-        });
-    }
-    let file = ClusterFile {
-        fabric: match args.fabric {
-            FabricName::Shm => "shm".into(),
-            FabricName::Verbs => "verbs".into(),
-        },
-        data_dir: dir.path().join("data"),
+    let (config, _) = LocalCluster {
+        nodes: args.nodes,
+        fabric: args.fabric,
         copies: args.copies,
-        regions_per_node: 1,
         region_bytes: args.region_bytes,
-        device: args.device.clone(),
+        device: &args.device,
         gid_index: args.gid_index,
-        nodes,
-    };
-    file.check()?;
-    let config = dir.path().join("cluster.toml");
-    std::fs::write(&config, file.to_toml())?;
+    }
+    .write(dir.path())?;
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for id in 0..args.nodes {

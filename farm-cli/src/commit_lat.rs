@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use farm_benches::commit_lat::{self, Options};
-use farm_core::FabricChoice;
 
 use crate::check::FabricName;
 use crate::CommandResult;
@@ -29,13 +28,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CommandResult {
-    let fabric = match args.fabric {
-        FabricName::Shm => FabricChoice::Shm,
-        FabricName::Verbs => FabricChoice::Verbs {
-            device: args.device.clone(),
-            gid_index: args.gid_index,
-        },
-    };
+    let fabric = args.fabric.choice(&args.device, args.gid_index);
     eprintln!(
         "farm commit-lat: {} warm-up and {} measured transactions …",
         args.warmup, args.iterations
