@@ -3,10 +3,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use farm_benches::commit_lat::OneReadOneWrite;
-use farm_core::FabricChoice;
+use farm_core::{FabricKind, VerbsDevice};
 
 fn commit(c: &mut Criterion) {
-    let bench = OneReadOneWrite::start(FabricChoice::Shm).expect("cluster");
+    let bench = OneReadOneWrite::start(FabricKind::Shm, VerbsDevice::default()).expect("cluster");
     let mut value = 0u64;
     c.bench_function("commit 1 read 1 write, shm, 3 copies", |b| {
         b.iter(|| {

@@ -6,20 +6,45 @@
 
 use std::time::{Duration, Instant};
 
-use farm_core::{Addr, Cluster, ClusterConfig, FabricChoice, Outcome, PhaseTimes};
+use farm_core::{Addr, Cluster, ClusterConfig, FabricKind, Outcome, PhaseTimes, VerbsDevice};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// `farm commit-lat`: measures, prints the table and the JSON line, and
+/// writes the JSON to `json` when given.
+///
+/// # Errors
+/// The engine's; [`crate::Error::WriteReport`] when the JSON cannot be
+/// written.
+pub fn main(options: &Options, json: Option<&std::path::Path>) -> crate::error::Result<()> {
+    eprintln!(
+        "farm commit-lat: {} warm-up and {} measured transactions …",
+        options.warmup, options.iterations
+    );
+    let report = run(options)?;
+    println!("{}", report.table());
+    let line = serde_json::to_string(&report).expect("a report serializes");
+    if let Some(path) = json {
+        std::fs::write(path, format!("{line}\n")).map_err(|source| crate::Error::WriteReport {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    println!("{line}");
+    Ok(())
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub fabric: FabricChoice,
+    pub fabric: FabricKind,
+    pub verbs: VerbsDevice,
     pub iterations: u64,
     pub warmup: u64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub fabric: String,
+    pub fabric: FabricKind,
     pub iterations: u64,
     pub aborted: u64,
     pub p50_us: f64,
@@ -52,10 +77,11 @@ pub struct OneReadOneWrite {
 }
 
 impl OneReadOneWrite {
-    pub fn start(fabric: FabricChoice) -> farm_core::Result<OneReadOneWrite> {
+    pub fn start(fabric: FabricKind, verbs: VerbsDevice) -> farm_core::Result<OneReadOneWrite> {
         let cluster = Cluster::start(ClusterConfig {
             region_bytes: 4 << 20,
             fabric,
+            verbs,
             ..ClusterConfig::default()
         })?;
         let read = cluster.node(1).run(|txn| txn.alloc(&0u64.to_le_bytes()))?;
@@ -87,7 +113,7 @@ impl OneReadOneWrite {
 }
 
 pub fn run(options: &Options) -> farm_core::Result<Report> {
-    let bench = OneReadOneWrite::start(options.fabric.clone())?;
+    let bench = OneReadOneWrite::start(options.fabric, options.verbs.clone())?;
     let mut histogram =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds");
     let mut aborted = 0;
@@ -129,10 +155,7 @@ pub fn run(options: &Options) -> farm_core::Result<Report> {
     let us = |ns: u64| ns as f64 / 1000.0;
     let committed = histogram.len().max(1);
     Ok(Report {
-        fabric: match options.fabric {
-            FabricChoice::Shm => "shm".into(),
-            FabricChoice::Verbs { .. } => "verbs".into(),
-        },
+        fabric: options.fabric,
         iterations: options.iterations,
         aborted,
         p50_us: us(histogram.value_at_quantile(0.50)),

@@ -9,6 +9,17 @@ use rdma_transport::NodeId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The engine failed (loading, a transaction, a node's memory).
+    #[error(transparent)]
+    Engine(#[from] farm_core::Error),
+    /// Node processes, their rounds or a driver's request failed.
+    #[error(transparent)]
+    Cluster(#[from] farm_cluster::Error),
+    /// A workload's consistency check found a violation.
+    #[error("consistency check failed: {0}")]
+    Consistency(String),
+    #[error("cannot draw {path}: {error}")]
+    Plot { path: PathBuf, error: String },
     #[error("invalid options: {0}")]
     InvalidOptions(String),
     #[error(

@@ -1,5 +1,10 @@
 //! Benchmarks of farm-rs, each a module the `farm` command line drives.
 //!
+//! * [`bench`]: `farm bench`, FaRM's workloads (TATP, SmallBank, YCSB,
+//!   TPC-C) with latency histograms and commit-phase breakdowns, in one
+//!   process or on node processes (its `bench` service plugs into
+//!   `farm node`'s serve loop).
+//! * [`commit_lat`]: the latency of the smallest read-write commit.
 //! * [`rdma_bench`]: a perftest-like microbenchmark of the fabric alone
 //!   (READ, WRITE, compare-and-swap, fetch-and-add latency and throughput).
 //!

@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use farm_benches::bench::config::{load, WORKLOADS};
+use farm_benches::bench::config::{load, WorkloadName};
 use farm_benches::bench::site::Site;
 use farm_benches::bench::ycsb::Distribution;
 use farm_benches::bench::{run, RunOptions};
-use farm_core::{Cluster, ClusterConfig};
+use farm_core::{Cluster, ClusterConfig, FabricKind};
 
 #[test]
 fn every_workload_stays_consistent() {
-    for name in WORKLOADS {
+    for name in WorkloadName::ALL {
         let cluster = Cluster::start(ClusterConfig {
             region_bytes: 16 << 20,
             ..ClusterConfig::default()
@@ -29,7 +29,7 @@ fn every_workload_stays_consistent() {
                 duration: Duration::from_millis(700),
                 progress: false,
             },
-            "shm",
+            FabricKind::Shm,
             3,
         )
         .unwrap();
@@ -71,7 +71,7 @@ fn smallbank_check_catches_lost_updates() {
     // tables), then break the protocol for the run.
     let workload = load(
         &Site::cluster(&cluster),
-        "smallbank",
+        WorkloadName::Smallbank,
         0.002,
         Distribution::Uniform,
     )
@@ -90,7 +90,7 @@ fn smallbank_check_catches_lost_updates() {
             duration: Duration::from_millis(700),
             progress: false,
         },
-        "shm",
+        FabricKind::Shm,
         3,
     )
     .unwrap();
@@ -111,7 +111,7 @@ fn plot_has_labelled_axes_and_every_type() {
     .unwrap();
     let workload = load(
         &Site::cluster(&cluster),
-        "tatp",
+        WorkloadName::Tatp,
         0.01,
         Distribution::Zipfian,
     )
@@ -125,7 +125,7 @@ fn plot_has_labelled_axes_and_every_type() {
             duration: Duration::from_millis(300),
             progress: false,
         },
-        "shm",
+        FabricKind::Shm,
         3,
     )
     .unwrap();
@@ -154,7 +154,7 @@ fn tpcc_with_several_warehouses_per_node_stays_consistent() {
     .unwrap();
     let workload = farm_benches::bench::config::load_with(
         &Site::cluster(&cluster),
-        "tpcc",
+        WorkloadName::Tpcc,
         &farm_benches::bench::config::LoadOptions {
             scale: 0.02,
             distribution: Distribution::Uniform,
@@ -171,7 +171,7 @@ fn tpcc_with_several_warehouses_per_node_stays_consistent() {
             duration: Duration::from_millis(700),
             progress: false,
         },
-        "shm",
+        FabricKind::Shm,
         3,
     )
     .unwrap();

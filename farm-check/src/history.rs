@@ -139,6 +139,21 @@ impl History {
 
     /// One history of the transactions of several (from processes of one
     /// host, recorded with [`Recorder::for_process`]).
+    /// [`History::new`] for transactions from elsewhere (another
+    /// process): an impossible one is an error, not a panic.
+    ///
+    /// # Errors
+    /// Names a transaction that completed before it was invoked.
+    pub fn try_new(txns: Vec<Txn>) -> Result<History, String> {
+        if let Some(txn) = txns.iter().find(|t| t.invoke_ns > t.complete_ns) {
+            return Err(format!(
+                "{} recorded a transaction that completed ({} ns) before it was invoked ({} ns)",
+                txn.client, txn.complete_ns, txn.invoke_ns
+            ));
+        }
+        Ok(History::new(txns))
+    }
+
     pub fn merge(parts: impl IntoIterator<Item = History>) -> History {
         History::new(parts.into_iter().flat_map(|part| part.txns).collect())
     }

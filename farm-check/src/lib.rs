@@ -75,8 +75,10 @@
 //! the engine is correct.
 
 pub mod check;
+pub mod command;
 pub mod history;
 pub mod report;
+pub mod service;
 pub mod workload;
 
 pub use check::{check, check_with, CheckOptions};

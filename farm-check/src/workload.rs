@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use farm_core::{Addr, Cluster, Node, Outcome as EngineOutcome, TxnError};
+use farm_core::{
+    AbortCounts, AbortReason, Addr, Cluster, Node, Outcome as EngineOutcome, TxnError,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::history::{Outcome, Recorder};
 use crate::History;
@@ -20,7 +23,7 @@ use crate::History;
 /// Elements a list object holds; once full, appends to it turn into reads.
 pub const LIST_CAPACITY: usize = 64;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadOptions {
     pub txns: u64,
     pub threads: usize,
@@ -50,8 +53,7 @@ impl Default for WorkloadOptions {
 pub struct WorkloadResult {
     pub history: History,
     pub elapsed: Duration,
-    /// Aborts by reason name (lock, validate, read).
-    pub aborted_by_reason: Vec<(&'static str, u64)>,
+    pub aborted_by_reason: AbortCounts,
 }
 
 struct Rng(u64);
@@ -134,12 +136,32 @@ pub fn run_clients(
     addrs: &[Addr],
     options: &WorkloadOptions,
     recorder: &Recorder,
-) -> farm_core::Result<(Duration, Vec<(&'static str, u64)>)> {
+) -> farm_core::Result<(Duration, AbortCounts)> {
+    run_clients_with_progress(nodes, addrs, options, recorder, &|done, rate| {
+        eprintln!(
+            "check: {done}/{} transactions ({rate:.0} tx/s)",
+            options.txns
+        );
+    })
+}
+
+/// [`run_clients`], calling `progress(finished transactions, rate per
+/// second)` about once a second when `options.progress`.
+///
+/// # Errors
+/// The engine's, from any client.
+pub fn run_clients_with_progress(
+    nodes: &[&Node],
+    addrs: &[Addr],
+    options: &WorkloadOptions,
+    recorder: &Recorder,
+    progress: &(dyn Fn(u64, f64) + Sync),
+) -> farm_core::Result<(Duration, AbortCounts)> {
     let addrs = Arc::new(addrs.to_vec());
 
     let issued = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicU64::new(0));
-    let aborts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let aborts: Arc<[AtomicU64; AbortReason::ALL.len()]> = Arc::new(Default::default());
     let started = Instant::now();
     let result: farm_core::Result<()> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
@@ -214,11 +236,10 @@ pub fn run_clients(
                     match outcome {
                         EngineOutcome::Committed => record.finish(Outcome::Committed),
                         EngineOutcome::Aborted(reason) => {
-                            let slot = match reason.name() {
-                                "lock" => 0,
-                                "validate" => 1,
-                                _ => 2,
-                            };
+                            let slot = AbortReason::ALL
+                                .iter()
+                                .position(|r| *r == reason)
+                                .expect("every reason is in ALL");
                             aborts[slot].fetch_add(1, Ordering::Relaxed);
                             record.finish(Outcome::Aborted);
                         }
@@ -235,11 +256,7 @@ pub fn run_clients(
                 if last.elapsed() >= Duration::from_secs(1) {
                     last = Instant::now();
                     let done = finished.load(Ordering::Relaxed);
-                    eprintln!(
-                        "check: {done}/{} transactions ({:.0} tx/s)",
-                        options.txns,
-                        done as f64 / started.elapsed().as_secs_f64()
-                    );
+                    progress(done, done as f64 / started.elapsed().as_secs_f64());
                 }
             }
         }
@@ -248,12 +265,9 @@ pub fn run_clients(
             .try_for_each(|h| h.join().expect("workload thread panicked"))
     });
     result?;
-    Ok((
-        started.elapsed(),
-        vec![
-            ("lock", aborts[0].load(Ordering::Relaxed)),
-            ("validate", aborts[1].load(Ordering::Relaxed)),
-            ("read", aborts[2].load(Ordering::Relaxed)),
-        ],
-    ))
+    let mut counts = AbortCounts::default();
+    for (reason, count) in AbortReason::ALL.iter().zip(aborts.iter()) {
+        counts.add(*reason, count.load(Ordering::Relaxed));
+    }
+    Ok((started.elapsed(), counts))
 }

@@ -1,6 +1,7 @@
 //! `farm`, the command line of farm-rs: a dispatcher over subcommands, each
-//! in its own module with its own clap arguments and a `run` function.
+//! in its own module with its clap arguments and one library call.
 
+mod args;
 mod bench;
 mod check;
 mod commit_lat;

@@ -1,29 +1,23 @@
-//! `farm rdma-bench`: command-line arguments for
-//! [`farm_benches::rdma_bench`], which does the work.
+//! `farm rdma-bench`: arguments for [`farm_benches::rdma_bench::main`],
+//! which does the work.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::ValueEnum;
 use farm_benches::rdma_bench::{self, Mode, OpKind, Options, VerbsOptions};
 use rdma_transport::FabricKind;
 
+use crate::args::VerbsArgs;
 use crate::CommandResult;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum FabricArg {
-    /// Shared memory between processes or threads of one host.
-    Shm,
-    /// libibverbs (RDMA NICs, soft-RoCE); needs a build with `--features verbs`.
-    Verbs,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The fabric to measure.
-    #[arg(long, value_enum, default_value = "shm")]
-    fabric: FabricArg,
+    /// The fabric to measure: shm (shared memory between processes or
+    /// threads of one host) or verbs (RDMA NICs, soft-RoCE; needs a build
+    /// with `--features verbs`).
+    #[arg(long, default_value = "shm")]
+    fabric: FabricKind,
 
     /// Run only the server (node 1), until its client is done. Verbs:
     /// accepts handshakes on --listen (default 0.0.0.0:18515).
@@ -48,21 +42,17 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     shm_dir: Option<PathBuf>,
 
-    /// Verbs: the RDMA device (default: the first one).
-    #[arg(long, short = 'd')]
-    device: Option<String>,
-
-    /// Verbs: the GID index (default: the IPv4-mapped RoCE v2 GID).
-    #[arg(long, short = 'x')]
-    gid_index: Option<u8>,
+    #[command(flatten)]
+    verbs: VerbsArgs,
 
     /// Verbs: the device port.
     #[arg(long, default_value_t = 1)]
     ib_port: u8,
 
-    /// Operations to measure, comma-separated: read, write, cas, faa.
+    /// Operations to measure, comma-separated: read, write, cas, faa (and
+    /// write-ack: a signaled WRITE until its acknowledgement).
     #[arg(long, value_delimiter = ',', default_value = "read,write,cas,faa")]
-    ops: Vec<String>,
+    ops: Vec<OpKind>,
 
     /// Request sizes in bytes, comma-separated powers of two from 8 to 4096
     /// (atomics are always 8 bytes). Default: all of them.
@@ -115,42 +105,31 @@ pub fn run(args: Args) -> CommandResult {
     } else {
         Mode::Loopback
     };
-    let ops = args
-        .ops
-        .iter()
-        .map(|name| name.parse::<OpKind>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = Options {
-        fabric: match args.fabric {
-            FabricArg::Shm => FabricKind::Shm,
-            FabricArg::Verbs => FabricKind::Verbs,
+    rdma_bench::main(
+        &Options {
+            fabric: args.fabric,
+            mode,
+            shm_dir: args.shm_dir,
+            verbs: VerbsOptions {
+                device: args.verbs.device,
+                gid_index: args.verbs.gid_index,
+                port: args.ib_port,
+            },
+            ops: args.ops,
+            sizes_bytes: if args.sizes.is_empty() {
+                rdma_bench::default_sizes_bytes()
+            } else {
+                args.sizes
+            },
+            iterations: args.iters,
+            warmup_iterations: args.warmup,
+            batch_requests: args.batch,
+            window_batches: args.window_batches,
+            connect_timeout: Duration::from_secs(args.connect_timeout_s),
+            idle_timeout: Duration::from_secs(args.idle_timeout_s),
+            progress: !args.quiet,
         },
-        mode,
-        shm_dir: args.shm_dir,
-        verbs: VerbsOptions {
-            device: args.device,
-            gid_index: args.gid_index,
-            port: args.ib_port,
-        },
-        ops,
-        sizes_bytes: if args.sizes.is_empty() {
-            rdma_bench::default_sizes_bytes()
-        } else {
-            args.sizes
-        },
-        iterations: args.iters,
-        warmup_iterations: args.warmup,
-        batch_requests: args.batch,
-        window_batches: args.window_batches,
-        connect_timeout: Duration::from_secs(args.connect_timeout_s),
-        idle_timeout: Duration::from_secs(args.idle_timeout_s),
-        progress: !args.quiet,
-    };
-    if let Some(report) = rdma_bench::run(&options)? {
-        print!("{}", report.table());
-        if let Some(path) = &args.json {
-            report.write_json(path)?;
-        }
-    }
+        args.json.as_deref(),
+    )?;
     Ok(())
 }

@@ -14,22 +14,30 @@
 //! assert_eq!(value, 8);
 //! # Ok::<(), farm_core::Error>(())
 //! ```
+//!
+//! A node of a multi-process cluster (one `farm node` process per node)
+//! starts through [`crate::startup::NodeStartup`] instead, which the
+//! cluster crate drives.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdma_transport::shm::{ShmConfig, ShmFabric};
-use rdma_transport::{Access, Backing, Fabric, NodeId};
+use rdma_transport::{Access, Backing, Fabric, FabricKind, MemoryRegion, NodeId};
 
-use crate::config::{ClusterConfig, FabricChoice, Placement};
+use crate::codec::inbox::inbox_bytes;
+use crate::config::{ClusterConfig, Faults, Placement, VerbsDevice};
+use crate::coordinator::send_truncations;
 use crate::error::{Error, Result};
-use crate::node::{Directory, NodeShared, Server};
-use crate::region;
-use crate::ring;
-use crate::txn::{flush_truncations, AbortReason, Outcome, Txn, TxnError};
+use crate::node::inbox::InboxPoller;
+use crate::node::{Directory, NodeShared, NodeStats};
+use crate::outcome::{Outcome, TxnError};
+use crate::region::{self, Replicas};
+use crate::server::Server;
+use crate::txn::Txn;
 
 /// A handle on a node of this process (of an in-process cluster, or a
 /// `farm node` process's own); clones are the same node.
@@ -43,21 +51,44 @@ impl Node {
         Node { shared }
     }
 
+    pub(crate) fn shared(&self) -> &Arc<NodeShared> {
+        &self.shared
+    }
+
     pub fn id(&self) -> usize {
         self.shared.id
     }
 
-    pub fn shared(&self) -> &Arc<NodeShared> {
-        &self.shared
+    /// Where every region's replicas are.
+    pub fn placement(&self) -> &Placement {
+        &self.shared.placement
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.shared.stats
+    }
+
+    /// Free slots of size class `class` in `region`, if this node is its
+    /// primary (0 otherwise).
+    pub fn free_slots(&self, region: u16, class: u8) -> usize {
+        self.shared.allocators.free_slots(region, class)
     }
 
     /// Begins a transaction coordinated by this node.
+    ///
+    /// # Errors
+    /// [`Error::ShutDown`] once the node stops; [`Error::TooManyContexts`]
+    /// when [`crate::limits::CONTEXTS_MAX`] transactions run on it already.
     pub fn begin(&self) -> Result<Txn> {
         Txn::begin(self.shared.clone())
     }
 
     /// Runs `body` in a transaction and commits it, retrying on conflict
     /// with bounded exponential backoff. Errors end the loop.
+    ///
+    /// # Errors
+    /// The first error of `body` or of a commit.
     pub fn run<T>(&self, mut body: impl FnMut(&mut Txn) -> Result<T, TxnError>) -> Result<T> {
         let mut backoff = Duration::from_micros(1);
         loop {
@@ -76,6 +107,9 @@ impl Node {
     }
 
     /// Like [`Node::run`] but without retry: one attempt, its outcome.
+    ///
+    /// # Errors
+    /// As [`Node::run`].
     pub fn try_once<T>(
         &self,
         body: impl FnOnce(&mut Txn) -> Result<T, TxnError>,
@@ -97,10 +131,12 @@ impl Node {
     /// Processes the records waiting in this node's rings, unless another
     /// thread is doing so. Threads that run transactions back to back call
     /// it between them, as FaRM's threads do (each polls rings and runs
-    /// transactions); see [`Node::poller`].
-    /// Cheap when nothing was sent here since the last poll.
+    /// transactions); see [`Node::poller`]. Cheap when nothing was sent
+    /// here since the last poll.
     pub fn poll(&self) {
-        self.shared.poll_if_notified();
+        self.shared
+            .hook
+            .poll_if_notified(self.shared.fabric.as_ref());
     }
 
     /// Registers this thread as one that calls [`Node::poll`] between
@@ -110,24 +146,35 @@ impl Node {
     /// A thread that holds the guard and stops polling only makes records
     /// wait for those naps (100 µs), nothing worse.
     pub fn poller(&self) -> Poller<'_> {
-        self.shared.pollers.fetch_add(1, Ordering::AcqRel);
+        self.shared.hook.pollers.fetch_add(1, Ordering::AcqRel);
         Poller { node: self }
     }
 
-    /// Sends the TRUNCATE records every idle context of this node holds.
+    /// Sends the TRUNCATE records this node has queued.
+    ///
+    /// # Errors
+    /// The send path's.
     pub fn flush_truncations(&self) -> Result<()> {
-        let mut contexts = Vec::new();
-        while let Some(context) = self.shared.take_idle_context() {
-            contexts.push(context);
-        }
-        let mut result = Ok(());
-        for mut context in contexts {
-            if result.is_ok() {
-                result = flush_truncations(&self.shared, &mut context);
-            }
-            self.shared.return_context(context);
-        }
+        let mut context = self.shared.take_context()?;
+        let result = send_truncations(
+            &self.shared,
+            &context.scratch,
+            &mut context.endpoints,
+            &mut context.record,
+        );
+        self.shared.return_context(context);
         result
+    }
+
+    /// True when every ring this node sends on has been fully retired by
+    /// its receiver (as the receivers last told us).
+    pub fn rings_idle(&self) -> bool {
+        self.shared.rings_idle()
+    }
+
+    /// Switches injected protocol faults on this node (tests only).
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.set_faults(faults);
     }
 }
 
@@ -138,19 +185,76 @@ pub struct Poller<'a> {
 
 impl Drop for Poller<'_> {
     fn drop(&mut self) {
-        self.node.shared.pollers.fetch_sub(1, Ordering::AcqRel);
+        self.node.shared.hook.pollers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A node that serves: its handle and its server thread, stopped on drop.
+pub struct ServingNode {
+    node: Node,
+    server: Option<JoinHandle<()>>,
+}
+
+impl ServingNode {
+    /// Starts the server thread of `shared`.
+    pub(crate) fn start(shared: Arc<NodeShared>) -> Result<ServingNode> {
+        let server = Arc::new(Mutex::new(Server::new(shared.clone())?));
+        let poller: Arc<Mutex<dyn InboxPoller>> = server.clone();
+        assert!(
+            shared.hook.install(Arc::downgrade(&poller)),
+            "a node has one server"
+        );
+        let id = shared.id;
+        let handle = std::thread::Builder::new()
+            .name(format!("farm-node-{id}"))
+            .spawn(move || Server::run(server))
+            .map_err(|source| Error::File {
+                what: "spawn the server thread of",
+                path: PathBuf::from(format!("node-{id}")),
+                source,
+            })?;
+        Ok(ServingNode {
+            node: Node::from_shared(shared),
+            server: Some(handle),
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Stops the server thread; transactions begun after this fail with
+    /// [`Error::ShutDown`].
+    pub fn stop(&mut self) {
+        self.node.shared.stop.store(true, Ordering::Release);
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+impl Drop for ServingNode {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
 /// Nodes running in this process, with their data directory.
 pub struct Cluster {
-    nodes: Vec<Node>,
-    servers: Vec<JoinHandle<()>>,
+    nodes: Vec<ServingNode>,
+    handles: Vec<Node>,
     data_dir: PathBuf,
     _temporary: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
+    /// Starts `config.nodes` nodes in this process, each with its memory
+    /// files in the data directory (a fresh temporary one when the
+    /// configuration names none).
+    ///
+    /// # Errors
+    /// An invalid configuration (see [`ClusterConfig::validate`]); file and fabric
+    /// errors while the nodes open their memory.
     pub fn start(config: ClusterConfig) -> Result<Cluster> {
         config.validate()?;
         let (temporary, data_dir) = match &config.data_dir {
@@ -161,7 +265,7 @@ impl Cluster {
                         .prefix("farm-")
                         .tempdir()
                         .map_err(|source| Error::File {
-                            what: "create a temporary directory",
+                            what: "create a temporary directory in",
                             path: std::env::temp_dir(),
                             source,
                         })?;
@@ -169,21 +273,20 @@ impl Cluster {
                 (Some(temporary), path)
             }
         };
-        let placement = Placement {
-            nodes: config.nodes,
-            copies: config.copies,
-            regions_per_node: config.regions_per_node,
-        };
+        let placement = config.placement();
         let fabrics = open_fabrics(&config, &data_dir)?;
         let mut shared = Vec::new();
-        let mut directory = Directory {
-            inbox_keys: Vec::new(),
-            region_keys: Vec::new(),
-        };
+        let mut directory = Directory::default();
         for (id, fabric) in fabrics.into_iter().enumerate() {
-            let memory = NodeMemory::open(id, fabric.as_ref(), &placement, &config, &data_dir)?;
+            let memory = NodeMemory::open(
+                id,
+                fabric.as_ref(),
+                &placement,
+                config.region_bytes,
+                &data_dir,
+            )?;
             directory.inbox_keys.push(memory.inbox.rkey());
-            directory.region_keys.push(memory.region_keys());
+            directory.region_keys.push(memory.replicas.keys());
             shared.push(Arc::new(NodeShared::new(
                 id,
                 placement.clone(),
@@ -193,29 +296,29 @@ impl Cluster {
                 memory.replicas,
             )?));
         }
-        let mut servers = Vec::new();
         for node in &shared {
             node.directory
                 .set(directory.clone())
-                .expect("directory set once");
+                .expect("the directory is set once");
         }
-        for node in &shared {
-            servers.push(spawn_server(node)?);
+        let mut nodes = Vec::new();
+        for node in shared {
+            nodes.push(ServingNode::start(node)?);
         }
         Ok(Cluster {
-            nodes: shared.into_iter().map(|shared| Node { shared }).collect(),
-            servers,
+            handles: nodes.iter().map(|n| n.node().clone()).collect(),
+            nodes,
             data_dir,
             _temporary: temporary,
         })
     }
 
     pub fn node(&self, id: usize) -> &Node {
-        &self.nodes[id]
+        &self.handles[id]
     }
 
     pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+        &self.handles
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -224,32 +327,35 @@ impl Cluster {
 
     /// Flushes every node's pending truncations and waits until every ring
     /// is drained: then every backup's replica equals its primary's.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when the cluster does not go quiet within
+    /// `timeout`; the send path's errors.
     pub fn quiesce(&self, timeout: Duration) -> Result<()> {
-        for node in &self.nodes {
+        for node in &self.handles {
             node.flush_truncations()?;
         }
         let deadline = Instant::now() + timeout;
         loop {
             let before: u64 = self.processed();
             std::thread::sleep(Duration::from_millis(20));
-            if self.processed() == before && self.rings_idle() {
+            if self.processed() == before && self.handles.iter().all(Node::rings_idle) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::Config("cluster did not quiesce in time".into()));
+                return Err(Error::Timeout {
+                    what: "the cluster's quiescence",
+                    waited: timeout,
+                });
             }
         }
     }
 
     fn processed(&self) -> u64 {
-        self.nodes
+        self.handles
             .iter()
-            .map(|n| n.shared.stats.records_processed.load(Ordering::Relaxed))
+            .map(|n| n.stats().records_processed.load(Ordering::Relaxed))
             .sum()
-    }
-
-    fn rings_idle(&self) -> bool {
-        self.nodes.iter().all(|n| n.shared.rings_idle())
     }
 
     /// Stops the server threads.
@@ -258,27 +364,26 @@ impl Cluster {
     }
 
     fn stop(&mut self) {
-        for node in &self.nodes {
+        for node in &self.handles {
             node.shared.stop.store(true, Ordering::Release);
         }
-        for server in self.servers.drain(..) {
-            let _ = server.join();
+        for node in &mut self.nodes {
+            node.stop();
         }
     }
 
     /// Switches injected protocol faults on every node (tests only).
-    pub fn set_faults(&self, faults: crate::config::Faults) {
-        for node in &self.nodes {
-            node.shared.set_faults(faults);
+    pub fn set_faults(&self, faults: Faults) {
+        for node in &self.handles {
+            node.set_faults(faults);
         }
     }
 
-    /// Aborts counted by reason are the callers' business; this is for
-    /// tests that want to know a node saw corrupt records.
+    /// Corrupt records the nodes saw (for tests that corrupt rings).
     pub fn corrupt_records(&self) -> u64 {
-        self.nodes
+        self.handles
             .iter()
-            .map(|n| n.shared.stats.corrupt_records.load(Ordering::Relaxed))
+            .map(|n| n.stats().corrupt_records.load(Ordering::Relaxed))
             .sum()
     }
 }
@@ -291,20 +396,20 @@ impl Drop for Cluster {
 
 /// A node's registered memory: its inbox and its replicas of the regions
 /// it holds, mapped from the files of `data_dir/node-<id>`.
-pub struct NodeMemory {
-    pub inbox: Arc<rdma_transport::MemoryRegion>,
-    pub replicas: Vec<Option<Arc<rdma_transport::MemoryRegion>>>,
+pub(crate) struct NodeMemory {
+    pub(crate) inbox: Arc<MemoryRegion>,
+    pub(crate) replicas: Replicas,
 }
 
 impl NodeMemory {
-    pub fn open(
+    pub(crate) fn open(
         id: usize,
         fabric: &dyn Fabric,
         placement: &Placement,
-        config: &ClusterConfig,
+        region_bytes: u64,
         data_dir: &Path,
     ) -> Result<NodeMemory> {
-        let dir = data_dir.join(format!("node-{id}"));
+        let dir = node_dir(data_dir, id);
         std::fs::create_dir_all(&dir).map_err(|source| Error::File {
             what: "create",
             path: dir.clone(),
@@ -313,7 +418,7 @@ impl NodeMemory {
         let inbox = fabric.register(
             Backing::File {
                 path: dir.join("inbox"),
-                len: ring::inbox_bytes(config.nodes),
+                len: inbox_bytes(placement.nodes),
             },
             Access::ALL,
         )?;
@@ -323,7 +428,7 @@ impl NodeMemory {
                 let mr = fabric.register(
                     Backing::File {
                         path: dir.join(format!("region-{region}")),
-                        len: config.region_bytes,
+                        len: region_bytes,
                     },
                     Access::ALL,
                 )?;
@@ -333,64 +438,44 @@ impl NodeMemory {
                 replicas.push(None);
             }
         }
-        Ok(NodeMemory { inbox, replicas })
-    }
-
-    pub fn region_keys(&self) -> Vec<Option<u32>> {
-        self.replicas
-            .iter()
-            .map(|mr| mr.as_ref().map(|mr| mr.rkey()))
-            .collect()
+        Ok(NodeMemory {
+            inbox,
+            replicas: Replicas::new(replicas),
+        })
     }
 }
 
-/// Starts a node's server thread.
-pub fn spawn_server(node: &Arc<NodeShared>) -> Result<JoinHandle<()>> {
-    let server = Arc::new(std::sync::Mutex::new(Server::new(node.clone())?));
-    node.server
-        .set(Arc::downgrade(&server))
-        .map_err(|_| Error::Config(format!("node {} already has a server", node.id)))?;
-    let id = node.id;
-    std::thread::Builder::new()
-        .name(format!("farm-node-{id}"))
-        .spawn(move || Server::run(server))
-        .map_err(|source| Error::File {
-            what: "spawn the server thread of",
-            path: PathBuf::from(format!("node-{id}")),
-            source,
-        })
+/// Where node `id` keeps its files.
+pub(crate) fn node_dir(data_dir: &Path, id: usize) -> PathBuf {
+    data_dir.join(format!("node-{id}"))
 }
 
 fn open_fabrics(config: &ClusterConfig, data_dir: &Path) -> Result<Vec<Arc<dyn Fabric>>> {
-    match &config.fabric {
-        FabricChoice::Shm => (0..config.nodes)
-            .map(|id| {
-                Ok(Arc::new(ShmFabric::open(ShmConfig {
-                    dir: data_dir.join("shm"),
-                    node: NodeId(id as u16),
-                })?) as Arc<dyn Fabric>)
-            })
-            .collect(),
-        FabricChoice::Verbs { device, gid_index } => {
-            open_verbs(config.nodes, device.clone(), *gid_index)
-        }
+    match config.fabric {
+        FabricKind::Shm => (0..config.nodes).map(|id| open_shm(data_dir, id)).collect(),
+        FabricKind::Verbs => open_verbs_local(config.nodes, &config.verbs),
     }
 }
 
+/// Node `id` of the shm fabric whose files are under `data_dir`.
+pub(crate) fn open_shm(data_dir: &Path, id: usize) -> Result<Arc<dyn Fabric>> {
+    Ok(Arc::new(ShmFabric::open(ShmConfig {
+        dir: data_dir.join("shm"),
+        node: NodeId(id as u16),
+    })?))
+}
+
+/// `nodes` verbs nodes of this process, each listening on loopback.
 #[cfg(feature = "verbs")]
-fn open_verbs(
-    nodes: usize,
-    device: Option<String>,
-    gid_index: Option<u8>,
-) -> Result<Vec<Arc<dyn Fabric>>> {
+fn open_verbs_local(nodes: usize, verbs: &VerbsDevice) -> Result<Vec<Arc<dyn Fabric>>> {
     use rdma_transport::verbs::{VerbsConfig, VerbsFabric};
     let mut fabrics = Vec::new();
     for id in 0..nodes {
         fabrics.push(VerbsFabric::open(VerbsConfig {
             node: NodeId(id as u16),
-            device: device.clone(),
+            device: verbs.device.clone(),
             port: 1,
-            gid_index,
+            gid_index: verbs.gid_index,
             listen: "127.0.0.1:0".parse().expect("loopback address"),
             peers: Vec::new(),
         })?);
@@ -408,11 +493,6 @@ fn open_verbs(
 }
 
 #[cfg(not(feature = "verbs"))]
-fn open_verbs(_: usize, _: Option<String>, _: Option<u8>) -> Result<Vec<Arc<dyn Fabric>>> {
-    Err(Error::Config(
-        "this build has no verbs fabric: build with `--features verbs`".into(),
-    ))
+fn open_verbs_local(_: usize, _: &VerbsDevice) -> Result<Vec<Arc<dyn Fabric>>> {
+    Err(Error::FabricNotBuilt { fabric: "verbs" })
 }
-
-/// Re-exported for callers that count aborts by reason.
-pub type Reason = AbortReason;

@@ -5,16 +5,17 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::limits::{COPIES_MAX, NODES_MAX, REGION_HEADER_BYTES, SLAB_BYTES};
 
-/// Which fabric the nodes talk over.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FabricChoice {
-    /// Shared memory between the nodes of this host (the default).
-    Shm,
-    /// RDMA verbs; nodes of one process each listen on 127.0.0.1:0.
-    Verbs {
-        device: Option<String>,
-        gid_index: Option<u8>,
-    },
+pub use rdma_transport::FabricKind;
+
+/// Which RDMA device and GID a verbs node uses (ignored by shm).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerbsDevice {
+    /// Device name (`mlx5_0`, `rxe0`); the first device when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// GID table index; the port's IPv4-mapped RoCE v2 GID when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid_index: Option<u8>,
 }
 
 /// Protocol faults a test can switch on to show that the checker catches
@@ -25,6 +26,54 @@ pub struct Faults {
     pub skip_validation: bool,
     /// Primaries answer LOCK with success without taking the lock.
     pub skip_lock: bool,
+}
+
+/// One protocol fault, by name (`skip-validation`, `skip-lock`), as
+/// requests and command lines name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// The coordinator skips VALIDATE.
+    SkipValidation,
+    /// Primaries grant LOCK without locking.
+    SkipLock,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 2] = [Fault::SkipValidation, Fault::SkipLock];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::SkipValidation => "skip-validation",
+            Fault::SkipLock => "skip-lock",
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<Fault, String> {
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| format!("unknown fault {name:?}: skip-validation or skip-lock"))
+    }
+}
+
+impl From<Option<Fault>> for Faults {
+    fn from(fault: Option<Fault>) -> Faults {
+        Faults {
+            skip_validation: fault == Some(Fault::SkipValidation),
+            skip_lock: fault == Some(Fault::SkipLock),
+        }
+    }
 }
 
 impl Faults {
@@ -50,7 +99,10 @@ pub struct ClusterConfig {
     /// Where region files and logs live; a fresh temporary directory when
     /// `None`.
     pub data_dir: Option<PathBuf>,
-    pub fabric: FabricChoice,
+    pub fabric: FabricKind,
+    /// The verbs device (with [`FabricKind::Verbs`]; in-process verbs
+    /// nodes each listen on 127.0.0.1:0).
+    pub verbs: VerbsDevice,
     pub faults: Faults,
 }
 
@@ -62,39 +114,64 @@ impl Default for ClusterConfig {
             regions_per_node: 1,
             region_bytes: 16 << 20,
             data_dir: None,
-            fabric: FabricChoice::Shm,
+            fabric: FabricKind::Shm,
+            verbs: VerbsDevice::default(),
             faults: Faults::default(),
         }
     }
 }
 
 impl ClusterConfig {
-    pub fn validate(&self) -> Result<()> {
-        if self.nodes == 0 || self.nodes > NODES_MAX {
-            return Err(Error::Config(format!(
-                "nodes must be 1 to {NODES_MAX}, got {}",
-                self.nodes
-            )));
+    /// Where the regions of this configuration live.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            nodes: self.nodes,
+            copies: self.copies,
+            regions_per_node: self.regions_per_node,
         }
-        if self.copies == 0 || self.copies > COPIES_MAX || self.copies > self.nodes {
-            return Err(Error::Config(format!(
+    }
+
+    /// # Errors
+    /// [`Error::Config`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        let minimum_region_bytes = u64::from(REGION_HEADER_BYTES + SLAB_BYTES);
+        let why = if self.nodes == 0 || self.nodes > NODES_MAX {
+            format!("nodes must be 1 to {NODES_MAX}, got {}", self.nodes)
+        } else if self.copies == 0 || self.copies > COPIES_MAX || self.copies > self.nodes {
+            format!(
                 "copies must be 1 to min({COPIES_MAX}, nodes = {}), got {}",
                 self.nodes, self.copies
-            )));
-        }
-        if self.regions_per_node == 0 || self.nodes * self.regions_per_node > usize::from(u16::MAX)
+            )
+        } else if self.regions_per_node == 0
+            || self.nodes * self.regions_per_node > usize::from(u16::MAX)
         {
-            return Err(Error::Config("regions_per_node must be at least 1".into()));
-        }
-        let minimum = u64::from(REGION_HEADER_BYTES + SLAB_BYTES);
-        if self.region_bytes < minimum || self.region_bytes > u64::from(u32::MAX) {
-            return Err(Error::Config(format!(
-                "region_bytes must be {minimum} to {} bytes, got {}",
+            format!(
+                "regions_per_node must be at least 1 and nodes × regions_per_node at most {}, got {}",
+                u16::MAX,
+                self.regions_per_node
+            )
+        } else if self.region_bytes < minimum_region_bytes
+            || self.region_bytes > u64::from(u32::MAX)
+        {
+            format!(
+                "region_bytes must be {minimum_region_bytes} to {} bytes, got {}",
                 u32::MAX,
                 self.region_bytes
-            )));
-        }
-        Ok(())
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::Config(why))
+    }
+
+    /// The data directory a node process keeps its files in.
+    ///
+    /// # Errors
+    /// As [`ClusterConfig::validate`], when there is none.
+    pub fn required_data_dir(&self) -> Result<&std::path::Path> {
+        self.data_dir
+            .as_deref()
+            .ok_or_else(|| Error::Config("a node process needs a data directory".into()))
     }
 }
 

@@ -1,22 +1,35 @@
-//! The engine's error type. A conflict between transactions is not an
-//! error: it is an [`crate::Outcome::Aborted`].
+//! The engine's error type: one variant per kind of failure, each naming
+//! its cause. A conflict between transactions is not an error: it is an
+//! [`crate::Outcome::Aborted`].
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::codec::DecodeError;
 use crate::header::Addr;
+use crate::txn_id::TxnId;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A fabric operation failed (a peer gone, an address out of range, a
+    /// completion error).
     #[error(transparent)]
     Fabric(#[from] rdma_transport::Error),
+    /// The caller's configuration is invalid; the text names the field.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A file could not be made, opened or written.
     #[error("cannot {what} {path}: {source}")]
     File {
         what: &'static str,
-        path: std::path::PathBuf,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// A region's memory holds another region, or another size.
+    #[error("the memory of region {region} holds {found}")]
+    RegionMismatch { region: u16, found: String },
     #[error(
         "{addr} names no live object: it was freed (incarnation {found} now) or never allocated"
     )]
@@ -27,24 +40,44 @@ pub enum Error {
     ObjectTooLarge { bytes: usize, max: u32 },
     #[error("region {region} has no free slot of {class_bytes} bytes")]
     OutOfMemory { region: u16, class_bytes: u32 },
+    #[error("node {node} is primary of no region: it cannot allocate")]
+    NotPrimary { node: usize },
     #[error("record of {bytes} bytes exceeds the limit of {max}")]
     RecordTooLarge { bytes: usize, max: usize },
+    #[error("more than {max} concurrent transactions on node {node}")]
+    TooManyContexts { node: usize, max: usize },
     #[error("ring to node {receiver} stayed full ({used} bytes in use, {needed} needed)")]
     RingFull {
         receiver: usize,
         used: u64,
         needed: u64,
     },
-    #[error("corrupt record, not applied: {0}")]
-    RingCorrupt(String),
-    #[error("no answer from node {node} to {what} of transaction {txid:#x}")]
+    /// A record in a ring (or an object, a region header) did not decode:
+    /// it is never applied.
+    #[error("corrupt {what}, not applied: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("no answer from node {node} to {what} of transaction {txid}")]
     ReplyTimeout {
         node: usize,
         what: &'static str,
-        txid: u64,
+        txid: TxnId,
+    },
+    /// Something the engine waits for (a quiet cluster, drained rings) did
+    /// not happen in time.
+    #[error("{what} did not happen within {waited:?}")]
+    Timeout {
+        what: &'static str,
+        waited: Duration,
     },
     #[error("node {0} is shut down")]
     ShutDown(usize),
+    /// The fabric the configuration asks for is not built into this binary.
+    #[error("this build has no {fabric} fabric: build with `--features {fabric}`")]
+    FabricNotBuilt { fabric: &'static str },
     /// Another process (a node in a bootstrap round, node 0 answering a
     /// driver) failed, went away or spoke garbage; the text names it.
     #[error("{0}")]

@@ -80,6 +80,18 @@ impl Header {
         }
     }
 
+    /// The header a committed free of a live object installs: unallocated,
+    /// the next incarnation (every address of the old object is stale now),
+    /// the next version.
+    pub fn after_free(self) -> Header {
+        Header {
+            locked: false,
+            allocated: false,
+            incarnation: self.next_incarnation(),
+            version: self.version + 1,
+        }
+    }
+
     /// The incarnation after a free (wrapping: 4096 frees of one slot
     /// between a stale read and its use would go unnoticed).
     pub fn next_incarnation(self) -> u16 {

@@ -18,15 +18,40 @@
 //! its buckets and mostly needs one: simpler, and the first thing to change
 //! when a benchmark says lookups dominate.
 
+use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
+use bytemuck::{Pod, Zeroable};
+
 use crate::cluster::Node;
+use crate::codec::DecodeError;
 use crate::error::{Error, Result};
 use crate::header::Addr;
-use crate::txn::{AbortReason, Txn, TxnError};
+use crate::outcome::{AbortReason, TxnError};
+use crate::txn::Txn;
 
 pub const BUCKET_SLOTS: usize = 8;
-const BUCKET_BYTES: usize = 16 + BUCKET_SLOTS * 16;
+
+/// One (key, value address) pair of a bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+struct BucketSlot {
+    key: u64,
+    value: u64,
+}
+
+/// A bucket object's bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct BucketBytes {
+    next: u64,
+    count: u64,
+    slots: [BucketSlot; BUCKET_SLOTS],
+}
+
+const BUCKET_BYTES: usize = size_of::<BucketBytes>();
+const _: () = assert!(BUCKET_BYTES == 144);
+const _: () = assert!(offset_of!(BucketBytes, slots) == 16);
 
 /// A handle on a table: the addresses of its buckets. Cheap to clone; send
 /// [`HashTable::bucket_addrs`] to another process to open the same table.
@@ -42,35 +67,56 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn decode(bytes: &[u8]) -> Result<Bucket, TxnError> {
+    fn decode(bytes: &[u8]) -> Result<Bucket, DecodeError> {
         if bytes.len() != BUCKET_BYTES {
-            return Err(TxnError::Failed(Error::Config(format!(
-                "a hash bucket has {} bytes, expected {BUCKET_BYTES}",
-                bytes.len()
-            ))));
+            return Err(DecodeError::BadLength {
+                what: "hash bucket",
+                len: bytes.len() as u64,
+                why: "not the size of a bucket",
+            });
         }
-        let word =
-            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let count = (word(1) as usize).min(BUCKET_SLOTS);
+        let raw: BucketBytes = bytemuck::pod_read_unaligned(bytes);
+        let count = usize::try_from(raw.count)
+            .ok()
+            .filter(|count| *count <= BUCKET_SLOTS)
+            .ok_or(DecodeError::BadLength {
+                what: "hash bucket",
+                len: raw.count,
+                why: "more entries than slots",
+            })?;
         Ok(Bucket {
-            next: word(0),
-            entries: (0..count)
-                .map(|i| (word(2 + 2 * i), Addr(word(3 + 2 * i))))
+            next: raw.next,
+            entries: raw.slots[..count]
+                .iter()
+                .map(|slot| (slot.key, Addr(slot.value)))
                 .collect(),
         })
     }
 
     fn encode(&self) -> Vec<u8> {
         assert!(self.entries.len() <= BUCKET_SLOTS);
-        let mut bytes = vec![0u8; BUCKET_BYTES];
-        bytes[..8].copy_from_slice(&self.next.to_le_bytes());
-        bytes[8..16].copy_from_slice(&(self.entries.len() as u64).to_le_bytes());
-        for (i, (key, addr)) in self.entries.iter().enumerate() {
-            bytes[16 + i * 16..24 + i * 16].copy_from_slice(&key.to_le_bytes());
-            bytes[24 + i * 16..32 + i * 16].copy_from_slice(&addr.0.to_le_bytes());
+        let mut raw = BucketBytes::zeroed();
+        raw.next = self.next;
+        raw.count = self.entries.len() as u64;
+        for (slot, (key, addr)) in raw.slots.iter_mut().zip(&self.entries) {
+            *slot = BucketSlot {
+                key: *key,
+                value: addr.0,
+            };
         }
-        bytes
+        bytemuck::bytes_of(&raw).to_vec()
     }
+}
+
+/// A bucket read in `txn`; one that does not decode is corrupt.
+fn read_bucket(txn: &mut Txn, at: Addr) -> Result<Bucket, TxnError> {
+    let bytes = through_bucket(txn.read(at))?;
+    Bucket::decode(&bytes).map_err(|source| {
+        TxnError::Failed(Error::Corrupt {
+            what: format!("hash bucket at {at}"),
+            source,
+        })
+    })
 }
 
 /// A value's address came from a bucket this transaction read. If the
@@ -156,7 +202,7 @@ impl HashTable {
     fn find(&self, txn: &mut Txn, key: u64) -> Result<(Addr, Bucket, Option<usize>), TxnError> {
         let mut at = self.home(key);
         loop {
-            let bucket = Bucket::decode(&through_bucket(txn.read(at))?)?;
+            let bucket = read_bucket(txn, at)?;
             if let Some(slot) = bucket.entries.iter().position(|(k, _)| *k == key) {
                 return Ok((at, bucket, Some(slot)));
             }

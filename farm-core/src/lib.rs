@@ -1,33 +1,61 @@
 //! The farm-rs engine: FaRM's replicated optimistic transactions over the
-//! fabrics of `rdma-transport`.
+//! fabrics of `rdma-transport` (FaRM NSDI'14, SOSP'15).
 //!
-//! Layers, bottom up: [`header`] (object header words and addresses),
-//! [`region`] (region files, slot layout, torn-read detection, allocator),
-//! [`record`] and [`ring`] (message rings appended by one-sided WRITEs),
-//! [`node`] (a node's memory and its server thread), [`txn`] (execution and
-//! the commit protocol), [`cluster`] (the embedded API).
+//! Modules, bottom up; each uses only the ones above it in this list:
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`limits`] | every bound of the engine, checked against each other at compile time |
+//! | [`error`], [`outcome`] | errors; commit outcomes, abort reasons and their counts |
+//! | [`header`], [`txn_id`] | the 64-bit words: object header, object address, transaction id |
+//! | [`codec`] | every byte layout: records, object slots, region headers, the inbox |
+//! | [`config`] | cluster configuration, region placement, injected faults |
+//! | `region`, `allocator` | a node's replicas and the objects in them; slot allocation at a primary |
+//! | `ring` | message rings appended by one-sided WRITEs |
+//! | `node` | a node's shared state: memory, contexts, send path, truncation queue, inbox polling |
+//! | `participant` | what a primary or backup does with each record (`on_lock`, `on_commit_backup`, …) |
+//! | `coordinator` | the commit steps (`lock`, `validate`, `commit_backup`, `commit_primary`, `truncate`) |
+//! | [`txn`] | transactions: execution and commit |
+//! | `server`, `recovery` | the node's server thread; restart from the mapped files |
+//! | [`cluster`], [`startup`] | the embedded API (`Cluster`, `Node`); a node process's start-up steps |
+//! | [`kv`] | a transactional hash table |
+//!
+//! Node processes, the cluster file and the driver protocol are the
+//! cluster crate's (`farm-cluster`); this crate knows no file format but
+//! its own memory's.
 
-pub mod bootstrap;
-pub mod cluster;
-pub mod cluster_file;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod header;
 pub mod kv;
 pub mod limits;
-pub mod node;
-pub mod process;
-pub mod record;
-pub mod recovery;
-pub mod region;
-pub mod ring;
+pub mod outcome;
+pub mod startup;
 pub mod txn;
+pub mod txn_id;
 
-pub use cluster::{Cluster, Node, Poller};
-pub use cluster_file::ClusterFile;
-pub use config::{ClusterConfig, FabricChoice, Faults, Placement};
+pub mod cluster;
+
+mod allocator;
+mod coordinator;
+mod node;
+mod participant;
+mod recovery;
+mod region;
+mod ring;
+mod server;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use cluster::{Cluster, Node, Poller, ServingNode};
+pub use config::{ClusterConfig, FabricKind, Fault, Faults, Placement, VerbsDevice};
 pub use error::{Error, Result};
 pub use header::{Addr, Header};
 pub use kv::HashTable;
-pub use process::NodeProcess;
-pub use txn::{AbortReason, Outcome, PhaseTimes, Txn, TxnError};
+pub use node::{Directory, NodeStats};
+pub use outcome::{AbortCounts, AbortReason, Outcome, PhaseTimes, TxnError};
+pub use startup::{NodeKeys, NodeStartup, ReplaySummary};
+pub use txn::Txn;
+pub use txn_id::TxnId;

@@ -1,19 +1,21 @@
 //! Restart after every node process died at once (kill -9 of the whole
-//! cluster): nothing acknowledged may be lost.
+//! cluster, a power loss): nothing acknowledged may be lost.
 //!
 //! What survives is what FaRM keeps in non-volatile memory: the region
 //! files and the rings, whose records stay until retired (a LOCK until its
 //! transaction committed or aborted at this primary, a COMMIT-BACKUP until
 //! truncated). A restarting node
-//! 1. replays each incoming ring from its persisted retired position, as
-//!    the server would have (LOCKs are re-taken or found taken, COMMIT-PRIMARY
-//!    installs, ABORT unlocks, TRUNCATE applies backups); replay is
-//!    idempotent because every install is version-guarded;
+//! 1. replays each incoming ring from its persisted retired position
+//!    through the participant's handlers in replay mode
+//!    ([`crate::participant::Mode::Replay`]): LOCKs are re-taken or found
+//!    taken, COMMIT-PRIMARY installs, ABORT unlocks, TRUNCATE applies
+//!    backups; replay is idempotent because every install is
+//!    version-guarded;
 //! 2. shares its evidence of commit with the others: the transactions
-//!    whose COMMIT-BACKUP it holds and whose COMMIT-PRIMARY it saw. A
-//!    coordinator writes COMMIT-BACKUP only after every lock was granted
-//!    and validation passed, so any such record means "committed" (FaRM
-//!    SOSP'15 §5.3);
+//!    whose COMMIT-BACKUP it holds and whose COMMIT-PRIMARY or TRUNCATE it
+//!    saw (a coordinator writes COMMIT-BACKUP only after every lock was
+//!    granted and validation passed, so any such record means
+//!    "committed", FaRM SOSP'15 §5.3);
 //! 3. decides every LOCK still in doubt by that evidence (install or
 //!    unlock), applies every COMMIT-BACKUP it holds, and clears its rings;
 //! 4. once every primary has decided, copies each region it backs from the
@@ -22,149 +24,75 @@
 //!
 //! An acknowledged commit had every COMMIT-BACKUP and at least one
 //! COMMIT-PRIMARY in a ring, so step 2 finds it and step 3 installs it.
+//! This module walks rings and moves evidence; what a record means is the
+//! participant's alone.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdma_transport::{MemoryRegion, NodeId, Op, RemoteAddr};
 
-use crate::error::{Error, Result};
-use crate::node::{
-    install_if_newer, parse_entries, unlock_entry, Entry, NodeShared, READ_AREA_BYTES,
-};
-use crate::record::{self, Kind, PayloadReader};
-use crate::region;
-use crate::ring::{Polled, RingReceiver};
+use crate::config::Faults;
+use crate::error::Result;
+use crate::node::contexts::READ_AREA_BYTES;
+use crate::node::NodeShared;
+use crate::participant::{Env, Mode, Participant};
+use crate::region::Replicas;
+use crate::ring::{Polled, RingReceiver, CORRUPT_GRACE};
+use crate::txn_id::TxnId;
 
 /// What replaying the rings left undecided.
-pub struct Replayed {
-    locks: HashMap<u64, Vec<Entry>>,
-    backups: HashMap<u64, Vec<Entry>>,
-    committed: HashSet<u64>,
+pub(crate) struct Replayed {
+    participant: Participant,
     receivers: Vec<RingReceiver>,
-    pub records: u64,
+    pub(crate) records: u64,
 }
 
-/// Takes the locks of a replayed LOCK: already ours (taken before the
-/// crash) or free at the expected version. Anything else means the LOCK was
-/// refused or its transaction already finished here: no lock then.
-fn relock(replicas: &[Option<Arc<MemoryRegion>>], entries: &[Entry]) -> Result<bool> {
-    let mut taken = Vec::new();
-    for entry in entries {
-        let word = region::header_word(
-            crate::node::replica_of(replicas, entry.addr)?,
-            entry.addr.offset(),
-        )?;
-        let free = entry.expected.with_lock(false).encode();
-        let ours = entry.expected.with_lock(true).encode();
-        let now = word.load(Ordering::Acquire);
-        if now == ours {
-            continue;
-        }
-        if now == free
-            && word
-                .compare_exchange(free, ours, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            taken.push(entry);
-            continue;
-        }
-        // Refused: give back what this replay took (locks found taken
-        // before the crash belong to this LOCK too, so release them all).
-        for entry in entries {
-            let word = region::header_word(
-                crate::node::replica_of(replicas, entry.addr)?,
-                entry.addr.offset(),
-            )?;
-            let _ = word.compare_exchange(ours, free, Ordering::AcqRel, Ordering::Acquire);
-        }
-        return Ok(false);
+fn env(replicas: &Replicas) -> Env<'_> {
+    Env {
+        replicas,
+        allocators: None,
+        faults: Faults::default(),
+        stats: None,
     }
-    Ok(true)
 }
 
-/// Step 1: replays every incoming ring of this node.
-pub fn replay(
+/// Step 1: replays every incoming ring of this node (in a cluster of
+/// `nodes` nodes, in `configuration`).
+///
+/// # Errors
+/// A record that decodes but names what this node cannot hold
+/// ([`crate::Error::Corrupt`]); memory errors.
+pub(crate) fn replay(
     nodes: usize,
+    configuration: u32,
     inbox: &Arc<MemoryRegion>,
-    replicas: &[Option<Arc<MemoryRegion>>],
+    replicas: &Replicas,
 ) -> Result<Replayed> {
     let mut replayed = Replayed {
-        locks: HashMap::new(),
-        backups: HashMap::new(),
-        committed: HashSet::new(),
+        participant: Participant::new(Mode::Replay, configuration),
         receivers: Vec::new(),
         records: 0,
     };
+    let env = env(replicas);
     let mut buffer = Vec::new();
     for sender in 0..nodes {
         let mut receiver = RingReceiver::new(sender, inbox.clone());
         loop {
-            let position = match receiver.poll(&mut buffer) {
-                Ok(Polled::Record { position, .. }) => position,
+            let mut polled = receiver.poll(&mut buffer);
+            if matches!(polled, Ok(Polled::Empty)) {
                 // The end of what the dead sender completed. A record that
-                // does not parse gets a grace period in `poll`; with the
+                // does not decode gets a grace period in `poll`; with the
                 // sender dead it will not complete, so wait it out once.
-                Ok(Polled::Empty) => {
-                    std::thread::sleep(crate::ring::CORRUPT_GRACE / 4);
-                    match receiver.poll(&mut buffer) {
-                        Ok(Polled::Record { position, .. }) => position,
-                        _ => break,
-                    }
-                }
-                Err(_) => break,
+                std::thread::sleep(CORRUPT_GRACE / 4);
+                polled = receiver.poll(&mut buffer);
+            }
+            let Ok(Polled::Record { position, record }) = polled else {
+                break;
             };
             replayed.records += 1;
-            let parsed = record::parse(&buffer, position)
-                .map_err(|why| Error::RingCorrupt(why.to_string()))?;
-            let txid = parsed.txid;
-            let malformed = |why: &str| {
-                Error::RingCorrupt(format!("replaying the ring from node {sender}: {why}"))
-            };
-            match parsed.kind {
-                Kind::Lock => {
-                    let entries = parse_entries(parsed.payload).map_err(malformed)?;
-                    if relock(replicas, &entries)? {
-                        replayed.locks.insert(txid, entries);
-                    }
-                }
-                Kind::CommitPrimary => {
-                    replayed.committed.insert(txid);
-                    if let Some(entries) = replayed.locks.remove(&txid) {
-                        for entry in &entries {
-                            install_if_newer(replicas, entry)?;
-                        }
-                    }
-                }
-                Kind::Abort => {
-                    if let Some(entries) = replayed.locks.remove(&txid) {
-                        for entry in &entries {
-                            unlock_entry(replicas, entry)?;
-                        }
-                    }
-                }
-                Kind::CommitBackup => {
-                    replayed
-                        .backups
-                        .insert(txid, parse_entries(parsed.payload).map_err(malformed)?);
-                }
-                Kind::Truncate => {
-                    let mut reader = PayloadReader::new(parsed.payload);
-                    let count = reader.u64().map_err(malformed)?;
-                    for _ in 0..count {
-                        let truncated = reader.u64().map_err(malformed)?;
-                        replayed.committed.insert(truncated);
-                        if let Some(entries) = replayed.backups.remove(&truncated) {
-                            for entry in &entries {
-                                install_if_newer(replicas, entry)?;
-                            }
-                        }
-                    }
-                }
-                Kind::LockReply | Kind::Pad => {}
-            }
+            replayed.participant.step(&env, sender, position, &record)?;
         }
         replayed.receivers.push(receiver);
     }
@@ -173,48 +101,25 @@ pub fn replay(
 
 impl Replayed {
     /// Step 2: the transactions this node knows committed.
-    pub fn evidence(&self) -> Vec<u64> {
-        let mut evidence: Vec<u64> = self
-            .committed
-            .iter()
-            .chain(self.backups.keys())
-            .copied()
-            .collect();
-        evidence.sort_unstable();
-        evidence.dedup();
-        evidence
+    pub(crate) fn evidence(&self) -> Vec<TxnId> {
+        self.participant.evidence()
     }
 
     /// Locks still in doubt after the replay.
-    pub fn in_doubt(&self) -> usize {
-        self.locks.len()
+    pub(crate) fn in_doubt(&self) -> usize {
+        self.participant.in_doubt()
     }
 
     /// Step 3: decides the LOCKs in doubt by the cluster's evidence,
     /// applies held COMMIT-BACKUPs, clears the rings. Returns, per sender,
     /// the ring position it resumes at.
-    pub fn resolve(
+    pub(crate) fn resolve(
         mut self,
-        evidence: &HashSet<u64>,
-        replicas: &[Option<Arc<MemoryRegion>>],
+        evidence: &HashSet<TxnId>,
+        replicas: &Replicas,
     ) -> Result<Vec<u64>> {
-        for (txid, entries) in self.locks.drain() {
-            for entry in &entries {
-                if evidence.contains(&txid) {
-                    install_if_newer(replicas, entry)?;
-                } else {
-                    unlock_entry(replicas, entry)?;
-                }
-            }
-        }
-        for (_, entries) in self.backups.drain() {
-            for entry in &entries {
-                install_if_newer(replicas, entry)?;
-            }
-        }
-        for replica in replicas.iter().flatten() {
-            replica.flush()?;
-        }
+        self.participant.resolve(&env(replicas), evidence)?;
+        replicas.flush()?;
         Ok(self
             .receivers
             .iter_mut()
@@ -225,24 +130,25 @@ impl Replayed {
 
 /// Step 4: copies every region this node backs from its primary, with
 /// one-sided READs. Runs before any transaction starts.
-pub fn copy_from_primaries(node: &Arc<NodeShared>) -> Result<()> {
+///
+/// # Errors
+/// The fabric's, when a primary cannot be read.
+pub(crate) fn copy_from_primaries(node: &NodeShared) -> Result<()> {
     let mut context = node.take_context()?;
     let result = (|| {
-        for region_id in 0..node.placement.regions() as u16 {
+        for region in 0..node.placement.regions() as u16 {
             if !node
                 .placement
-                .backups(region_id)
+                .backups(region)
                 .any(|backup| backup == node.id)
             {
                 continue;
             }
-            let primary = node.placement.primary(region_id);
-            let key =
-                node.directory().region_keys[primary][usize::from(region_id)].ok_or_else(|| {
-                    Error::Config(format!("node {primary} has no key for region {region_id}"))
-                })?;
-            let replica = node.replicas[usize::from(region_id)]
-                .as_ref()
+            let primary = node.placement.primary(region);
+            let key = node.directory().region_key(primary, region)?;
+            let replica = node
+                .replicas
+                .get(region)
                 .expect("a backup holds its region");
             let mut chunk = vec![0u8; READ_AREA_BYTES as usize];
             let mut offset = 0;

@@ -1,47 +1,31 @@
-//! Regions: fixed-size, file-backed memory that holds objects, and the
-//! layout of an object inside its slot.
-//!
-//! ```text
-//! region file:  0        64                 REGION_HEADER_BYTES
-//!               | header | slab table (1 B  | slab 0 | slab 1 | ...
-//!               | magic, | per slab: class  |
-//!               | id,len | + 1, 0 = unused) |
-//!
-//! object slot (CLASS_BYTES[class] bytes):
-//!               0        8              16                      C-8     C
-//!               | header | size (u32)   | payload (size bytes,  | footer |
-//!               |        | + reserved   | then unused)          |        |
-//! ```
-//!
-//! **Torn-read detection.** A READ is atomic only per 8-byte word, so a
-//! reader may see parts of two versions. Every writer of a slot writes the
-//! footer (the new version) first, then the size and payload, then the
-//! header (unlocked, new version), each in increasing address order; a
-//! reader copies the slot in increasing address order (one READ). The copy
-//! is consistent iff the header is unlocked and the footer equals the
-//! header's version: if any payload word came from a newer write, the
-//! footer (read after it, written before it) shows the newer version.
-//! This is a seqlock folded into one READ; FaRM instead puts a version in
-//! every cache line and relies on cache-line-atomic DMA, which the shm
-//! fabric (deliberately) does not give.
+//! Regions: fixed-size, file-backed registered memory that holds objects,
+//! and the operations a node does on its own replicas of them (install a
+//! value, take and release the lock words). The byte layouts are in
+//! [`crate::codec::region`] and [`crate::codec::object`]; this module may
+//! not send anything over the fabric.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rdma_transport::MemoryRegion;
 
+use crate::codec::object::{self, FOOTER_BYTES, HEADER_OFFSET, PAYLOAD_OFFSET, SIZE_OFFSET};
+use crate::codec::record::Entry;
+use crate::codec::region::{Formatted, RegionHeader};
 use crate::error::{Error, Result};
-use crate::header::Header;
-use crate::limits::{CLASS_BYTES, OBJECT_OVERHEAD_BYTES, REGION_HEADER_BYTES, SLAB_BYTES};
-
-const REGION_MAGIC: u64 = u64::from_le_bytes(*b"FARMREG1");
-const SLAB_TABLE_OFFSET: u64 = 64;
+use crate::header::{Addr, Header};
+use crate::limits::{
+    CLASS_BYTES, OBJECT_OVERHEAD_BYTES, OBJECT_PAYLOAD_MAX, REGION_HEADER_BYTES, SLAB_BYTES,
+};
 
 pub fn class_bytes(class: u8) -> u32 {
-    CLASS_BYTES[class as usize]
+    CLASS_BYTES[usize::from(class)]
 }
 
 /// The smallest class whose slot holds `payload` bytes.
+///
+/// # Errors
+/// [`Error::ObjectTooLarge`] beyond [`OBJECT_PAYLOAD_MAX`].
 pub fn class_for(payload: usize) -> Result<u8> {
     CLASS_BYTES
         .iter()
@@ -49,68 +33,62 @@ pub fn class_for(payload: usize) -> Result<u8> {
         .map(|class| class as u8)
         .ok_or(Error::ObjectTooLarge {
             bytes: payload,
-            max: crate::limits::OBJECT_PAYLOAD_MAX,
+            max: OBJECT_PAYLOAD_MAX,
         })
 }
 
-pub fn slab_count(region_bytes: u64) -> u32 {
-    (region_bytes.saturating_sub(u64::from(REGION_HEADER_BYTES)) / u64::from(SLAB_BYTES)) as u32
-}
-
-/// Writes the region header of fresh (all-zero) memory, or checks the one
-/// an earlier run wrote.
-pub fn format(mr: &MemoryRegion, region: u16) -> Result<()> {
-    let mut header = [0u8; 24];
-    mr.read(0, &mut header)?;
-    let word = |i: usize| u64::from_le_bytes(header[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-    if word(0) == 0 {
-        let mut fresh = [0u8; 24];
-        fresh[..8].copy_from_slice(&REGION_MAGIC.to_le_bytes());
-        fresh[8..16].copy_from_slice(&u64::from(region).to_le_bytes());
-        fresh[16..24].copy_from_slice(&mr.len().to_le_bytes());
-        mr.write(0, &fresh)?;
-        return Ok(());
+/// Checks that `addr` names a slot of its size class inside a region of
+/// `region_bytes` bytes (not that the slot's slab holds that class).
+pub fn check_slot(addr: Addr, region_bytes: u64) -> std::result::Result<(), &'static str> {
+    if usize::from(addr.class()) >= CLASS_BYTES.len() {
+        return Err("no such size class");
     }
-    if word(0) != REGION_MAGIC || word(1) != u64::from(region) || word(2) != mr.len() {
-        return Err(Error::Config(format!(
-            "region file for region {region} holds another region or size (id {}, {} bytes)",
-            word(1),
-            word(2)
-        )));
+    let offset = addr.offset();
+    let slot = class_bytes(addr.class());
+    if offset < REGION_HEADER_BYTES
+        || !((offset - REGION_HEADER_BYTES) % SLAB_BYTES).is_multiple_of(slot)
+        || u64::from(offset) + u64::from(slot) > region_bytes
+    {
+        return Err("offset is not a slot of its class");
     }
     Ok(())
 }
 
-/// Why a slot copy cannot be used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotState {
-    Locked,
-    Torn,
+/// Writes the region header of fresh (all-zero) memory, or checks the one
+/// an earlier run wrote.
+///
+/// # Errors
+/// [`Error::RegionMismatch`] when the memory holds another region or
+/// another size; [`Error::Corrupt`] when its header does not decode.
+pub fn format(mr: &MemoryRegion, region: u16) -> Result<()> {
+    let mut bytes = [0u8; std::mem::size_of::<RegionHeader>()];
+    mr.read(0, &mut bytes)?;
+    let found = RegionHeader::decode(&bytes).map_err(|source| Error::Corrupt {
+        what: format!("header of region {region}"),
+        source,
+    })?;
+    match found {
+        Formatted::Fresh => {
+            mr.write(0, bytemuck::bytes_of(&RegionHeader::new(region, mr.len())))?;
+            Ok(())
+        }
+        Formatted::Region { region: r, bytes } if r == region && bytes == mr.len() => Ok(()),
+        Formatted::Region { region: r, bytes } => Err(Error::RegionMismatch {
+            region,
+            found: format!("region {r} of {bytes} bytes (expected {} bytes)", mr.len()),
+        }),
+    }
 }
 
-/// Checks a copy of a whole slot; returns its header and payload.
-pub fn parse_slot(bytes: &[u8]) -> Result<(Header, &[u8]), SlotState> {
-    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    let header = Header::decode(word(0));
-    if header.locked {
-        return Err(SlotState::Locked);
-    }
-    let footer = word(bytes.len() - 8);
-    if footer != header.version {
-        return Err(SlotState::Torn);
-    }
-    let size = (word(8) & 0xffff_ffff) as usize;
-    if size > bytes.len() - OBJECT_OVERHEAD_BYTES as usize {
-        // A consistent copy never has this; a never-written slot has 0.
-        return Err(SlotState::Torn);
-    }
-    Ok((header, &bytes[16..16 + size]))
+/// The header word of a local slot.
+pub fn header_word(mr: &MemoryRegion, offset: u32) -> Result<&AtomicU64> {
+    Ok(mr.atomic_u64(u64::from(offset) + HEADER_OFFSET)?)
 }
 
 /// Writes a new value into a slot of local memory in the order that makes
-/// torn reads detectable (footer, body, header). The caller holds the
-/// slot's lock (a primary) or is the only writer (a backup applying a
-/// truncated transaction).
+/// torn reads detectable (footer, size, payload, header; see
+/// [`crate::codec::object`]). The caller holds the slot's lock (a primary)
+/// or is the only writer (a backup applying a truncated transaction).
 pub fn install(
     mr: &MemoryRegion,
     offset: u32,
@@ -118,126 +96,175 @@ pub fn install(
     header: Header,
     payload: &[u8],
 ) -> Result<()> {
+    let slot_bytes = class_bytes(class);
     let offset = u64::from(offset);
-    let slot = u64::from(class_bytes(class));
     assert!(
-        payload.len() as u64 + u64::from(OBJECT_OVERHEAD_BYTES) <= slot,
+        payload.len() <= object::capacity(slot_bytes),
         "payload exceeds its slot"
     );
-    assert!(!header.locked);
+    assert!(!header.locked, "an installed header is unlocked");
     // Release stores, in this order: footer, size, payload, header.
-    mr.atomic_u64(offset + slot - 8)?
+    mr.atomic_u64(offset + object::footer_offset(slot_bytes))?
         .store(header.version, Ordering::Release);
-    mr.atomic_u64(offset + 8)?
+    mr.atomic_u64(offset + SIZE_OFFSET)?
         .store(payload.len() as u64, Ordering::Release);
-    mr.write(offset + 16, payload)?;
+    mr.write(offset + PAYLOAD_OFFSET, payload)?;
     // Zero the rest of the body, so that a replica that skipped versions
     // (backups apply only the newest) holds the same bytes as the primary.
-    const ZEROS: [u8; 4096] = [0; 4096];
-    let rest = (slot - 24) as usize - payload.len();
-    mr.write(offset + 16 + payload.len() as u64, &ZEROS[..rest])?;
-    mr.atomic_u64(offset)?
-        .store(header.encode(), Ordering::Release);
+    const ZEROS: [u8; CLASS_BYTES[CLASS_BYTES.len() - 1] as usize] =
+        [0; CLASS_BYTES[CLASS_BYTES.len() - 1] as usize];
+    let rest = slot_bytes as usize - PAYLOAD_OFFSET as usize - FOOTER_BYTES - payload.len();
+    mr.write(
+        offset + PAYLOAD_OFFSET + payload.len() as u64,
+        &ZEROS[..rest],
+    )?;
+    header_word(mr, offset as u32)?.store(header.encode(), Ordering::Release);
     Ok(())
 }
 
-/// The header word of a local slot.
-pub fn header_word(mr: &MemoryRegion, offset: u32) -> Result<&std::sync::atomic::AtomicU64> {
-    Ok(mr.atomic_u64(u64::from(offset))?)
-}
+/// A node's replicas of the regions it holds, by region id (`None` where
+/// it holds none), and the object-level operations on them.
+#[derive(Clone)]
+pub struct Replicas(Vec<Option<Arc<MemoryRegion>>>);
 
-/// Hands out slots of one region at its primary. Slab assignments are
-/// persistent (the slab table); free lists are rebuilt from the headers
-/// when a node starts.
-pub struct Allocator {
-    region: u16,
-    mr: Arc<MemoryRegion>,
-    slabs: u32,
-    next_slab: u32,
-    free: Vec<Vec<u32>>,
-}
+impl Replicas {
+    pub fn new(replicas: Vec<Option<Arc<MemoryRegion>>>) -> Replicas {
+        Replicas(replicas)
+    }
 
-impl Allocator {
-    pub fn open(region: u16, mr: Arc<MemoryRegion>) -> Result<Allocator> {
-        let slabs = slab_count(mr.len());
-        let mut allocator = Allocator {
-            region,
-            mr,
-            slabs,
-            next_slab: 0,
-            free: vec![Vec::new(); CLASS_BYTES.len()],
-        };
-        let mut table = vec![0u8; slabs as usize];
-        allocator.mr.read(SLAB_TABLE_OFFSET, &mut table)?;
-        for (slab, entry) in table.iter().enumerate() {
-            if *entry == 0 {
+    /// This node's replica of `region`, if it holds one.
+    pub fn get(&self, region: u16) -> Option<&Arc<MemoryRegion>> {
+        self.0.get(usize::from(region)).and_then(Option::as_ref)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &Arc<MemoryRegion>)> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(|(region, mr)| mr.as_ref().map(|mr| (region as u16, mr)))
+    }
+
+    /// The remote keys of the replicas, by region.
+    pub fn keys(&self) -> Vec<Option<u32>> {
+        self.0
+            .iter()
+            .map(|mr| mr.as_ref().map(|mr| mr.rkey()))
+            .collect()
+    }
+
+    /// Bytes of every region (they are all the same size).
+    pub fn region_bytes(&self) -> u64 {
+        self.iter().next().map(|(_, mr)| mr.len()).unwrap_or(0)
+    }
+
+    /// This node's replica of `addr`'s region.
+    ///
+    /// # Errors
+    /// [`Error::BadAddress`] when this node holds none (a peer named an
+    /// object of a region it does not send us).
+    pub fn of(&self, addr: Addr) -> Result<&Arc<MemoryRegion>> {
+        self.get(addr.region()).ok_or(Error::BadAddress {
+            addr,
+            why: "this node holds no replica of its region",
+        })
+    }
+
+    /// The header word of `addr`'s slot in this node's replica.
+    pub fn header_word(&self, addr: Addr) -> Result<&AtomicU64> {
+        header_word(self.of(addr)?, addr.offset())
+    }
+
+    /// CAS-locks every object of `entries` at its expected header; all or
+    /// nothing (the ones taken are released when one is refused).
+    pub fn try_lock(&self, entries: &[Entry]) -> Result<bool> {
+        for (index, entry) in entries.iter().enumerate() {
+            let word = self.header_word(entry.addr)?;
+            let expected = entry.expected.with_lock(false).encode();
+            let locked = entry.expected.with_lock(true).encode();
+            // AcqRel: the Acquire pairs with the Release of the install that
+            // wrote the expected version; the Release orders our lock before
+            // the install we do at COMMIT-PRIMARY.
+            if word
+                .compare_exchange(expected, locked, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                for done in &entries[..index] {
+                    self.unlock(done)?;
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Takes the locks of a LOCK being replayed after a restart: already
+    /// ours (taken before the crash) or free at the expected version.
+    /// Anything else means the LOCK was refused or its transaction already
+    /// finished here: then nothing stays locked.
+    pub fn relock(&self, entries: &[Entry]) -> Result<bool> {
+        for entry in entries {
+            let word = self.header_word(entry.addr)?;
+            let free = entry.expected.with_lock(false).encode();
+            let ours = entry.expected.with_lock(true).encode();
+            // Acquire/AcqRel as in `try_lock`.
+            let now = word.load(Ordering::Acquire);
+            if now == ours
+                || (now == free
+                    && word
+                        .compare_exchange(free, ours, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok())
+            {
                 continue;
             }
-            let class = entry - 1;
-            if class as usize >= CLASS_BYTES.len() {
-                return Err(Error::Config(format!(
-                    "region {region}: slab {slab} has unknown class {class}"
-                )));
+            // Refused: give back every lock of this LOCK (those found taken
+            // before the crash belong to it too).
+            for entry in entries {
+                let word = self.header_word(entry.addr)?;
+                let free = entry.expected.with_lock(false).encode();
+                let ours = entry.expected.with_lock(true).encode();
+                let _ = word.compare_exchange(ours, free, Ordering::AcqRel, Ordering::Acquire);
             }
-            allocator.next_slab = allocator.next_slab.max(slab as u32 + 1);
-            for offset in allocator.slots(slab as u32, class).rev() {
-                let header =
-                    Header::decode(header_word(&allocator.mr, offset)?.load(Ordering::Acquire));
-                if !header.allocated && !header.locked {
-                    allocator.free[class as usize].push(offset);
-                }
-            }
+            return Ok(false);
         }
-        Ok(allocator)
+        Ok(true)
     }
 
-    fn slots(&self, slab: u32, class: u8) -> impl DoubleEndedIterator<Item = u32> {
-        let start = REGION_HEADER_BYTES + slab * SLAB_BYTES;
-        let size = class_bytes(class);
-        (0..SLAB_BYTES / size).map(move |index| start + index * size)
+    /// Releases a lock taken at `entry.expected`, leaving the object as it
+    /// was.
+    pub fn unlock(&self, entry: &Entry) -> Result<()> {
+        // This Release pairs with the Acquire of the next lock or reader.
+        self.header_word(entry.addr)?
+            .store(entry.expected.with_lock(false).encode(), Ordering::Release);
+        Ok(())
     }
 
-    /// A free slot of `class`, taken out of the free list until it is
-    /// committed as allocated or given back with [`Allocator::release`].
-    /// When it had to assign a new slab, it says which slab-table byte
-    /// changed (offset, value): the caller copies it to the backups.
-    pub fn take(&mut self, class: u8) -> Result<(u32, Option<(u64, u8)>)> {
-        if let Some(offset) = self.free[class as usize].pop() {
-            return Ok((offset, None));
+    /// Installs a locked write (a primary at COMMIT-PRIMARY).
+    pub fn install(&self, entry: &Entry) -> Result<()> {
+        install(
+            self.of(entry.addr)?,
+            entry.addr.offset(),
+            entry.addr.class(),
+            entry.new,
+            &entry.payload,
+        )
+    }
+
+    /// Installs `entry` unless the replica already holds that version or
+    /// a newer one: backups apply truncations in any order, and a restarted
+    /// node may replay what it had applied before it died.
+    pub fn install_if_newer(&self, entry: &Entry) -> Result<()> {
+        let current = Header::decode(self.header_word(entry.addr)?.load(Ordering::Acquire));
+        if current.version < entry.new.version {
+            self.install(entry)?;
         }
-        if self.next_slab >= self.slabs {
-            return Err(Error::OutOfMemory {
-                region: self.region,
-                class_bytes: class_bytes(class),
-            });
+        Ok(())
+    }
+
+    /// Writes every replica's dirty pages to its file.
+    pub fn flush(&self) -> Result<()> {
+        for (_, mr) in self.iter() {
+            mr.flush()?;
         }
-        let slab = self.next_slab;
-        self.next_slab += 1;
-        self.mr
-            .write(SLAB_TABLE_OFFSET + u64::from(slab), &[class + 1])?;
-        let slots: Vec<u32> = self.slots(slab, class).rev().collect();
-        self.free[class as usize].extend(slots);
-        let offset = self.free[class as usize]
-            .pop()
-            .expect("a fresh slab has slots");
-        Ok((
-            offset,
-            Some((SLAB_TABLE_OFFSET + u64::from(slab), class + 1)),
-        ))
-    }
-
-    pub fn release(&mut self, offset: u32, class: u8) {
-        self.free[class as usize].push(offset);
-    }
-
-    /// Gives a slot back to be handed out last: one whose lock an aborted
-    /// transaction's ABORT record has not released yet.
-    pub fn release_later(&mut self, offset: u32, class: u8) {
-        self.free[class as usize].insert(0, offset);
-    }
-
-    pub fn free_slots(&self, class: u8) -> usize {
-        self.free[class as usize].len()
-            + (self.slabs - self.next_slab) as usize * (SLAB_BYTES / class_bytes(class)) as usize
+        Ok(())
     }
 }

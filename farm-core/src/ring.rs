@@ -1,16 +1,7 @@
 //! Message rings: one per (sender, receiver) pair, in the receiver's
-//! persistent memory, appended to by the sender with one-sided WRITEs.
-//!
-//! A node's inbox registration holds, for a cluster of N nodes:
-//!
-//! ```text
-//! 0            4096                 8192            40960 + RING_BYTES × s
-//! | heads[r]    | retired[s]         | replies[c][p]  | ring s→me ... | ...
-//! | r publishes | how far I retired  | LOCK answers   |
-//! | how far it  | ring s→me (kept    | for context c  |
-//! | retired the | in the file, for a | from primary p |
-//! | ring me→r   | restart)           |                |
-//! ```
+//! persistent memory (its inbox, laid out in [`crate::codec::inbox`]),
+//! appended to by the sender with one-sided WRITEs of records
+//! ([`crate::codec::record`]).
 //!
 //! Positions are absolute byte counts (they never wrap); `position %
 //! RING_BYTES` is the place in the ring. A receiver processes records in
@@ -20,62 +11,40 @@
 //! position into the sender's `heads[receiver]` word. A sender never
 //! writes past the last head it was told: a full ring makes it wait
 //! ([`crate::Error::RingFull`] after [`RING_WAIT_MS`]), it never overwrites.
+//! This module moves bytes and positions only; what a record means is the
+//! participant's business ([`crate::participant`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdma_transport::MemoryRegion;
 
+use crate::codec::inbox::{head_offset, retired_offset, ring_offset};
+use crate::codec::record::{self, Kind, RecordPrefix, OVERHEAD_BYTES, TRAILER_BYTES};
+use crate::codec::DecodeError;
 use crate::error::{Error, Result};
-use crate::limits::{CONTEXTS_MAX, NODES_MAX, RING_BYTES, RING_WAIT_MS};
-use crate::record::{self, Kind, OVERHEAD_BYTES, TRAILER_BYTES};
-
-pub const HEADS_OFFSET: u64 = 0;
-pub const RETIRED_OFFSET: u64 = 4096;
-/// LOCK answers: one word per (coordinator context, primary), written by
-/// the primary with a one-sided WRITE and polled by the waiting client.
-pub const REPLIES_OFFSET: u64 = 8192;
-pub const RINGS_OFFSET: u64 = REPLIES_OFFSET + (CONTEXTS_MAX * NODES_MAX * 8) as u64;
-const SLOT_BYTES: u64 = 64;
-const _: () = assert!(NODES_MAX as u64 * SLOT_BYTES <= 4096);
+use crate::limits::RING_BYTES;
+#[cfg(test)]
+use crate::limits::RING_WAIT_MS;
 
 /// How long a record may stay unreadable before it counts as corrupt.
 pub const CORRUPT_GRACE: Duration = Duration::from_millis(200);
 
-pub fn inbox_bytes(nodes: usize) -> u64 {
-    RINGS_OFFSET + nodes as u64 * RING_BYTES
-}
-
-pub fn ring_offset(sender: usize) -> u64 {
-    RINGS_OFFSET + sender as u64 * RING_BYTES
-}
-
-/// Where `primary` answers the LOCK of `context`'s transaction.
-pub fn reply_slot(context: usize, primary: usize) -> u64 {
-    assert!(context < CONTEXTS_MAX && primary < NODES_MAX);
-    REPLIES_OFFSET + ((context * NODES_MAX + primary) * 8) as u64
-}
-
-/// The answer word: the transaction's sequence number and yes (1) or no (2),
-/// so that a late answer to an earlier transaction is never taken for this
-/// one's.
-pub fn reply_word(txid: u64, granted: bool) -> u64 {
-    (u64::from(txid as u32) << 8) | if granted { 1 } else { 2 }
-}
-
-pub fn head_slot(receiver: usize) -> u64 {
-    HEADS_OFFSET + receiver as u64 * SLOT_BYTES
+/// A word of the inbox this module owns (a head, a retired position, a
+/// ring word): the offsets come from [`crate::codec::inbox`], so they are
+/// in range and aligned by construction.
+fn inbox_word(inbox: &MemoryRegion, offset: u64) -> &AtomicU64 {
+    inbox
+        .atomic_u64(offset)
+        .expect("inbox offsets come from the inbox layout")
 }
 
 /// Records in this node's inbox where `receiver` has retired the ring we
 /// send it (what a [`RingSender`] starts from).
-pub fn set_published_head(inbox: &MemoryRegion, receiver: usize, position: u64) -> Result<()> {
-    inbox
-        .atomic_u64(head_slot(receiver))?
-        .store(position, Ordering::Release);
-    Ok(())
+pub fn set_published_head(inbox: &MemoryRegion, receiver: usize, position: u64) {
+    inbox_word(inbox, head_offset(receiver)).store(position, Ordering::Release);
 }
 
 /// Where a record goes, decided by [`RingSender::reserve`].
@@ -103,10 +72,7 @@ pub struct RingSender {
 
 impl RingSender {
     pub fn new(receiver: usize, local_inbox: Arc<MemoryRegion>, sender: usize) -> RingSender {
-        let head = local_inbox
-            .atomic_u64(head_slot(receiver))
-            .expect("head slot in inbox")
-            .load(Ordering::Acquire);
+        let head = inbox_word(&local_inbox, head_offset(receiver)).load(Ordering::Acquire);
         RingSender {
             receiver,
             local_inbox,
@@ -119,11 +85,8 @@ impl RingSender {
     pub fn refresh_head(&mut self) {
         // This Acquire pairs with the receiver's WRITE of its head, which it
         // issues after zeroing the retired bytes.
-        self.head = self
-            .local_inbox
-            .atomic_u64(head_slot(self.receiver))
-            .expect("head slot in inbox")
-            .load(Ordering::Acquire);
+        self.head =
+            inbox_word(&self.local_inbox, head_offset(self.receiver)).load(Ordering::Acquire);
     }
 
     /// Bytes a record of `len` bytes needs at the current tail (with the
@@ -139,6 +102,7 @@ impl RingSender {
 
     /// Reserves room for a record of `len` bytes, waiting for the receiver
     /// to retire records while the ring is full.
+    #[cfg(test)]
     pub fn reserve(&mut self, len: usize) -> Result<Reservation> {
         self.reserve_within(len, Duration::from_millis(RING_WAIT_MS))
     }
@@ -172,10 +136,7 @@ impl RingSender {
         let mut pad = None;
         if in_lap + len > RING_BYTES {
             let pad_len = RING_BYTES - in_lap;
-            pad = Some((
-                self.ring_base + in_lap,
-                record::header_word(Kind::Pad, pad_len as usize),
-            ));
+            pad = Some((self.ring_base + in_lap, record::pad_word(pad_len)));
             self.tail += pad_len;
         }
         let position = self.tail;
@@ -194,12 +155,15 @@ impl RingSender {
 }
 
 /// What [`RingReceiver::poll`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Polled {
+#[derive(Debug)]
+pub enum Polled<'b> {
     /// Nothing new (or a record still landing).
     Empty,
-    /// A complete, checked record copied into the buffer, at `position`.
-    Record { position: u64, len: usize },
+    /// A complete, checked record, decoded from the caller's buffer.
+    Record {
+        position: u64,
+        record: record::Record<'b>,
+    },
 }
 
 /// The receiving side of one ring (`sender` → this node).
@@ -222,10 +186,7 @@ pub struct RingReceiver {
 
 impl RingReceiver {
     pub fn new(sender: usize, inbox: Arc<MemoryRegion>) -> RingReceiver {
-        let retired = inbox
-            .atomic_u64(RETIRED_OFFSET + sender as u64 * SLOT_BYTES)
-            .expect("retired slot")
-            .load(Ordering::Acquire);
+        let retired = inbox_word(&inbox, retired_offset(sender)).load(Ordering::Acquire);
         RingReceiver {
             sender,
             inbox,
@@ -240,13 +201,11 @@ impl RingReceiver {
     }
 
     fn word(&self, position: u64) -> u64 {
-        self.inbox
-            .atomic_u64(self.base + position % RING_BYTES)
-            .expect("ring word in inbox")
-            .load(Ordering::Acquire)
+        inbox_word(&self.inbox, self.base + position % RING_BYTES).load(Ordering::Acquire)
     }
 
     /// Why this ring stopped, if a corrupt record stopped it.
+    #[cfg(test)]
     pub fn broken(&self) -> Option<&str> {
         self.broken.as_deref()
     }
@@ -255,7 +214,7 @@ impl RingReceiver {
     /// A corrupt record stops the ring for good (reported once as an
     /// error): its length cannot be trusted to find the next one, and
     /// recovery must decide what the sender meant.
-    pub fn poll(&mut self, buffer: &mut Vec<u8>) -> Result<Polled> {
+    pub fn poll<'b>(&mut self, buffer: &'b mut Vec<u8>) -> Result<Polled<'b>> {
         if self.broken.is_some() {
             return Ok(Polled::Empty);
         }
@@ -265,20 +224,28 @@ impl RingReceiver {
                 return Ok(Polled::Empty);
             }
             let in_lap = self.processed % RING_BYTES;
-            let Some((kind, len)) = record::decode_header_word(word) else {
-                return self.corrupt("unreadable record header");
+            let (kind, len) = match RecordPrefix::decode(word) {
+                Ok(decoded) => decoded,
+                Err(error) => return self.corrupt(error),
             };
             let len = len as u64;
             if kind == Kind::Pad {
                 if in_lap + len != RING_BYTES {
-                    return self.corrupt("pad record does not end at the lap's end");
+                    return self.corrupt(DecodeError::Invalid {
+                        what: "PAD record",
+                        why: "does not end at the lap's end",
+                    });
                 }
                 self.unretired.push_back((self.processed, len, true));
                 self.processed += len;
                 continue;
             }
             if len < OVERHEAD_BYTES as u64 || !len.is_multiple_of(8) || in_lap + len > RING_BYTES {
-                return self.corrupt("record length out of range");
+                return self.corrupt(DecodeError::BadLength {
+                    what: "record",
+                    len,
+                    why: "shorter than its header, not a multiple of 8, or past the lap's end",
+                });
             }
             let trailer = self.word(self.processed + len - TRAILER_BYTES as u64);
             if trailer == 0 {
@@ -286,23 +253,24 @@ impl RingReceiver {
             }
             buffer.resize(len as usize, 0);
             self.inbox.read(self.base + in_lap, buffer)?;
-            if let Err(why) = record::parse(buffer, self.processed) {
-                return self.corrupt(why);
-            }
             let position = self.processed;
-            self.unretired.push_back((position, len, false));
-            self.processed += len;
-            return Ok(Polled::Record {
-                position,
-                len: len as usize,
-            });
+            let bytes: &'b Vec<u8> = buffer;
+            return match record::Record::decode(bytes, position) {
+                Ok(record) => {
+                    self.unretired.push_back((position, len, false));
+                    self.processed += len;
+                    self.suspect = None;
+                    Ok(Polled::Record { position, record })
+                }
+                Err(error) => self.corrupt(error),
+            };
         }
     }
 
     /// A record that does not parse may still be landing: soft-RoCE (and
     /// any NIC that DMAs bytewise) can expose a half-written word. Only a
     /// record that stays unreadable for [`CORRUPT_GRACE`] is corrupt.
-    fn corrupt(&mut self, why: &'static str) -> Result<Polled> {
+    fn corrupt<'b>(&mut self, error: DecodeError) -> Result<Polled<'b>> {
         match self.suspect {
             Some((position, since)) if position == self.processed => {
                 if since.elapsed() < CORRUPT_GRACE {
@@ -314,12 +282,15 @@ impl RingReceiver {
                 return Ok(Polled::Empty);
             }
         }
-        let why = format!(
-            "ring from node {} at position {}: {why}",
+        let what = format!(
+            "record in the ring from node {} at position {}",
             self.sender, self.processed
         );
-        self.broken = Some(why.clone());
-        Err(Error::RingCorrupt(why))
+        self.broken = Some(format!("{what}: {error}"));
+        Err(Error::Corrupt {
+            what,
+            source: error,
+        })
     }
 
     /// Marks the record at `position` retired, then zeroes and releases
@@ -337,9 +308,7 @@ impl RingReceiver {
         }
         if advanced {
             // Persist how far we got, for a restart.
-            self.inbox
-                .atomic_u64(RETIRED_OFFSET + self.sender as u64 * SLOT_BYTES)
-                .expect("retired slot")
+            inbox_word(&self.inbox, retired_offset(self.sender))
                 .store(self.retired, Ordering::Release);
         }
     }
@@ -377,10 +346,7 @@ impl RingReceiver {
         self.published = self.processed;
         self.suspect = None;
         self.broken = None;
-        self.inbox
-            .atomic_u64(RETIRED_OFFSET + self.sender as u64 * SLOT_BYTES)
-            .expect("retired slot")
-            .store(self.retired, Ordering::Release);
+        inbox_word(&self.inbox, retired_offset(self.sender)).store(self.retired, Ordering::Release);
         self.processed
     }
 
@@ -388,18 +354,14 @@ impl RingReceiver {
     pub fn unpublished_bytes(&self) -> u64 {
         self.retired - self.published
     }
-
-    /// Processed but not yet retired bytes.
-    pub fn unretired_bytes(&self) -> u64 {
-        self.processed - self.retired
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{finish_record, start_record};
-    use crate::record::PayloadReader;
+    use crate::codec::inbox::inbox_bytes;
+    use crate::codec::record::{RecordWriter, TRAILER_BYTES};
+    use crate::txn_id::TxnId;
     use rdma_transport::shm::{ShmConfig, ShmFabric};
     use rdma_transport::{Access, Backing, Fabric, NodeId};
 
@@ -425,6 +387,8 @@ mod tests {
         (dir, fabric, mr)
     }
 
+    /// A TRUNCATE record whose every listed id is `sequence`: a record
+    /// overwritten by another would show another id.
     fn append(
         sender: &mut RingSender,
         inbox: &MemoryRegion,
@@ -433,11 +397,13 @@ mod tests {
         wait: Duration,
     ) -> Result<u64> {
         let mut record = Vec::new();
-        start_record(&mut record, Kind::Truncate, 1, 0, sequence);
-        record.extend_from_slice(&sequence.to_le_bytes());
-        record.resize(record.len() + body_bytes, sequence as u8);
-        let reservation = sender.reserve_within(record.len() + TRAILER_BYTES, wait)?;
-        finish_record(&mut record, reservation.position)?;
+        let id = TxnId::decode(sequence);
+        let mut writer = RecordWriter::new(&mut record, Kind::Truncate, 0, 1, id);
+        for _ in 0..1 + body_bytes / 8 {
+            writer.truncated(id);
+        }
+        let reservation = sender.reserve_within(writer.sealed_len(), wait)?;
+        record::seal(&mut record, reservation.position).unwrap();
         if let Some((offset, word)) = reservation.pad {
             inbox.write(offset, &word.to_le_bytes()).unwrap();
         }
@@ -451,20 +417,18 @@ mod tests {
         let mut buffer = Vec::new();
         match receiver.poll(&mut buffer).unwrap() {
             Polled::Empty => None,
-            Polled::Record { position, .. } => {
-                let record = record::parse(&buffer, position).unwrap();
-                let sequence = PayloadReader::new(record.payload).u64().unwrap();
-                assert_eq!(record.txid, sequence);
+            Polled::Record { position, record } => {
+                let sequence = record.txid.encode();
                 assert!(
-                    record.payload[8..].iter().all(|b| *b == sequence as u8),
+                    record
+                        .truncated()
+                        .unwrap()
+                        .all(|id| id.encode() == sequence),
                     "record {sequence} was overwritten"
                 );
                 receiver.retire(position);
                 if let Some(head) = receiver.take_publishable() {
-                    inbox
-                        .atomic_u64(head_slot(0))
-                        .unwrap()
-                        .store(head, Ordering::Release);
+                    set_published_head(inbox, 0, head);
                 }
                 Some(sequence)
             }
@@ -541,11 +505,13 @@ mod tests {
                 Ok(Polled::Empty) if started.elapsed() < CORRUPT_GRACE * 10 => {
                     std::thread::sleep(Duration::from_millis(10))
                 }
-                other => break other,
+                Ok(Polled::Empty) => break Ok(()),
+                Ok(Polled::Record { .. }) => panic!("the corrupt record was accepted"),
+                Err(error) => break Err(error),
             }
         };
         assert!(
-            matches!(verdict, Err(Error::RingCorrupt(_))),
+            matches!(verdict, Err(Error::Corrupt { .. })),
             "the corrupt record is rejected: {verdict:?}"
         );
         assert!(
@@ -553,9 +519,8 @@ mod tests {
             "a record gets its grace period"
         );
         assert!(receiver.broken().is_some());
-        assert_eq!(
-            receiver.poll(&mut buffer).unwrap(),
-            Polled::Empty,
+        assert!(
+            matches!(receiver.poll(&mut buffer).unwrap(), Polled::Empty),
             "nothing after it is applied"
         );
     }
@@ -566,10 +531,11 @@ mod tests {
         let mut sender = RingSender::new(0, inbox.clone(), 0);
         let mut receiver = RingReceiver::new(0, inbox.clone());
         let mut record = Vec::new();
-        start_record(&mut record, Kind::Truncate, 1, 0, 9);
-        record.extend_from_slice(&9u64.to_le_bytes());
-        let reservation = sender.reserve(record.len() + TRAILER_BYTES).unwrap();
-        finish_record(&mut record, reservation.position).unwrap();
+        let id = TxnId::decode(9);
+        let mut writer = RecordWriter::new(&mut record, Kind::Truncate, 0, 1, id);
+        writer.truncated(id);
+        let reservation = sender.reserve(writer.sealed_len()).unwrap();
+        record::seal(&mut record, reservation.position).unwrap();
         // Everything but the trailer has landed.
         inbox
             .write(
@@ -578,7 +544,7 @@ mod tests {
             )
             .unwrap();
         let mut buffer = Vec::new();
-        assert_eq!(receiver.poll(&mut buffer).unwrap(), Polled::Empty);
+        assert!(matches!(receiver.poll(&mut buffer).unwrap(), Polled::Empty));
         inbox
             .write(
                 reservation.inbox_offset + (record.len() - TRAILER_BYTES) as u64,

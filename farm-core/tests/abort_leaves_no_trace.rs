@@ -21,7 +21,7 @@ fn snapshot(cluster: &Cluster, addr: Addr) -> Vec<(u64, Vec<u8>)> {
     cluster
         .nodes()
         .iter()
-        .filter_map(|node| node.shared().replicas[usize::from(addr.region())].clone())
+        .filter_map(|node| farm_core::testing::replica(node, addr.region()))
         .map(|mr| {
             let header = mr
                 .atomic_u64(u64::from(addr.offset()))
@@ -42,8 +42,8 @@ fn explicit_abort_and_drop_change_nothing() {
     let local = node.run(|txn| txn.alloc(b"mine")).unwrap();
     cluster.quiesce(Duration::from_secs(10)).unwrap();
     let before = (snapshot(&cluster, remote), snapshot(&cluster, local));
-    let free_before = node.shared().stats.lock_records.load(Ordering::Relaxed);
-    let slots_before = node.shared().free_slots(local.region(), 0);
+    let free_before = node.stats().lock_records.load(Ordering::Relaxed);
+    let slots_before = node.free_slots(local.region(), 0);
 
     let mut txn = node.begin().unwrap();
     txn.write(remote, b"changed!").unwrap();
@@ -63,7 +63,7 @@ fn explicit_abort_and_drop_change_nothing() {
         before
     );
     assert_eq!(
-        node.shared().stats.lock_records.load(Ordering::Relaxed),
+        node.stats().lock_records.load(Ordering::Relaxed),
         free_before,
         "an abort before commit sends nothing"
     );
@@ -71,7 +71,7 @@ fn explicit_abort_and_drop_change_nothing() {
     // allocator (last in line: its lock may outlive the abort briefly).
     assert_eq!(fresh.class(), 0);
     assert_eq!(
-        node.shared().free_slots(local.region(), 0),
+        node.free_slots(local.region(), 0),
         slots_before,
         "the aborted allocation's slot was given back"
     );

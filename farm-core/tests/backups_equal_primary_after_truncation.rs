@@ -43,7 +43,7 @@ fn region_bytes_match_after_truncation() {
         cluster.node(1).run(|txn| txn.free(*addr)).unwrap();
     }
     cluster.quiesce(Duration::from_secs(30)).unwrap();
-    let placement = &cluster.node(0).shared().placement;
+    let placement = cluster.node(0).placement();
     for region in 0..placement.regions() as u16 {
         let primary = placement.primary(region);
         let primary_bytes = read_all(&cluster, primary, region);
@@ -79,9 +79,7 @@ fn region_bytes_match_after_truncation() {
 }
 
 fn read_all(cluster: &Cluster, node: usize, region: u16) -> Vec<u8> {
-    let mr = cluster.node(node).shared().replicas[usize::from(region)]
-        .clone()
-        .unwrap();
+    let mr = farm_core::testing::replica(cluster.node(node), region).unwrap();
     let mut bytes = vec![0u8; mr.len() as usize];
     mr.read(0, &mut bytes).unwrap();
     bytes

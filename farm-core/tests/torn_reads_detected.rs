@@ -32,11 +32,11 @@ fn concurrent_writer_never_yields_a_torn_value() {
         let mut accepted = 0u64;
         let node = cluster.node(1);
         let rejected = || {
-            let stats = &node.shared().stats;
+            let stats = &node.stats();
             stats.torn_reads.load(Ordering::Relaxed) + stats.locked_reads.load(Ordering::Relaxed)
         };
         while Instant::now() < deadline
-            && (accepted < 2000 || node.shared().stats.torn_reads.load(Ordering::Relaxed) == 0)
+            && (accepted < 2000 || node.stats().torn_reads.load(Ordering::Relaxed) == 0)
         {
             let mut txn = node.begin().unwrap();
             match txn.read(addr) {
@@ -57,19 +57,13 @@ fn concurrent_writer_never_yields_a_torn_value() {
         eprintln!(
             "accepted {accepted} whole values, rejected {} copies ({} torn)",
             rejected(),
-            node.shared().stats.torn_reads.load(Ordering::Relaxed)
+            node.stats().torn_reads.load(Ordering::Relaxed)
         );
         accepted
     });
     assert!(accepted > 0);
     assert!(
-        cluster
-            .node(1)
-            .shared()
-            .stats
-            .torn_reads
-            .load(Ordering::Relaxed)
-            > 0,
+        cluster.node(1).stats().torn_reads.load(Ordering::Relaxed) > 0,
         "no torn copy was ever seen, so detection was not exercised"
     );
 }

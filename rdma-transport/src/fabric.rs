@@ -9,18 +9,50 @@ use crate::error::Result;
 use crate::mr::{Backing, MemoryRegion};
 use crate::op::{NodeId, Op, RemoteRegion};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which fabric: the one type every layer names it with (cluster files,
+/// reports and command lines spell it `shm` or `verbs`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum FabricKind {
+    /// Shared memory between the nodes of one host (the default).
+    #[default]
     Shm,
+    /// RDMA verbs: NICs and soft-RoCE (cargo feature `verbs`).
     Verbs,
+}
+
+impl FabricKind {
+    pub const ALL: [FabricKind; 2] = [FabricKind::Shm, FabricKind::Verbs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FabricKind::Shm => "shm",
+            FabricKind::Verbs => "verbs",
+        }
+    }
 }
 
 impl std::fmt::Display for FabricKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FabricKind::Shm => "shm",
-            FabricKind::Verbs => "verbs",
-        })
+        f.write_str(self.name())
+    }
+}
+
+/// A fabric name that is neither `shm` nor `verbs`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fabric {0:?}: use \"shm\" or \"verbs\"")]
+pub struct UnknownFabric(pub String);
+
+impl std::str::FromStr for FabricKind {
+    type Err = UnknownFabric;
+
+    fn from_str(name: &str) -> std::result::Result<FabricKind, UnknownFabric> {
+        FabricKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| UnknownFabric(name.to_string()))
     }
 }
 

@@ -31,6 +31,6 @@ pub mod wire;
 
 pub use access::Access;
 pub use error::{CompletionStatus, Error};
-pub use fabric::{Endpoint, Fabric, FabricKind};
+pub use fabric::{Endpoint, Fabric, FabricKind, UnknownFabric};
 pub use mr::{Backing, MemoryRegion};
 pub use op::{LocalSlice, NodeId, Op, RemoteAddr};

@@ -500,12 +500,20 @@ pub struct VerbsFabric {
 
 impl VerbsFabric {
     pub fn open(config: VerbsConfig) -> Result<VerbsFabric> {
-        let device = Device::open(&config)?;
         let listener = TcpListener::bind(config.listen).map_err(|source| Error::Connect {
             node: config.node,
             address: config.listen.to_string(),
             source,
         })?;
+        VerbsFabric::open_with_listener(config, listener)
+    }
+
+    /// [`VerbsFabric::open`] with the handshake listener already bound (a
+    /// launcher that reserved the port and handed the socket down, so that
+    /// no other process can take the port in between); `config.listen` is
+    /// only used in messages.
+    pub fn open_with_listener(config: VerbsConfig, listener: TcpListener) -> Result<VerbsFabric> {
+        let device = Device::open(&config)?;
         let listen_address = listener.local_addr().map_err(|source| Error::Connect {
             node: config.node,
             address: config.listen.to_string(),

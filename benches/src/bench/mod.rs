@@ -7,9 +7,10 @@
 //! thread moves on to a new random transaction (no retry), as FaRM's
 //! benchmarks count. Latency is from begin to the commit's answer.
 
+pub mod command;
 pub mod config;
 pub mod plot;
-pub mod remote;
+pub mod service;
 pub mod site;
 pub mod smallbank;
 pub mod tatp;
@@ -19,7 +20,9 @@ pub mod ycsb;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use farm_core::{AbortReason, Cluster, Node, Outcome, PhaseTimes};
+use farm_core::{AbortCounts, AbortReason, Cluster, FabricKind, Node, Outcome, PhaseTimes};
+
+use self::config::WorkloadName;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -59,24 +62,20 @@ pub struct Attempt {
 }
 
 /// A benchmark workload: populate, run one random transaction, check.
-pub trait Workload: Sync {
-    fn name(&self) -> &'static str;
+pub trait Workload: Send + Sync {
+    fn name(&self) -> WorkloadName;
     /// Transaction type names, in the order `Attempt::kind` indexes them.
     fn types(&self) -> &'static [&'static str];
     /// Runs one random transaction from `node` (no retry).
     fn run_one(&self, node: &Node, rng: &mut Rng) -> farm_core::Result<Attempt>;
     /// What this process's clients did that the check needs to know
-    /// (SmallBank's money in and out); `check` gets every process's.
-    fn tally(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    /// (SmallBank's net money in and out); `check` gets every process's.
+    fn tally(&self) -> i64 {
+        0
     }
     /// Checks the workload's own consistency conditions afterwards, with
     /// transactions from `node` (node 0); the text says what was checked.
-    fn check(
-        &self,
-        node: &Node,
-        tallies: &[serde_json::Value],
-    ) -> farm_core::Result<Result<String, String>>;
+    fn check(&self, node: &Node, tallies: &[i64]) -> farm_core::Result<Result<String, String>>;
 }
 
 #[derive(Clone, Debug)]
@@ -146,8 +145,8 @@ pub struct Phases {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BenchReport {
-    pub workload: String,
-    pub fabric: String,
+    pub workload: WorkloadName,
+    pub fabric: FabricKind,
     pub nodes: usize,
     pub copies: usize,
     pub threads: usize,
@@ -157,7 +156,7 @@ pub struct BenchReport {
     pub throughput_tps: f64,
     pub committed: u64,
     pub aborted: u64,
-    pub aborted_by_reason: std::collections::BTreeMap<String, u64>,
+    pub aborted_by_reason: AbortCounts,
     /// Committed transactions of every type.
     pub latency_us: Latency,
     pub cdf_us: Vec<(f64, f64)>,
@@ -180,7 +179,7 @@ pub struct Measured {
     pub threads: usize,
     committed: Vec<u64>,
     aborted: Vec<u64>,
-    reasons: [u64; 4],
+    reasons: AbortCounts,
     #[serde(with = "histograms_as_counts")]
     histograms: Vec<Histogram<u64>>,
     phases: [u64; 4],
@@ -232,7 +231,7 @@ impl Measured {
             threads,
             committed: vec![0; types],
             aborted: vec![0; types],
-            reasons: [0; 4],
+            reasons: AbortCounts::default(),
             histograms: (0..types).map(|_| histogram()).collect(),
             phases: [0; 4],
             phase_count: 0,
@@ -240,11 +239,17 @@ impl Measured {
     }
 
     /// Adds `other`'s counts (another thread's, another process's).
+    ///
+    /// # Errors
+    /// [`farm_core::Error::Peer`] when `other` is of another workload or
+    /// its histograms do not fit (it came from another process).
     pub fn merge(&mut self, other: &Measured) -> farm_core::Result<()> {
         if other.committed.len() != self.committed.len() {
-            return Err(farm_core::Error::Config(
-                "measurements of different workloads".into(),
-            ));
+            return Err(farm_core::Error::Peer(format!(
+                "measurements of different workloads ({} and {} transaction types)",
+                self.committed.len(),
+                other.committed.len()
+            )));
         }
         self.threads += other.threads;
         for kind in 0..self.committed.len() {
@@ -252,10 +257,10 @@ impl Measured {
             self.aborted[kind] += other.aborted[kind];
             self.histograms[kind]
                 .add(&other.histograms[kind])
-                .map_err(|e| farm_core::Error::Config(format!("histogram: {e}")))?;
+                .map_err(|e| farm_core::Error::Peer(format!("a histogram does not fit: {e}")))?;
         }
+        self.reasons.merge(&other.reasons);
         for i in 0..4 {
-            self.reasons[i] += other.reasons[i];
             self.phases[i] += other.phases[i];
         }
         self.phase_count += other.phase_count;
@@ -280,13 +285,7 @@ impl Measured {
             }
             Outcome::Aborted(reason) => {
                 self.aborted[attempt.kind] += 1;
-                let slot = match reason {
-                    AbortReason::LockConflict => 0,
-                    AbortReason::Validation => 1,
-                    AbortReason::ReadConflict => 2,
-                    AbortReason::Requested => 3,
-                };
-                self.reasons[slot] += 1;
+                self.reasons.add(reason, 1);
             }
         }
     }
@@ -378,8 +377,8 @@ pub fn measure(
 }
 
 /// What a report says about where it ran.
-pub struct RunShape<'a> {
-    pub fabric: &'a str,
+pub struct RunShape {
+    pub fabric: FabricKind,
     pub nodes: usize,
     pub copies: usize,
     pub duration: Duration,
@@ -411,10 +410,9 @@ pub fn report(
     let committed: u64 = measured.committed.iter().sum();
     let aborted: u64 = measured.aborted.iter().sum();
     let mean = |ns: u64| ns as f64 / measured.phase_count.max(1) as f64 / 1000.0;
-    let reasons = measured.reasons;
     BenchReport {
-        workload: workload.name().to_string(),
-        fabric: shape.fabric.to_string(),
+        workload: workload.name(),
+        fabric: shape.fabric,
         nodes: shape.nodes,
         copies: shape.copies,
         threads: measured.threads,
@@ -426,15 +424,7 @@ pub fn report(
         throughput_tps: committed as f64 / duration,
         committed,
         aborted,
-        aborted_by_reason: [
-            ("lock", reasons[0]),
-            ("validate", reasons[1]),
-            ("read", reasons[2]),
-            ("requested", reasons[3]),
-        ]
-        .into_iter()
-        .map(|(name, count)| (name.to_string(), count))
-        .collect(),
+        aborted_by_reason: measured.reasons,
         latency_us: Latency::of(&all),
         cdf_us: cdf(&all),
         types: type_reports,
@@ -458,7 +448,7 @@ pub fn run(
     cluster: &Cluster,
     workload: &dyn Workload,
     options: &RunOptions,
-    fabric: &str,
+    fabric: FabricKind,
     copies: usize,
 ) -> farm_core::Result<BenchReport> {
     let nodes: Vec<&Node> = cluster.nodes().iter().collect();
@@ -506,10 +496,10 @@ impl BenchReport {
             self.throughput_tps,
             self.committed,
             self.aborted,
-            self.aborted_by_reason["lock"],
-            self.aborted_by_reason["validate"],
-            self.aborted_by_reason["read"],
-            self.aborted_by_reason["requested"]
+            self.aborted_by_reason.get(AbortReason::LockConflict),
+            self.aborted_by_reason.get(AbortReason::Validation),
+            self.aborted_by_reason.get(AbortReason::ReadConflict),
+            self.aborted_by_reason.get(AbortReason::Requested)
         );
         let _ = writeln!(
             out,

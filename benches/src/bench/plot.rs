@@ -25,6 +25,53 @@ fn color(index: usize) -> RGBColor {
 }
 
 /// Writes the plot of `reports` (one run, or the runs of a sweep).
+/// `farm plot`: reads the JSON reports of `farm bench --json` (one run, or
+/// a sweep's `{"runs": [...]}`) and draws them into `out`. Runs of several
+/// files are named after their file.
+///
+/// # Errors
+/// Names the file that cannot be read or is no report; the plot's errors.
+pub fn plot_files(files: &[std::path::PathBuf], out: &Path) -> PlotResult {
+    let mut reports: Vec<BenchReport> = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+        let runs = match value.get("runs") {
+            Some(runs) => runs.clone(),
+            None => serde_json::Value::Array(vec![value]),
+        };
+        let mut parsed: Vec<BenchReport> = serde_json::from_value(runs).map_err(|e| {
+            format!(
+                "{} is not a `farm bench --json` report: {e}",
+                path.display()
+            )
+        })?;
+        if files.len() > 1 {
+            // Runs from different files: tell them apart by the file's name.
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for report in &mut parsed {
+                report.label.get_or_insert_with(|| name.clone());
+            }
+        }
+        reports.extend(parsed);
+    }
+    if reports.is_empty() {
+        return Err("the reports hold no runs".into());
+    }
+    write_svg(out, &reports)?;
+    eprintln!("farm plot: {} runs into {}", reports.len(), out.display());
+    Ok(())
+}
+
+/// Draws `reports` into the SVG file `path`.
+///
+/// # Errors
+/// The plotting library's.
 pub fn write_svg(path: &Path, reports: &[BenchReport]) -> PlotResult {
     assert!(!reports.is_empty());
     let sweep = reports.len() > 1;

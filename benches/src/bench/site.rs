@@ -13,18 +13,22 @@
 use farm_core::{Addr, Cluster, HashTable, Node};
 use serde_json::Value;
 
-/// A round across processes: hand in this process's part, get every
+/// Rounds across processes: hand in this process's part, get every
 /// process's part in node order.
-pub type Rounds<'a> = &'a (dyn Fn(&str, Value) -> farm_core::Result<Vec<Value>> + Sync);
+pub trait Rounds: Sync {
+    /// # Errors
+    /// A process failed or went away.
+    fn exchange(&self, round: &str, part: Value) -> farm_core::Result<Vec<Value>>;
+}
 
 pub struct Site<'a> {
     nodes: usize,
     local: Vec<&'a Node>,
-    rounds: Option<Rounds<'a>>,
+    rounds: Option<&'a dyn Rounds>,
 }
 
 fn malformed(round: &str) -> farm_core::Error {
-    farm_core::Error::Config(format!("malformed part in round {round}"))
+    farm_core::Error::Peer(format!("a process sent a malformed part in round {round}"))
 }
 
 impl<'a> Site<'a> {
@@ -38,7 +42,7 @@ impl<'a> Site<'a> {
     }
 
     /// `node`, one of `nodes` node processes that meet in `rounds`.
-    pub fn process(node: &'a Node, nodes: usize, rounds: Rounds<'a>) -> Site<'a> {
+    pub fn process(node: &'a Node, nodes: usize, rounds: &'a dyn Rounds) -> Site<'a> {
         Site {
             nodes,
             local: vec![node],
@@ -70,7 +74,7 @@ impl<'a> Site<'a> {
     ) -> farm_core::Result<Vec<Value>> {
         match self.rounds {
             None => self.local.iter().map(|node| make(node)).collect(),
-            Some(rounds) => rounds(round, make(self.local[0])?),
+            Some(rounds) => rounds.exchange(round, make(self.local[0])?),
         }
     }
 
@@ -78,7 +82,7 @@ impl<'a> Site<'a> {
     pub fn per_process(&self, round: &str, part: Value) -> farm_core::Result<Vec<Value>> {
         match self.rounds {
             None => Ok(vec![part]),
-            Some(rounds) => rounds(round, part),
+            Some(rounds) => rounds.exchange(round, part),
         }
     }
 

@@ -94,8 +94,8 @@ impl SmallBank {
 }
 
 impl Workload for SmallBank {
-    fn name(&self) -> &'static str {
-        "smallbank"
+    fn name(&self) -> super::config::WorkloadName {
+        super::config::WorkloadName::Smallbank
     }
 
     fn types(&self) -> &'static [&'static str] {
@@ -172,16 +172,12 @@ impl Workload for SmallBank {
         Ok(attempt)
     }
 
-    fn tally(&self) -> serde_json::Value {
-        self.delta.load(Ordering::Relaxed).into()
+    fn tally(&self) -> i64 {
+        self.delta.load(Ordering::Relaxed)
     }
 
     /// `tallies`: every process's net money in and out.
-    fn check(
-        &self,
-        node: &Node,
-        tallies: &[serde_json::Value],
-    ) -> farm_core::Result<Result<String, String>> {
+    fn check(&self, node: &Node, tallies: &[i64]) -> farm_core::Result<Result<String, String>> {
         let mut total = 0i64;
         for account in 0..self.accounts {
             total += node.run(|txn| {
@@ -190,12 +186,7 @@ impl Workload for SmallBank {
                 )
             })?;
         }
-        let mut delta = 0;
-        for tally in tallies {
-            delta += tally.as_i64().ok_or_else(|| {
-                farm_core::Error::Config(format!("malformed SmallBank tally {tally}"))
-            })?;
-        }
+        let delta: i64 = tallies.iter().sum();
         let expected = self.initial_total + delta;
         Ok(if total == expected {
             Ok(format!("total balance {total} = initial {} + committed deposits, savings transactions and checks", self.initial_total))

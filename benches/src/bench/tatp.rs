@@ -179,8 +179,8 @@ fn requested() -> TxnError {
 }
 
 impl Workload for Tatp {
-    fn name(&self) -> &'static str {
-        "tatp"
+    fn name(&self) -> super::config::WorkloadName {
+        super::config::WorkloadName::Tatp
     }
 
     fn types(&self) -> &'static [&'static str] {
@@ -290,11 +290,7 @@ impl Workload for Tatp {
         finish(kind, txn, body)
     }
 
-    fn check(
-        &self,
-        node: &Node,
-        _: &[serde_json::Value],
-    ) -> farm_core::Result<Result<String, String>> {
+    fn check(&self, node: &Node, _: &[i64]) -> farm_core::Result<Result<String, String>> {
         let mut forwards = 0;
         let mut access = 0;
         for s_id in 1..=self.subscribers {

@@ -332,8 +332,8 @@ impl Tpcc {
 }
 
 impl Workload for Tpcc {
-    fn name(&self) -> &'static str {
-        "tpcc"
+    fn name(&self) -> super::config::WorkloadName {
+        super::config::WorkloadName::Tpcc
     }
 
     fn types(&self) -> &'static [&'static str] {
@@ -353,11 +353,7 @@ impl Workload for Tpcc {
         finish(kind, txn, body)
     }
 
-    fn check(
-        &self,
-        node: &Node,
-        _: &[serde_json::Value],
-    ) -> farm_core::Result<Result<String, String>> {
+    fn check(&self, node: &Node, _: &[i64]) -> farm_core::Result<Result<String, String>> {
         let mut orders = 0;
         for w in 1..=self.warehouses {
             let w_ytd = node.run(|txn| get(&self.warehouse, txn, w))?[1];

@@ -25,10 +25,36 @@ pub enum Mix {
     F,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// YCSB's key distribution; requests and command lines spell it
+/// `zipfian` or `uniform`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Distribution {
     Zipfian,
     Uniform,
+}
+
+impl std::str::FromStr for Distribution {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Distribution, String> {
+        match name {
+            "zipfian" => Ok(Distribution::Zipfian),
+            "uniform" => Ok(Distribution::Uniform),
+            other => Err(format!(
+                "unknown distribution {other:?}: zipfian or uniform"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Distribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Distribution::Zipfian => "zipfian",
+            Distribution::Uniform => "uniform",
+        })
+    }
 }
 
 /// YCSB's zipfian generator (Gray et al., "Quickly generating
@@ -96,7 +122,7 @@ fn parse(value: &[u8]) -> Option<(u64, u64)> {
 }
 
 pub struct Ycsb {
-    name: &'static str,
+    name: super::config::WorkloadName,
     mix: Mix,
     table: HashTable,
     records: u64,
@@ -126,10 +152,10 @@ impl Ycsb {
         site.barrier("ycsb-loaded")?;
         Ok(Ycsb {
             name: match mix {
-                Mix::A => "ycsb-a",
-                Mix::B => "ycsb-b",
-                Mix::C => "ycsb-c",
-                Mix::F => "ycsb-f",
+                Mix::A => super::config::WorkloadName::YcsbA,
+                Mix::B => super::config::WorkloadName::YcsbB,
+                Mix::C => super::config::WorkloadName::YcsbC,
+                Mix::F => super::config::WorkloadName::YcsbF,
             },
             mix,
             table,
@@ -150,7 +176,7 @@ impl Ycsb {
 const TYPES: &[&str] = &["read", "update", "read-modify-write"];
 
 impl Workload for Ycsb {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> super::config::WorkloadName {
         self.name
     }
 
@@ -182,11 +208,7 @@ impl Workload for Ycsb {
         finish(kind, txn, body)
     }
 
-    fn check(
-        &self,
-        node: &Node,
-        _: &[serde_json::Value],
-    ) -> farm_core::Result<Result<String, String>> {
+    fn check(&self, node: &Node, _: &[i64]) -> farm_core::Result<Result<String, String>> {
         let mut updates = 0;
         for key in 0..self.records {
             let value = node.run(|txn| self.table.get(txn, key))?;

@@ -278,8 +278,26 @@ impl Options {
     }
 }
 
+/// `farm rdma-bench`: runs the benchmark, prints the table on the client's
+/// side and writes it as JSON to `json` when given.
+///
+/// # Errors
+/// As [`run`]; [`Error::WriteReport`] when the JSON cannot be written.
+pub fn main(options: &Options, json: Option<&std::path::Path>) -> Result<()> {
+    if let Some(report) = run(options)? {
+        print!("{}", report.table());
+        if let Some(path) = json {
+            report.write_json(path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the benchmark. Returns the report on the client's side (loopback
 /// or [`Mode::Client`]), `None` on a server.
+///
+/// # Errors
+/// [`Error::InvalidOptions`]; the fabric's errors, each naming the step.
 pub fn run(options: &Options) -> Result<Option<Report>> {
     options.validate()?;
     let loopback_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -443,7 +461,7 @@ fn measure(options: &Options, mut client: Client, mode: &str) -> Result<Report> 
     client.request(Request::Done)?;
     let device = client.node().device().to_string();
     Ok(Report {
-        fabric: options.fabric.to_string(),
+        fabric: options.fabric,
         device,
         host: host_name(),
         nproc: std::thread::available_parallelism().map_or(1, |count| count.get()),

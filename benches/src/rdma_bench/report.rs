@@ -113,7 +113,7 @@ pub struct Row {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub fabric: String,
+    pub fabric: rdma_transport::FabricKind,
     pub device: String,
     pub host: String,
     pub nproc: usize,

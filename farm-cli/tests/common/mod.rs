@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use farm_core::cluster_file::{ClusterFile, NodeEntry};
+use farm_cluster::{ClusterFile, NodeEntry};
+use farm_core::FabricKind;
 
 pub fn free_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -15,7 +16,7 @@ pub fn free_port() -> std::net::SocketAddr {
 /// DIR/data, three copies.
 pub fn cluster_file(dir: &Path, nodes: usize, region_bytes: u64) -> (PathBuf, ClusterFile) {
     let file = ClusterFile {
-        fabric: "shm".into(),
+        fabric: FabricKind::Shm,
         data_dir: dir.join("data"),
         copies: 3,
         regions_per_node: 1,

@@ -1,7 +1,8 @@
-//! The cluster file (TOML) that `farm node` processes share.
+//! The cluster file (TOML) that `farm node` processes and their drivers
+//! share.
 //!
 //! ```toml
-//! fabric = "shm"            # or "verbs"
+//! fabric = "shm"             # or "verbs"
 //! data_dir = "/var/lib/farm" # node i keeps its files in data_dir/node-i
 //! copies = 3
 //! regions_per_node = 1
@@ -12,22 +13,22 @@
 //!
 //! [[node]]
 //! id = 0
-//! bootstrap = "10.0.0.1:7600"  # TCP: start-up exchange through node 0
+//! bootstrap = "10.0.0.1:7600"  # TCP: start-up rounds through node 0, drivers
 //! verbs = "10.0.0.1:7700"      # verbs handshakes (verbs only)
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use farm_core::{ClusterConfig, FabricKind, Faults, VerbsDevice};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ClusterConfig, FabricChoice, Faults};
 use crate::error::{Error, Result};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
-    pub fabric: String,
+    pub fabric: FabricKind,
     pub data_dir: PathBuf,
     #[serde(default = "default_copies")]
     pub copies: usize,
@@ -43,7 +44,7 @@ pub struct ClusterFile {
     pub nodes: Vec<NodeEntry>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeEntry {
     pub id: usize,
@@ -63,14 +64,29 @@ fn default_region_bytes() -> u64 {
 }
 
 impl ClusterFile {
+    /// Reads and checks the cluster file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::File`] when it cannot be read; [`Error::ClusterFile`]
+    /// naming the field when it does not parse or is inconsistent.
     pub fn load(path: &Path) -> Result<ClusterFile> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::File {
             what: "read the cluster file",
             path: path.to_path_buf(),
             source,
         })?;
-        let file: ClusterFile = toml::from_str(&text)
-            .map_err(|error| Error::Config(format!("{}: {error}", path.display())))?;
+        ClusterFile::parse(&text).map_err(|why| Error::ClusterFile {
+            path: path.to_path_buf(),
+            why,
+        })
+    }
+
+    /// Parses and checks a cluster file's text.
+    ///
+    /// # Errors
+    /// What is wrong with it, in words.
+    pub fn parse(text: &str) -> std::result::Result<ClusterFile, String> {
+        let file: ClusterFile = toml::from_str(text).map_err(|error| error.to_string())?;
         file.check()?;
         Ok(file)
     }
@@ -79,34 +95,52 @@ impl ClusterFile {
         toml::to_string(self).expect("a cluster file serializes")
     }
 
-    /// Checks what serde cannot: ids 0..n each once, verbs addresses when
-    /// the fabric is verbs, and the engine's own limits.
-    pub fn check(&self) -> Result<()> {
-        for (index, node) in self.nodes.iter().enumerate() {
-            if node.id != index {
-                return Err(Error::Config(format!(
-                    "nodes must be listed with ids 0, 1, 2, … in order; entry {index} has id {}",
-                    node.id
-                )));
-            }
-            if self.fabric == "verbs" && node.verbs.is_none() {
-                return Err(Error::Config(format!(
-                    "node {} needs a `verbs` address for the verbs fabric",
-                    node.id
-                )));
-            }
-        }
-        match self.fabric.as_str() {
-            "shm" | "verbs" => {}
-            other => {
-                return Err(Error::Config(format!(
-                    "unknown fabric {other:?}: use \"shm\" or \"verbs\""
-                )))
-            }
-        }
-        self.engine_config(Faults::default()).validate()
+    /// Writes the file to `path`.
+    ///
+    /// # Errors
+    /// [`Error::File`].
+    pub fn write(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_toml()).map_err(|source| Error::File {
+            what: "write the cluster file",
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
+    /// Checks what serde cannot: ids 0..n each once, verbs addresses when
+    /// the fabric is verbs, and the engine's own limits.
+    ///
+    /// # Errors
+    /// What is wrong, in words.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            if node.id != index {
+                return Err(format!(
+                    "nodes must be listed with ids 0, 1, 2, … in order; entry {index} has id {}",
+                    node.id
+                ));
+            }
+            if self.fabric == FabricKind::Verbs && node.verbs.is_none() {
+                return Err(format!(
+                    "node {} needs a `verbs` address for the verbs fabric",
+                    node.id
+                ));
+            }
+        }
+        self.engine_config(Faults::default())
+            .validate()
+            .map_err(|error| error.to_string())
+    }
+
+    /// The verbs device the nodes use.
+    pub fn verbs(&self) -> VerbsDevice {
+        VerbsDevice {
+            device: self.device.clone(),
+            gid_index: self.gid_index,
+        }
+    }
+
+    /// The engine's configuration of this cluster.
     pub fn engine_config(&self, faults: Faults) -> ClusterConfig {
         ClusterConfig {
             nodes: self.nodes.len(),
@@ -114,14 +148,8 @@ impl ClusterFile {
             regions_per_node: self.regions_per_node,
             region_bytes: self.region_bytes,
             data_dir: Some(self.data_dir.clone()),
-            fabric: if self.fabric == "verbs" {
-                FabricChoice::Verbs {
-                    device: self.device.clone(),
-                    gid_index: self.gid_index,
-                }
-            } else {
-                FabricChoice::Shm
-            },
+            fabric: self.fabric,
+            verbs: self.verbs(),
             faults,
         }
     }
@@ -130,12 +158,6 @@ impl ClusterFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(text: &str) -> Result<ClusterFile> {
-        let file: ClusterFile = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        file.check()?;
-        Ok(file)
-    }
 
     #[test]
     fn good_file_round_trips() {
@@ -152,27 +174,29 @@ mod tests {
             id = 2
             bootstrap = "127.0.0.1:7602"
         "#;
-        let file = parse(text).unwrap();
+        let file = ClusterFile::parse(text).unwrap();
         assert_eq!(
             (file.nodes.len(), file.copies, file.region_bytes),
             (3, 3, 16 << 20)
         );
-        let again = parse(&file.to_toml()).unwrap();
-        assert_eq!(again.nodes[2].bootstrap, file.nodes[2].bootstrap);
+        let again = ClusterFile::parse(&file.to_toml()).unwrap();
+        assert_eq!(again, file);
     }
 
     #[test]
     fn malformed_files_get_clear_errors() {
         let cases = [
             ("fabric = \"shm\"\ndata_dir = \"/x\"\nnode = []\ncolour = 1", "unknown field"),
-            ("fabric = \"ib\"\ndata_dir = \"/x\"\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "unknown fabric"),
+            ("fabric = \"ib\"\ndata_dir = \"/x\"\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "unknown variant"),
+            // Regression: a misspelt fabric used to mean shm, silently.
+            ("fabric = \"shmm\"\ndata_dir = \"/x\"\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "expected `shm` or `verbs`"),
             ("fabric = \"shm\"\ndata_dir = \"/x\"\n[[node]]\nid = 1\nbootstrap = \"127.0.0.1:1\"", "in order"),
             ("fabric = \"verbs\"\ndata_dir = \"/x\"\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "needs a `verbs`"),
             ("fabric = \"shm\"\ndata_dir = \"/x\"\n[[node]]\nid = 0\nbootstrap = \"nowhere\"", "socket address"),
             ("fabric = \"shm\"\ndata_dir = \"/x\"\ncopies = 3\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "copies"),
         ];
         for (text, expected) in cases {
-            let error = parse(text).unwrap_err().to_string();
+            let error = ClusterFile::parse(text).unwrap_err();
             assert!(
                 error.contains(expected),
                 "{text:?} gave {error:?}, expected it to mention {expected:?}"

@@ -1,0 +1,310 @@
+//! `farm bench` as one call: run a workload on an in-process cluster, on
+//! node processes this command starts (`--processes`), or on the node
+//! processes of a cluster file (`--cluster`); print a table per run, a
+//! sweep summary, the JSON report and the plot; fail when a consistency
+//! check does.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use farm_cluster::driver::{Driver, Event};
+use farm_cluster::launcher::LocalCluster;
+use farm_cluster::ClusterFile;
+use farm_core::{Cluster, ClusterConfig, FabricKind, VerbsDevice};
+
+use super::config::{load_with, LoadOptions, WorkloadName};
+use super::service::BenchRequest;
+use super::site::Site;
+use super::ycsb::Distribution;
+use super::{progress_bar, BenchReport, RunOptions};
+use crate::error::{Error, Result};
+
+/// Where the nodes run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every node in this process (the default).
+    InProcess,
+    /// One `farm node` process per node on this host, started from
+    /// `program` and stopped afterwards.
+    Processes { program: PathBuf },
+    /// The `farm node` processes of a cluster file, started by someone
+    /// else; `stop_nodes` asks them to exit afterwards.
+    Cluster { file: PathBuf, stop_nodes: bool },
+}
+
+/// Everything `farm bench` takes.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub workload: WorkloadName,
+    /// Node counts to sweep (in process and `--processes`).
+    pub nodes: Vec<usize>,
+    /// Client threads per node to sweep.
+    pub threads: Vec<usize>,
+    pub copies: usize,
+    pub scale: f64,
+    pub warehouses_per_node: usize,
+    pub distribution: Distribution,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub fabric: FabricKind,
+    pub verbs: VerbsDevice,
+    pub target: Target,
+    pub region_bytes: u64,
+    pub json: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Runs `farm bench` as `options` say; returns the reports it printed.
+///
+/// # Errors
+/// [`Error::InvalidOptions`], the engine's and the cluster's errors,
+/// [`Error::Consistency`] when a run's consistency check failed (after the
+/// reports were printed and written).
+pub fn run(options: &BenchOptions) -> Result<Vec<BenchReport>> {
+    let mut reports = Vec::new();
+    match &options.target {
+        Target::Cluster { file, stop_nodes } => {
+            let cluster = ClusterFile::load(file)?;
+            if !options.nodes.is_empty() && options.nodes != [cluster.nodes.len()] {
+                return Err(Error::InvalidOptions(format!(
+                    "{} has {} nodes; --nodes cannot change that",
+                    file.display(),
+                    cluster.nodes.len()
+                )));
+            }
+            let driver = driver(cluster.nodes[0].bootstrap, Duration::from_secs(20), options);
+            let result = drive(options, &driver, &cluster);
+            if *stop_nodes {
+                let stopped = driver.stop();
+                if result.is_ok() {
+                    stopped?;
+                }
+            }
+            reports = result?;
+        }
+        Target::Processes { program } => {
+            for &nodes in &node_counts(options) {
+                reports.extend(run_processes(options, program, nodes)?);
+            }
+        }
+        Target::InProcess => {
+            for &nodes in &node_counts(options) {
+                reports.extend(run_in_process(options, nodes)?);
+            }
+        }
+    }
+    if reports.len() > 1 {
+        println!(
+            "{:<8} {:>8} {:>14} {:>10} {:>10}",
+            "nodes", "threads", "throughput", "p50[us]", "p99[us]"
+        );
+        for r in &reports {
+            println!(
+                "{:<8} {:>8} {:>14.0} {:>10.1} {:>10.1}",
+                r.nodes, r.threads, r.throughput_tps, r.latency_us.p50, r.latency_us.p99
+            );
+        }
+    }
+    if let Some(path) = &options.json {
+        write_json(path, &reports)?;
+    }
+    if let Some(path) = &options.plot {
+        super::plot::write_svg(path, &reports).map_err(|error| Error::Plot {
+            path: path.clone(),
+            error: error.to_string(),
+        })?;
+        eprintln!("farm bench: wrote {}", path.display());
+    }
+    if let Some(violated) = reports.iter().find(|r| !r.consistency.starts_with("ok")) {
+        return Err(Error::Consistency(violated.consistency.clone()));
+    }
+    Ok(reports)
+}
+
+fn node_counts(options: &BenchOptions) -> Vec<usize> {
+    if options.nodes.is_empty() {
+        vec![3]
+    } else {
+        options.nodes.clone()
+    }
+}
+
+/// Writes one report as JSON, or a sweep as `{"runs": [...]}`.
+fn write_json(path: &Path, reports: &[BenchReport]) -> Result<()> {
+    let json = if reports.len() == 1 {
+        serde_json::to_string_pretty(&reports[0])
+    } else {
+        serde_json::to_string_pretty(&serde_json::json!({ "runs": reports }))
+    }
+    .expect("reports serialize");
+    std::fs::write(path, json + "\n").map_err(|source| Error::WriteReport {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn request(options: &BenchOptions) -> BenchRequest {
+    BenchRequest {
+        workload: options.workload,
+        scale: options.scale,
+        distribution: options.distribution,
+        threads: options.threads.clone(),
+        warmup_s: options.warmup.as_secs_f64(),
+        duration_s: options.duration.as_secs_f64(),
+        warehouses_per_node: options.warehouses_per_node,
+    }
+}
+
+fn driver(address: std::net::SocketAddr, wait: Duration, options: &BenchOptions) -> Driver {
+    let request = request(options);
+    // Loading a large population can take minutes; a dead node closes the
+    // connection long before this.
+    let runs = request.threads.len() as u64;
+    Driver {
+        address,
+        wait,
+        answer_within: Duration::from_secs(
+            1800 + (request.warmup_s + request.duration_s) as u64 * runs,
+        ),
+    }
+}
+
+/// Sends the run to the cluster's node 0 and prints what comes back.
+fn drive(
+    options: &BenchOptions,
+    driver: &Driver,
+    cluster: &ClusterFile,
+) -> Result<Vec<BenchReport>> {
+    let request = request(options);
+    request.check().map_err(Error::InvalidOptions)?;
+    if !options.quiet {
+        eprintln!(
+            "farm bench: driving {} node processes ({} fabric) through node 0 at {}",
+            cluster.nodes.len(),
+            cluster.fabric,
+            driver.address
+        );
+    }
+    let mut bar = false;
+    let quiet = options.quiet;
+    let mut on_event = |event: &Event| {
+        if quiet {
+            return;
+        }
+        match event {
+            Event::Status(text) => {
+                if bar {
+                    eprintln!();
+                    bar = false;
+                }
+                eprintln!("farm bench: {text}");
+            }
+            Event::Progress(progress) => {
+                progress_bar(
+                    progress.done,
+                    progress.total,
+                    &format!("node 0: {:>9.0} tx/s", progress.rate),
+                );
+                bar = true;
+            }
+        }
+    };
+    let result = driver.run::<_, BenchReport>("bench", &request, &mut on_event);
+    if bar {
+        eprintln!();
+    }
+    let reports = result?;
+    for report in &reports {
+        println!("{}\n", report.table());
+    }
+    Ok(reports)
+}
+
+/// `--processes`: starts `nodes` node processes on this host, drives them,
+/// stops them.
+fn run_processes(options: &BenchOptions, program: &Path, nodes: usize) -> Result<Vec<BenchReport>> {
+    let dir = tempfile::Builder::new()
+        .prefix("farm-bench-")
+        .tempdir()
+        .map_err(|source| Error::WriteReport {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let launched = LocalCluster {
+        nodes,
+        fabric: options.fabric,
+        copies: options.copies.min(nodes),
+        region_bytes: options.region_bytes,
+        verbs: options.verbs.clone(),
+    }
+    .launch(dir.path(), program, &|_| vec!["--quiet".into()])?;
+    // The nodes start (and, over verbs, connect) before node 0 answers.
+    let driver = driver(
+        launched.node0(),
+        farm_cluster::bootstrap::BOOTSTRAP_TIMEOUT,
+        options,
+    );
+    let reports = drive(options, &driver, launched.file())?;
+    driver.stop()?;
+    // They finish (drain their rings, meet once more) and exit; the rest
+    // are killed when `launched` goes.
+    launched.wait(Duration::from_secs(30))?;
+    Ok(reports)
+}
+
+/// One in-process cluster of `nodes` nodes per thread count of the sweep.
+fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchReport>> {
+    let mut reports = Vec::new();
+    for &threads in &options.threads {
+        let copies = options.copies.min(nodes);
+        let cluster = Cluster::start(ClusterConfig {
+            nodes,
+            copies,
+            region_bytes: options.region_bytes,
+            fabric: options.fabric,
+            verbs: options.verbs.clone(),
+            ..ClusterConfig::default()
+        })?;
+        let loading = Instant::now();
+        if !options.quiet {
+            eprintln!(
+                "farm bench: loading {} (scale {}) on {nodes} nodes, {copies} copies …",
+                options.workload, options.scale
+            );
+        }
+        let workload = load_with(
+            &Site::cluster(&cluster),
+            options.workload,
+            &LoadOptions {
+                scale: options.scale,
+                distribution: options.distribution,
+                warehouses_per_node: options.warehouses_per_node,
+            },
+        )?;
+        if !options.quiet {
+            eprintln!(
+                "farm bench: loaded in {:.1} s; warm-up {} s, then {} s with {} threads per node",
+                loading.elapsed().as_secs_f64(),
+                options.warmup.as_secs_f64(),
+                options.duration.as_secs_f64(),
+                threads
+            );
+        }
+        let report = super::run(
+            &cluster,
+            workload.as_ref(),
+            &RunOptions {
+                threads_per_node: threads,
+                warmup: options.warmup,
+                duration: options.duration,
+                progress: !options.quiet,
+            },
+            options.fabric,
+            copies,
+        )?;
+        println!("{}\n", report.table());
+        reports.push(report);
+    }
+    Ok(reports)
+}

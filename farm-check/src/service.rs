@@ -1,0 +1,130 @@
+//! `farm check` on node processes: the `check` service that `farm node`
+//! serves. Each node allocates the objects it owns, the addresses meet in
+//! a round, every node runs its share of the transactions from its own
+//! client threads and records them, and the histories gather at node 0,
+//! which hands the merged history to the driver; the driver checks it.
+
+use farm_cluster::{Progress, Service, ServiceSite};
+use farm_core::{AbortCounts, Addr, Fault, Faults};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::history::{self, Recorder};
+use crate::workload::{self, WorkloadOptions};
+
+/// What a driver asks the nodes to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The workload; `txns` counts the whole cluster's transactions,
+    /// `threads` each node's client threads.
+    pub workload: WorkloadOptions,
+    /// A protocol fault every node injects, to see the checker fail.
+    pub fault: Option<Fault>,
+}
+
+impl CheckRequest {
+    /// # Errors
+    /// The first field out of range, in words.
+    pub fn check(&self) -> Result<(), String> {
+        let w = &self.workload;
+        if w.txns == 0 {
+            return Err("txns: at least 1".into());
+        }
+        if !(1..=64).contains(&w.threads) {
+            return Err("threads per node: 1 to 64".into());
+        }
+        if w.registers + w.lists == 0 || w.registers + w.lists > 1 << 20 {
+            return Err("registers + lists: 1 to 2^20".into());
+        }
+        if !(1..=64).contains(&w.ops_max) {
+            return Err("operations per transaction: 1 to 64".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the nodes hand the driver: every transaction they ran, and their
+/// aborts by reason.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckOutput {
+    pub txns: Vec<history::Txn>,
+    pub aborted: AbortCounts,
+}
+
+/// The `check` service of a node process.
+#[derive(Default)]
+pub struct CheckService;
+
+impl Service for CheckService {
+    fn name(&self) -> &'static str {
+        "check"
+    }
+
+    fn check(&self, request: &Value) -> Result<(), String> {
+        let request: CheckRequest = serde_json::from_value(request.clone())
+            .map_err(|e| format!("not a check request: {e}"))?;
+        request.check()
+    }
+
+    fn run(&self, site: &ServiceSite<'_>, request: &Value) -> farm_cluster::Result<()> {
+        let request: CheckRequest =
+            farm_cluster::protocol::decode_value(request.clone(), "node 0", "check request")?;
+        let (id, nodes) = (site.id(), site.nodes());
+        let node = site.node();
+        node.set_faults(Faults::from(request.fault));
+        let total = request.workload.txns;
+        let share = total / nodes as u64 + u64::from((id as u64) < total % nodes as u64);
+        let options = WorkloadOptions {
+            txns: share,
+            progress: id == 0,
+            ..request.workload.clone()
+        };
+        // Each node allocates the keys it owns; everyone learns every
+        // address.
+        let owned: Vec<(u64, u64)> = workload::allocate_keys(node, nodes, &options)?
+            .into_iter()
+            .map(|(key, addr)| (key as u64, addr.0))
+            .collect();
+        let mut keyed: Vec<(u64, u64)> = site.exchange("check-keys", &owned)?.concat();
+        keyed.sort_unstable();
+        let addrs: Vec<Addr> = keyed.into_iter().map(|(_, addr)| Addr(addr)).collect();
+        // Allocations installed everywhere before any client starts.
+        site.drain()?;
+        site.barrier("check-installed")?;
+        let recorder = Recorder::for_process(id as u32 * 1000);
+        let result = workload::run_clients_with_progress(
+            &[node],
+            &addrs,
+            &options,
+            &recorder,
+            &|done, rate| {
+                site.progress(Progress {
+                    run: 0,
+                    done: done as f64,
+                    total: share as f64,
+                    unit: "txns".into(),
+                    rate,
+                })
+            },
+        );
+        node.set_faults(Faults::default());
+        let (_, aborted) = result?;
+        let part = CheckOutput {
+            txns: recorder.history().txns().to_vec(),
+            aborted,
+        };
+        if let Some(parts) = site.gather("check-history", &part)? {
+            let mut all = CheckOutput::default();
+            for part in parts {
+                all.txns.extend(part.txns);
+                all.aborted.merge(&part.aborted);
+            }
+            site.output(&all);
+        }
+        // Everything a node wrote is installed before the next request.
+        site.drain()?;
+        site.barrier("check-done")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,375 @@
+//! Rounds between node processes, over TCP through node 0: every node
+//! sends its part of a round (its remote keys, say), node 0 answers
+//! everyone with all the parts once it has them. A round is also a
+//! barrier. The messages are [`crate::protocol`]'s; every wait is bounded
+//! during start-up.
+
+use std::io::BufReader;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::protocol::{
+    decode_value, encode_value, read_message, write_message, FromNode0, Opening, ToDriver, ToNode0,
+    PROTOCOL_VERSION,
+};
+
+/// How long a node waits for the others to show up or answer.
+pub const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Bootstrap {
+    id: usize,
+    nodes: usize,
+    /// Node 0: a connection to every other node, by id (None for itself).
+    peers: Vec<Option<BufReader<TcpStream>>>,
+    /// Other nodes: the connection to node 0.
+    coordinator: Option<BufReader<TcpStream>>,
+    /// Node 0: the listener stays open for drivers (`farm bench --cluster`).
+    listener: Option<TcpListener>,
+}
+
+fn node_name(node: usize) -> String {
+    format!("node {node}")
+}
+
+impl Bootstrap {
+    /// Joins the cluster: node 0 listens on `listener` and waits for the
+    /// others; the others connect to node 0 at `addresses[0]` (retrying
+    /// until it is up).
+    ///
+    /// # Errors
+    /// [`Error::Peer`] when the others do not join within
+    /// [`BOOTSTRAP_TIMEOUT`] or node 0 cannot be reached; [`Error::Version`]
+    /// when node 0 speaks another protocol.
+    pub fn join(
+        id: usize,
+        addresses: &[SocketAddr],
+        listener: Option<TcpListener>,
+    ) -> Result<Bootstrap> {
+        let nodes = addresses.len();
+        let deadline = Instant::now() + BOOTSTRAP_TIMEOUT;
+        if id == 0 {
+            let listener = match listener {
+                Some(listener) => listener,
+                None => {
+                    TcpListener::bind(addresses[0]).map_err(|e| Error::peer(addresses[0], e))?
+                }
+            };
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| Error::peer("listener", e))?;
+            let mut peers: Vec<Option<BufReader<TcpStream>>> = (0..nodes).map(|_| None).collect();
+            let mut joined = 1;
+            while joined < nodes {
+                match listener.accept() {
+                    Ok((stream, from)) => {
+                        if let Some((peer, reader)) = Self::admit(stream, from, nodes, &peers)? {
+                            peers[peer] = Some(reader);
+                            joined += 1;
+                        }
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Instant::now() > deadline {
+                            return Err(Error::peer(
+                                "node 0",
+                                format!("only {joined} of {nodes} nodes joined in time"),
+                            ));
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(error) => return Err(Error::peer("listener", error)),
+                }
+            }
+            return Ok(Bootstrap {
+                id,
+                nodes,
+                peers,
+                coordinator: None,
+                listener: Some(listener),
+            });
+        }
+        let target = addresses[0];
+        let mut stream = loop {
+            match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+                Ok(stream) => break stream,
+                Err(error) => {
+                    if Instant::now() > deadline {
+                        return Err(Error::peer(format!("node 0 at {target}"), error));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        stream
+            .set_read_timeout(Some(BOOTSTRAP_TIMEOUT))
+            .map_err(|e| Error::peer("node 0", e))?;
+        write_message(
+            &mut stream,
+            &Opening::Join {
+                protocol: PROTOCOL_VERSION,
+                node: id,
+            },
+            "node 0",
+        )?;
+        Ok(Bootstrap {
+            id,
+            nodes,
+            peers: Vec::new(),
+            coordinator: Some(BufReader::new(stream)),
+            listener: None,
+        })
+    }
+
+    /// Node 0, starting: reads a new connection's first line. A node that
+    /// joins is admitted; anything else (a driver too early, another
+    /// version, garbage, a node twice) gets an answer and is dropped.
+    fn admit(
+        stream: TcpStream,
+        from: SocketAddr,
+        nodes: usize,
+        peers: &[Option<BufReader<TcpStream>>],
+    ) -> Result<Option<(usize, BufReader<TcpStream>)>> {
+        let peer = from.to_string();
+        stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_read_timeout(Some(Duration::from_secs(10))))
+            .map_err(|e| Error::peer(&peer, e))?;
+        let mut reader = BufReader::new(stream);
+        let opening = read_message::<Opening>(&mut reader, &peer);
+        let refusal = match opening {
+            Ok(Opening::Join { protocol, node }) if protocol != PROTOCOL_VERSION => {
+                Err(FromNode0::Refused {
+                    error: format!(
+                        "node {node} speaks protocol version {protocol}, node 0 speaks {PROTOCOL_VERSION}"
+                    ),
+                })
+            }
+            Ok(Opening::Join { node, .. }) if node > 0 && node < nodes && peers[node].is_none() => {
+                reader
+                    .get_ref()
+                    .set_read_timeout(Some(BOOTSTRAP_TIMEOUT))
+                    .map_err(|e| Error::peer(&peer, e))?;
+                return Ok(Some((node, reader)));
+            }
+            Ok(Opening::Join { node, .. }) => Err(FromNode0::Refused {
+                error: format!("node {node} is not a node of this cluster, or joined already"),
+            }),
+            // A driver too early: it tries again.
+            Ok(_) => Ok(ToDriver::Starting),
+            Err(error) => Ok(ToDriver::Error {
+                error: error.to_string(),
+            }),
+        };
+        eprintln!("farm node 0: turned away {peer} while starting: {refusal:?}");
+        let _ = match &refusal {
+            Ok(to_driver) => write_message(reader.get_mut(), to_driver, &peer),
+            Err(to_node) => write_message(reader.get_mut(), to_node, &peer),
+        };
+        Ok(None)
+    }
+
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// How long a round may wait for the other nodes: [`BOOTSTRAP_TIMEOUT`]
+    /// during start-up; `None` (for ever) while nodes wait for a driver's
+    /// next command. A node process that dies still ends the wait: its
+    /// connection closes.
+    ///
+    /// # Errors
+    /// [`Error::Peer`] when a socket refuses the setting.
+    pub fn set_wait(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let streams = self.peers.iter().flatten().chain(self.coordinator.iter());
+        for stream in streams {
+            stream
+                .get_ref()
+                .set_read_timeout(timeout)
+                .map_err(|e| Error::peer("bootstrap", e))?;
+        }
+        Ok(())
+    }
+
+    /// A node other than 0 that gives up tells node 0 why, instead of a
+    /// part: node 0's round then fails with the reason. Best effort.
+    pub fn report_failure(&mut self, error: &str) {
+        if let Some(coordinator) = &mut self.coordinator {
+            let _ = write_message(
+                coordinator.get_mut(),
+                &ToNode0::Failed {
+                    node: self.id,
+                    error: error.to_string(),
+                },
+                "node 0",
+            );
+        }
+    }
+
+    /// Node 0, after a failure of its own: the reasons other nodes gave
+    /// (their [`Bootstrap::report_failure`]) within `wait`, as
+    /// "node k: reason". A node that runs out of memory and exits makes
+    /// node 0 fail too (its reads find the node gone): this names the cause.
+    pub fn failures(&mut self, wait: Duration) -> Vec<String> {
+        let mut found = Vec::new();
+        for (peer, reader) in self.peers.iter_mut().enumerate() {
+            let Some(reader) = reader else { continue };
+            let _ = reader.get_ref().set_read_timeout(Some(wait));
+            if let Ok(ToNode0::Failed { error, .. }) = read_message(reader, &node_name(peer)) {
+                found.push(format!("node {peer}: {error}"));
+            }
+        }
+        found
+    }
+
+    /// Node 0: waits for the next connection on the bootstrap address (a
+    /// driver such as `farm bench --cluster`) and returns it with its
+    /// peer's address. Other nodes have no listener.
+    ///
+    /// # Errors
+    /// [`Error::Peer`] when the listener fails, or on a node other than 0.
+    pub fn accept_driver(&mut self) -> Result<(TcpStream, SocketAddr)> {
+        let listener = self
+            .listener
+            .as_ref()
+            .ok_or_else(|| Error::peer(node_name(self.id), "only node 0 takes drivers"))?;
+        listener
+            .set_nonblocking(false)
+            .map_err(|e| Error::peer("listener", e))?;
+        listener.accept().map_err(|e| Error::peer("listener", e))
+    }
+
+    /// One round: contributes `part`, returns every node's part by id.
+    ///
+    /// # Errors
+    /// [`Error::NodeFailed`] when a node gave up; [`Error::Peer`] when one
+    /// went away, spoke out of turn or sent a part that is not a `T`.
+    pub fn exchange<T: Serialize + DeserializeOwned>(
+        &mut self,
+        round: &str,
+        part: &T,
+    ) -> Result<Vec<T>> {
+        let parts = self.exchange_values(round, encode_value(part))?;
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(node, part)| {
+                decode_value(part, &node_name(node), &format!("part of round {round}"))
+            })
+            .collect()
+    }
+
+    /// A round that only node 0 learns: contributes `part`; node 0 gets
+    /// every node's part by id, the others `None` once node 0 has them all.
+    /// (A history of a large check goes to node 0 only, not to everyone.)
+    ///
+    /// # Errors
+    /// As [`Bootstrap::exchange`].
+    pub fn gather<T: Serialize + DeserializeOwned>(
+        &mut self,
+        round: &str,
+        part: &T,
+    ) -> Result<Option<Vec<T>>> {
+        let Some(parts) = self.round(round, encode_value(part), false)? else {
+            return Ok(None);
+        };
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(node, part)| {
+                decode_value(part, &node_name(node), &format!("part of round {round}"))
+            })
+            .collect::<Result<Vec<T>>>()
+            .map(Some)
+    }
+
+    fn exchange_values(&mut self, round: &str, part: Value) -> Result<Vec<Value>> {
+        Ok(self
+            .round(round, part, true)?
+            .expect("every node learns the parts of an exchange"))
+    }
+
+    /// One round: every node's part reaches node 0, which answers every
+    /// node with all of them (`share`) or just that it has them.
+    fn round(&mut self, round: &str, part: Value, share: bool) -> Result<Option<Vec<Value>>> {
+        if let Some(coordinator) = &mut self.coordinator {
+            write_message(
+                coordinator.get_mut(),
+                &ToNode0::Part {
+                    round: round.to_string(),
+                    node: self.id,
+                    part,
+                },
+                "node 0",
+            )?;
+            return match read_message::<FromNode0>(coordinator, "node 0")? {
+                FromNode0::Refused { error } => Err(Error::peer("node 0", error)),
+                FromNode0::Parts {
+                    round: answered, ..
+                } if answered != round => Err(Error::peer(
+                    "node 0",
+                    format!("answered round {answered} to round {round}"),
+                )),
+                FromNode0::Parts { parts, .. } if parts.len() != self.nodes => Err(Error::peer(
+                    "node 0",
+                    format!("sent {} parts for {} nodes", parts.len(), self.nodes),
+                )),
+                FromNode0::Parts { parts, .. } if share => Ok(Some(parts)),
+                FromNode0::Gathered { round: answered } if !share && answered == round => Ok(None),
+                other => Err(Error::peer(
+                    "node 0",
+                    format!("answered round {round} with {other:?}"),
+                )),
+            };
+        }
+        let mut parts = vec![Value::Null; self.nodes];
+        parts[0] = part;
+        for (peer, slot) in parts.iter_mut().enumerate().skip(1) {
+            let name = node_name(peer);
+            let reader = self.peers[peer].as_mut().expect("every node joined");
+            match read_message::<ToNode0>(reader, &name)? {
+                ToNode0::Failed { error, .. } => {
+                    return Err(Error::NodeFailed { node: peer, error })
+                }
+                ToNode0::Part {
+                    round: sent,
+                    node,
+                    part,
+                } if sent == round && node == peer => *slot = part,
+                ToNode0::Part {
+                    round: sent, node, ..
+                } => {
+                    let _ = write_message(
+                        reader.get_mut(),
+                        &FromNode0::Refused {
+                            error: format!("expected round {round}"),
+                        },
+                        &name,
+                    );
+                    return Err(Error::peer(
+                        &name,
+                        format!("sent a part of round {sent} as node {node} during round {round}"),
+                    ));
+                }
+            }
+        }
+        let answer = if share {
+            FromNode0::Parts {
+                round: round.to_string(),
+                parts: parts.clone(),
+            }
+        } else {
+            FromNode0::Gathered {
+                round: round.to_string(),
+            }
+        };
+        for peer in 1..self.nodes {
+            let reader = self.peers[peer].as_mut().expect("every node joined");
+            write_message(reader.get_mut(), &answer, &node_name(peer))?;
+        }
+        Ok(Some(parts))
+    }
+}

@@ -1,0 +1,276 @@
+//! One node as its own process (`farm node`): it opens its fabric and its
+//! memory files, meets the other nodes in start-up rounds through node 0
+//! (remote keys, restart evidence, ring heads), and serves.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use farm_core::startup::copy_from_primaries;
+use farm_core::{Directory, Faults, Node, NodeStartup, ServingNode, TxnId};
+use rdma_transport::shm::{ShmConfig, ShmFabric};
+use rdma_transport::{Fabric, FabricKind, NodeId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::Bootstrap;
+use crate::cluster_file::ClusterFile;
+use crate::error::{Error, Result};
+use crate::launcher::inherited_listener;
+
+/// A node's part of the directory round.
+#[derive(Serialize, Deserialize)]
+struct KeysPart {
+    inbox: u32,
+    regions: Vec<Option<u32>>,
+}
+
+/// A node's part of the recovery round.
+#[derive(Serialize, Deserialize)]
+struct RecoveryPart {
+    restarted: bool,
+    /// Transactions it knows committed (their ids' words).
+    evidence: Vec<u64>,
+    in_doubt: usize,
+}
+
+pub struct NodeProcess {
+    serving: ServingNode,
+    pub file: ClusterFile,
+    bootstrap: Bootstrap,
+}
+
+impl NodeProcess {
+    /// Starts node `id` of the cluster `file` describes: memory, rounds,
+    /// restart recovery when its files exist, then serving.
+    ///
+    /// # Errors
+    /// [`Error::ClusterFile`] when the file has no node `id`; the engine's
+    /// and the rounds' errors.
+    pub fn start(file: ClusterFile, id: usize, faults: Faults) -> Result<NodeProcess> {
+        file.check().map_err(|why| Error::ClusterFile {
+            path: "the cluster file".into(),
+            why,
+        })?;
+        let Some(entry) = file.nodes.get(id) else {
+            return Err(Error::ClusterFile {
+                path: "the cluster file".into(),
+                why: format!("it has no node {id} (nodes 0 to {})", file.nodes.len() - 1),
+            });
+        };
+        let config = file.engine_config(faults);
+        let fabric = open_fabric(&file, id)?;
+        let mut startup = NodeStartup::open(id, &config, fabric)?;
+        let restarted = startup.restarted();
+        let addresses: Vec<SocketAddr> = file.nodes.iter().map(|n| n.bootstrap).collect();
+        let listener = if id == 0 {
+            inherited_listener(crate::launcher::BOOTSTRAP_FD_VARIABLE, entry.bootstrap)?
+        } else {
+            None
+        };
+        let mut bootstrap = Bootstrap::join(id, &addresses, listener)?;
+
+        let keys = startup.keys();
+        let parts = bootstrap.exchange(
+            "directory",
+            &KeysPart {
+                inbox: keys.inbox,
+                regions: keys.regions,
+            },
+        )?;
+        let mut directory = Directory::default();
+        for part in parts {
+            directory.inbox_keys.push(part.inbox);
+            directory.region_keys.push(part.regions);
+        }
+
+        // Restart recovery (see farm_core::recovery): replay, share
+        // evidence, decide, agree where every ring resumes.
+        let summary = startup.replay()?;
+        let parts = bootstrap.exchange(
+            "recovery",
+            &RecoveryPart {
+                restarted,
+                evidence: summary.evidence.iter().map(|t| t.encode()).collect(),
+                in_doubt: summary.in_doubt,
+            },
+        )?;
+        let any_restarted = parts.iter().any(|part| part.restarted);
+        let evidence: HashSet<TxnId> = parts
+            .iter()
+            .flat_map(|part| part.evidence.iter().map(|word| TxnId::decode(*word)))
+            .collect();
+        if restarted {
+            eprintln!(
+                "farm node {id}: restarted: replayed {} records, {} locks in doubt, {} committed transactions known to the cluster",
+                summary.records,
+                summary.in_doubt,
+                evidence.len()
+            );
+        }
+        let resume = startup.resolve(&evidence)?;
+        let parts: Vec<Vec<u64>> = bootstrap.exchange("ring-heads", &resume)?;
+        let mut heads = Vec::with_capacity(parts.len());
+        for (receiver, part) in parts.iter().enumerate() {
+            heads.push(*part.get(id).ok_or_else(|| {
+                Error::peer(
+                    format!("node {receiver}"),
+                    format!("sent {} ring heads for {} nodes", part.len(), parts.len()),
+                )
+            })?);
+        }
+        startup.set_ring_heads(&heads);
+        let serving = startup.serve(directory, faults)?;
+        if any_restarted {
+            // Every primary decided before the ring-heads round; copy.
+            copy_from_primaries(serving.node())?;
+        }
+        // Nobody sends before every node serves (and has its copies).
+        bootstrap.exchange("serving", &())?;
+        Ok(NodeProcess {
+            serving,
+            file,
+            bootstrap,
+        })
+    }
+
+    pub fn node(&self) -> &Node {
+        self.serving.node()
+    }
+
+    pub fn id(&self) -> usize {
+        self.bootstrap.id()
+    }
+
+    /// A round with the other node processes (workload set-up, barriers).
+    ///
+    /// # Errors
+    /// See [`Bootstrap::exchange`].
+    pub fn exchange<T: Serialize + DeserializeOwned>(
+        &mut self,
+        round: &str,
+        part: &T,
+    ) -> Result<Vec<T>> {
+        self.bootstrap.exchange(round, part)
+    }
+
+    /// A round whose parts only node 0 learns (see [`Bootstrap::gather`]).
+    ///
+    /// # Errors
+    /// See [`Bootstrap::exchange`].
+    pub fn gather<T: Serialize + DeserializeOwned>(
+        &mut self,
+        round: &str,
+        part: &T,
+    ) -> Result<Option<Vec<T>>> {
+        self.bootstrap.gather(round, part)
+    }
+
+    /// How long rounds wait for the other nodes (see
+    /// [`Bootstrap::set_wait`]): `None` while serving a driver's commands.
+    ///
+    /// # Errors
+    /// See [`Bootstrap::set_wait`].
+    pub fn set_round_wait(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.bootstrap.set_wait(timeout)
+    }
+
+    /// Tells node 0 why this node gives up (see [`Bootstrap::report_failure`]).
+    pub fn report_failure(&mut self, error: &dyn std::fmt::Display) {
+        self.bootstrap.report_failure(&error.to_string());
+    }
+
+    /// Node 0: why other nodes gave up (see [`Bootstrap::failures`]).
+    pub fn failures(&mut self, wait: Duration) -> Vec<String> {
+        self.bootstrap.failures(wait)
+    }
+
+    /// Node 0: the next driver connection (see [`Bootstrap::accept_driver`]).
+    ///
+    /// # Errors
+    /// See [`Bootstrap::accept_driver`].
+    pub fn accept_driver(&mut self) -> Result<(std::net::TcpStream, SocketAddr)> {
+        self.bootstrap.accept_driver()
+    }
+
+    /// Waits until every ring this node sends on is drained; then a final
+    /// barrier, so that no node leaves while others still talk to it.
+    ///
+    /// # Errors
+    /// See [`NodeProcess::drain`]; the barrier's.
+    pub fn finish(mut self) -> Result<()> {
+        self.drain()?;
+        self.bootstrap.exchange("finished", &())?;
+        self.serving.stop();
+        Ok(())
+    }
+
+    /// Sends pending truncations and waits until every ring this node
+    /// sends on has been retired by its receiver.
+    ///
+    /// # Errors
+    /// [`farm_core::Error::Timeout`] after a minute.
+    pub fn drain(&self) -> Result<()> {
+        self.node().flush_truncations()?;
+        let waited = Duration::from_secs(60);
+        let deadline = Instant::now() + waited;
+        while !self.node().rings_idle() {
+            if Instant::now() > deadline {
+                return Err(farm_core::Error::Timeout {
+                    what: "draining this node's rings",
+                    waited,
+                }
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+/// Node `id`'s fabric: shm under the data directory, or verbs on the
+/// file's device, listening at its `verbs` address (on the socket a
+/// launcher handed down, when there is one).
+fn open_fabric(file: &ClusterFile, id: usize) -> Result<Arc<dyn Fabric>> {
+    match file.fabric {
+        FabricKind::Shm => Ok(Arc::new(ShmFabric::open(ShmConfig {
+            dir: file.data_dir.join("shm"),
+            node: NodeId(id as u16),
+        })?)),
+        FabricKind::Verbs => open_verbs(file, id),
+    }
+}
+
+#[cfg(feature = "verbs")]
+fn open_verbs(file: &ClusterFile, id: usize) -> Result<Arc<dyn Fabric>> {
+    use rdma_transport::verbs::{VerbsConfig, VerbsFabric};
+    let address = |n: &crate::cluster_file::NodeEntry| {
+        n.verbs.ok_or_else(|| Error::ClusterFile {
+            path: "the cluster file".into(),
+            why: format!("node {} needs a `verbs` address", n.id),
+        })
+    };
+    let config = VerbsConfig {
+        node: NodeId(id as u16),
+        device: file.device.clone(),
+        port: 1,
+        gid_index: file.gid_index,
+        listen: address(&file.nodes[id])?,
+        peers: file
+            .nodes
+            .iter()
+            .map(|n| Ok((NodeId(n.id as u16), address(n)?)))
+            .collect::<Result<_>>()?,
+    };
+    let fabric = match inherited_listener(crate::launcher::VERBS_FD_VARIABLE, config.listen)? {
+        Some(listener) => VerbsFabric::open_with_listener(config, listener)?,
+        None => VerbsFabric::open(config)?,
+    };
+    Ok(Arc::new(fabric))
+}
+
+#[cfg(not(feature = "verbs"))]
+fn open_verbs(_: &ClusterFile, _: usize) -> Result<Arc<dyn Fabric>> {
+    Err(farm_core::Error::FabricNotBuilt { fabric: "verbs" }.into())
+}

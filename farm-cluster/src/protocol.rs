@@ -1,0 +1,224 @@
+//! Every message between node processes and their drivers, as typed,
+//! versioned enums; one JSON object per line on a TCP connection to node
+//! 0's `bootstrap` address.
+//!
+//! ```text
+//! node k → node 0   {"type":"join","protocol":1,"node":k}            first line
+//!                   {"type":"part","round":"…","node":k,"part":…}     one per round
+//!                   {"type":"failed","node":k,"error":"…"}            when it gives up
+//! node 0 → node k   {"type":"parts","round":"…","parts":[…]}         every node's part
+//!                   {"type":"gathered","round":"…"}                  a gathering round's end
+//!                   {"type":"refused","error":"…"}
+//!
+//! driver → node 0   {"type":"run","protocol":1,"service":"bench","request":{…}}
+//!                   {"type":"stop","protocol":1}
+//! node 0 → driver   {"type":"starting"}                               nodes still joining
+//!                   {"type":"status","text":"loading tatp …"}
+//!                   {"type":"progress","run":0,"done":3.0,"total":10.0,"unit":"s","rate":61234.0}
+//!                   {"type":"output","value":{…}}                    a service's result
+//!                   {"type":"done"}  or  {"type":"error","error":"…"}
+//! ```
+//!
+//! A round's part and a service's request and output are the service's own
+//! types, carried as JSON values here. A line is at most
+//! [`LINE_BYTES_MAX`]; anything that is not one of these messages gets an
+//! error that names the peer, and nothing else happens.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The version of these messages; a peer with another is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest line a peer may send (a history of a large check is tens of
+/// MiB).
+pub const LINE_BYTES_MAX: u64 = 1 << 30;
+
+/// The first line of a connection to node 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Opening {
+    /// A node process joins the cluster at start-up.
+    Join { protocol: u32, node: usize },
+    /// A driver asks every node to run `service` with `request`.
+    Run {
+        protocol: u32,
+        service: String,
+        request: Value,
+    },
+    /// A driver asks the nodes to finish and exit.
+    Stop { protocol: u32 },
+}
+
+impl Opening {
+    pub fn protocol(&self) -> u32 {
+        match self {
+            Opening::Join { protocol, .. }
+            | Opening::Run { protocol, .. }
+            | Opening::Stop { protocol } => *protocol,
+        }
+    }
+}
+
+/// What a node sends node 0 after joining.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ToNode0 {
+    /// Its part of a round.
+    Part {
+        round: String,
+        node: usize,
+        part: Value,
+    },
+    /// It gives up, and why.
+    Failed { node: usize, error: String },
+}
+
+/// What node 0 sends a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FromNode0 {
+    /// Every node's part of a round, by node id.
+    Parts { round: String, parts: Vec<Value> },
+    /// Node 0 has every part of a round that gathers them to it alone.
+    Gathered { round: String },
+    /// Node 0 refused what the node sent, or failed.
+    Refused { error: String },
+}
+
+/// How far a long request has come.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Which run of the request (a sweep runs several).
+    pub run: usize,
+    pub done: f64,
+    pub total: f64,
+    /// What `done` and `total` count ("s", "txns").
+    pub unit: String,
+    /// Node 0's rate, per second.
+    pub rate: f64,
+}
+
+/// What node 0 sends a driver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ToDriver {
+    /// The nodes are still joining: try again.
+    Starting,
+    Status {
+        text: String,
+    },
+    Progress(Progress),
+    /// A result of the service (one per run of a sweep).
+    Output {
+        value: Value,
+    },
+    /// The request is done.
+    Done,
+    Error {
+        error: String,
+    },
+}
+
+/// Reads one message from `reader`, sent by `peer`.
+///
+/// # Errors
+/// [`Error::Peer`] when the connection closed or failed, the line is too
+/// long, or it is not a `T`.
+pub fn read_message<T: DeserializeOwned>(
+    reader: &mut BufReader<TcpStream>,
+    peer: &str,
+) -> Result<T> {
+    let mut line = Vec::new();
+    let read = reader
+        .by_ref()
+        .take(LINE_BYTES_MAX + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| Error::peer(peer, e))?;
+    if read == 0 {
+        return Err(Error::peer(peer, "connection closed"));
+    }
+    if line.len() as u64 > LINE_BYTES_MAX {
+        return Err(Error::peer(
+            peer,
+            format!("sent a line longer than {LINE_BYTES_MAX} bytes"),
+        ));
+    }
+    serde_json::from_slice(&line).map_err(|e| {
+        let shown = String::from_utf8_lossy(&line[..line.len().min(80)])
+            .trim()
+            .to_string();
+        Error::peer(
+            peer,
+            format!("sent something that is not a farm message ({e}): {shown}"),
+        )
+    })
+}
+
+/// Writes one message to `stream`, for `peer`.
+///
+/// # Errors
+/// [`Error::Peer`] when the connection failed.
+pub fn write_message<T: Serialize>(stream: &mut TcpStream, message: &T, peer: &str) -> Result<()> {
+    let mut line = serde_json::to_vec(message).expect("farm messages serialize");
+    line.push(b'\n');
+    stream.write_all(&line).map_err(|e| Error::peer(peer, e))
+}
+
+/// A part or request as the service's own type.
+///
+/// # Errors
+/// [`Error::Peer`] naming `peer` and `what` when it is not a `T`.
+pub fn decode_value<T: DeserializeOwned>(value: Value, peer: &str, what: &str) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| Error::peer(peer, format!("sent a malformed {what}: {e}")))
+}
+
+/// A value of the service's own type, as a message carries it.
+pub fn encode_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("farm messages serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_look_as_documented() {
+        let run = Opening::Run {
+            protocol: PROTOCOL_VERSION,
+            service: "bench".into(),
+            request: serde_json::json!({"workload": "tatp"}),
+        };
+        assert_eq!(
+            serde_json::to_string(&run).unwrap(),
+            r#"{"type":"run","protocol":1,"service":"bench","request":{"workload":"tatp"}}"#
+        );
+        let progress = ToDriver::Progress(Progress {
+            run: 0,
+            done: 3.0,
+            total: 10.0,
+            unit: "s".into(),
+            rate: 5.0,
+        });
+        let text = serde_json::to_string(&progress).unwrap();
+        assert!(text.starts_with(r#"{"type":"progress","run":0"#), "{text}");
+        assert_eq!(serde_json::from_str::<ToDriver>(&text).unwrap(), progress);
+        for garbage in [
+            r#"{"type":"run"}"#,
+            r#"{"bench":{}}"#,
+            r#"{"type":"stop","protocol":1,"x":2}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Opening>(garbage).is_err(),
+                "{garbage}"
+            );
+        }
+    }
+}

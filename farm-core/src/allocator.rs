@@ -1,0 +1,183 @@
+//! Hands out the slots of a region at its primary. Slab assignments are
+//! persistent (the region's slab table, [`crate::codec::region`]) and
+//! replicated to the backups; free lists are rebuilt from the object
+//! headers when a node starts.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use rdma_transport::MemoryRegion;
+
+use crate::codec::region::{
+    slab_class, slab_entry, slab_offset, slab_table_entry_offset, SLAB_TABLE_BYTES_MAX,
+    SLAB_TABLE_OFFSET,
+};
+use crate::error::{Error, Result};
+use crate::header::Header;
+use crate::limits::{CLASS_BYTES, REGION_HEADER_BYTES, SLAB_BYTES};
+use crate::region::{class_bytes, header_word, Replicas};
+
+/// Slabs of a region of `region_bytes` bytes.
+pub fn slab_count(region_bytes: u64) -> u32 {
+    let slabs = region_bytes.saturating_sub(u64::from(REGION_HEADER_BYTES)) / u64::from(SLAB_BYTES);
+    slabs.min(SLAB_TABLE_BYTES_MAX as u64) as u32
+}
+
+/// A slab-table byte the allocator changed (offset in the region, value):
+/// the caller copies it to the region's backups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabChange {
+    pub offset: u64,
+    pub value: u8,
+}
+
+/// The allocator of one region.
+pub struct Allocator {
+    region: u16,
+    mr: Arc<MemoryRegion>,
+    slabs: u32,
+    next_slab: u32,
+    free: Vec<Vec<u32>>,
+}
+
+impl Allocator {
+    /// Rebuilds the free lists from the slab table and the headers.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when a slab-table entry names no size class.
+    pub fn open(region: u16, mr: Arc<MemoryRegion>) -> Result<Allocator> {
+        let slabs = slab_count(mr.len());
+        let mut allocator = Allocator {
+            region,
+            mr,
+            slabs,
+            next_slab: 0,
+            free: vec![Vec::new(); CLASS_BYTES.len()],
+        };
+        let mut table = vec![0u8; slabs as usize];
+        allocator.mr.read(SLAB_TABLE_OFFSET, &mut table)?;
+        for (slab, entry) in table.iter().enumerate() {
+            let class = slab_class(*entry).map_err(|source| Error::Corrupt {
+                what: format!("slab table of region {region}, slab {slab}"),
+                source,
+            })?;
+            let Some(class) = class else { continue };
+            allocator.next_slab = allocator.next_slab.max(slab as u32 + 1);
+            for offset in allocator.slots(slab as u32, class).rev() {
+                let header =
+                    Header::decode(header_word(&allocator.mr, offset)?.load(Ordering::Acquire));
+                if !header.allocated && !header.locked {
+                    allocator.free[usize::from(class)].push(offset);
+                }
+            }
+        }
+        Ok(allocator)
+    }
+
+    fn slots(&self, slab: u32, class: u8) -> impl DoubleEndedIterator<Item = u32> {
+        let start = slab_offset(slab);
+        let size = class_bytes(class);
+        (0..SLAB_BYTES / size).map(move |index| start + index * size)
+    }
+
+    /// A free slot of `class`, taken out of the free list until it is
+    /// committed as allocated or given back with [`Allocator::release`].
+    /// When it had to assign a new slab, it says which slab-table byte
+    /// changed.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] when the region has no slot of that class
+    /// left and no slab to assign.
+    pub fn take(&mut self, class: u8) -> Result<(u32, Option<SlabChange>)> {
+        if let Some(offset) = self.free[usize::from(class)].pop() {
+            return Ok((offset, None));
+        }
+        if self.next_slab >= self.slabs {
+            return Err(Error::OutOfMemory {
+                region: self.region,
+                class_bytes: class_bytes(class),
+            });
+        }
+        let slab = self.next_slab;
+        self.next_slab += 1;
+        let change = SlabChange {
+            offset: slab_table_entry_offset(slab),
+            value: slab_entry(class),
+        };
+        self.mr.write(change.offset, &[change.value])?;
+        let slots: Vec<u32> = self.slots(slab, class).rev().collect();
+        self.free[usize::from(class)].extend(slots);
+        let offset = self.free[usize::from(class)]
+            .pop()
+            .expect("a fresh slab has slots");
+        Ok((offset, Some(change)))
+    }
+
+    pub fn release(&mut self, offset: u32, class: u8) {
+        self.free[usize::from(class)].push(offset);
+    }
+
+    /// Gives a slot back to be handed out last: one whose lock an aborted
+    /// transaction's ABORT record has not released yet.
+    pub fn release_later(&mut self, offset: u32, class: u8) {
+        self.free[usize::from(class)].insert(0, offset);
+    }
+
+    /// Slots of `class` this region can still hand out.
+    pub fn free_slots(&self, class: u8) -> usize {
+        self.free[usize::from(class)].len()
+            + (self.slabs - self.next_slab) as usize * (SLAB_BYTES / class_bytes(class)) as usize
+    }
+}
+
+/// The allocators of the regions a node is primary of, by region id.
+pub struct Allocators(Vec<Option<Mutex<Allocator>>>);
+
+impl Allocators {
+    /// Opens an allocator for every region of `replicas` that `is_primary`
+    /// says this node is primary of.
+    pub fn open(replicas: &Replicas, is_primary: impl Fn(u16) -> bool) -> Result<Allocators> {
+        let mut allocators = Vec::new();
+        for (region, mr) in replicas.iter() {
+            allocators.resize_with(usize::from(region) + 1, || None);
+            if is_primary(region) {
+                allocators[usize::from(region)] =
+                    Some(Mutex::new(Allocator::open(region, mr.clone())?));
+            }
+        }
+        Ok(Allocators(allocators))
+    }
+
+    /// The allocator of `region`, if this node is its primary.
+    pub fn get(&self, region: u16) -> Option<&Mutex<Allocator>> {
+        self.0.get(usize::from(region)).and_then(Option::as_ref)
+    }
+
+    /// Gives a freed slot back (a committed free, at its primary).
+    pub fn release(&self, region: u16, offset: u32, class: u8) {
+        if let Some(allocator) = self.get(region) {
+            allocator
+                .lock()
+                .expect("allocator lock")
+                .release(offset, class);
+        }
+    }
+
+    /// Gives the slot of an aborted allocation back, last in line.
+    pub fn release_later(&self, region: u16, offset: u32, class: u8) {
+        if let Some(allocator) = self.get(region) {
+            allocator
+                .lock()
+                .expect("allocator lock")
+                .release_later(offset, class);
+        }
+    }
+
+    /// Free slots of `class` in `region` (0 where this node is not its
+    /// primary).
+    pub fn free_slots(&self, region: u16, class: u8) -> usize {
+        self.get(region)
+            .map(|a| a.lock().expect("allocator lock").free_slots(class))
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,557 @@
+//! The coordinator's side of FaRM's commit protocol (SOSP'15 §4, DESIGN.md
+//! §4), one function per step:
+//!
+//! 1. [`lock`]: a LOCK record to each primary of a written object, with
+//!    the versions read and the new values; each primary CAS-locks its
+//!    objects at those versions and answers yes or no with one WRITE into
+//!    this node's inbox.
+//! 2. [`validate`]: one-sided READs of the header of every object read but
+//!    not written; a changed version or a lock aborts.
+//! 3. [`commit_backup`]: a COMMIT-BACKUP record to every backup of a
+//!    written region; we wait for the fabric's acknowledgement only (the
+//!    backup's CPU is not involved).
+//! 4. [`commit_primary`]: a COMMIT-PRIMARY record to every primary, which
+//!    installs the values, bumps the versions and unlocks. FaRM reports
+//!    the commit once the first is acknowledged; farm-rs waits for all:
+//!    the truncation queued next may be sent by another thread at once,
+//!    and a transaction must not be truncated (its COMMIT-BACKUPs dropped)
+//!    while a COMMIT-PRIMARY might still be lost, or recovery would find no
+//!    evidence of its commit. (DESIGN.md §4 says the same.)
+//! 5. [`truncate`]: lazily, in batches through the node's queue; backups
+//!    then apply their copies.
+//!
+//! [`abort`] sends ABORT to the primaries after a refused LOCK or a failed
+//! validation. Each step takes the proof that the one before it succeeded
+//! ([`Locked`], [`Validated`], [`BackedUp`], [`Committed`]), so the steps
+//! cannot run out of order, and opens with the assertions of what must
+//! hold (they stay on in release builds). Read-only transactions take no
+//! locks: one that read a single object commits at once (its one READ was
+//! consistent), others validate.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdma_transport::{Endpoint, MemoryRegion, NodeId, Op, RemoteAddr};
+
+use crate::codec::record::{Kind, RecordWriter, TRUNCATE_TXIDS_MAX};
+use crate::config::Placement;
+use crate::error::{Error, Result};
+use crate::header::{Addr, Header};
+use crate::limits::REPLY_TIMEOUT_MS;
+use crate::node::contexts::{Context, READ_AREA_BYTES};
+use crate::node::inbox::wait_lock_replies;
+use crate::node::NodeShared;
+use crate::outcome::{AbortReason, Outcome, PhaseTimes};
+use crate::txn_id::TxnId;
+
+/// An object a transaction read, at the header it saw.
+pub(crate) struct ReadEntry {
+    pub(crate) addr: Addr,
+    pub(crate) header: Header,
+}
+
+/// An object a transaction writes (or allocates, or frees).
+pub(crate) struct WriteEntry {
+    pub(crate) addr: Addr,
+    pub(crate) expected: Header,
+    pub(crate) new: Header,
+    pub(crate) payload: Vec<u8>,
+    /// Slot taken from the local allocator by this transaction.
+    pub(crate) allocated_here: bool,
+}
+
+/// The nodes a read-write commit talks to: the primaries and the backups
+/// of the written regions, each sorted, without repeats.
+pub(crate) struct Participants {
+    pub(crate) primaries: Vec<usize>,
+    pub(crate) backups: Vec<usize>,
+}
+
+impl Participants {
+    pub(crate) fn of(placement: &Placement, writes: &[WriteEntry]) -> Participants {
+        let mut primaries: Vec<usize> = writes
+            .iter()
+            .map(|w| placement.primary(w.addr.region()))
+            .collect();
+        primaries.sort_unstable();
+        primaries.dedup();
+        let mut backups: Vec<usize> = writes
+            .iter()
+            .flat_map(|w| placement.backups(w.addr.region()))
+            .collect();
+        backups.sort_unstable();
+        backups.dedup();
+        Participants { primaries, backups }
+    }
+}
+
+/// Every primary granted the transaction's LOCK.
+pub(crate) struct Locked {
+    txid: TxnId,
+}
+
+/// Validation passed (with every lock held, for a read-write commit).
+pub(crate) struct Validated {
+    txid: TxnId,
+}
+
+/// Every backup's COMMIT-BACKUP was acknowledged by the fabric.
+pub(crate) struct BackedUp {
+    txid: TxnId,
+}
+
+/// Every primary's COMMIT-PRIMARY was acknowledged: the commit is durable
+/// and may be reported.
+pub(crate) struct Committed {
+    txid: TxnId,
+}
+
+/// The primaries' answer to a LOCK.
+pub(crate) enum LockVote {
+    Granted(Locked),
+    /// At least one primary refused (an object changed or was locked).
+    Refused,
+}
+
+fn timeout() -> Duration {
+    Duration::from_millis(REPLY_TIMEOUT_MS)
+}
+
+fn elapsed_ns(started: Instant) -> u64 {
+    started.elapsed().as_nanos() as u64
+}
+
+/// Commits a transaction that read `reads` and writes `writes`: the five
+/// steps for a read-write transaction, validation only for a read-only
+/// one. `phases` receives the time of each step.
+///
+/// # Errors
+/// A fabric error, a full ring, or a primary that did not answer the LOCK
+/// ([`Error::ReplyTimeout`], after its locks were released by ABORT).
+pub(crate) fn commit(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    reads: &[ReadEntry],
+    writes: &[WriteEntry],
+    phases: &mut PhaseTimes,
+) -> Result<Outcome> {
+    if writes.is_empty() {
+        if reads.len() <= 1 {
+            return Ok(Outcome::Committed);
+        }
+        let started = Instant::now();
+        let valid = validate(node, context, txid, reads, writes, None)?;
+        phases.validate_ns = elapsed_ns(started);
+        return Ok(match valid {
+            Some(_) => Outcome::Committed,
+            None => Outcome::Aborted(AbortReason::Validation),
+        });
+    }
+    let participants = Participants::of(&node.placement, writes);
+
+    let started = Instant::now();
+    let locked = match lock(node, context, txid, writes, &participants)? {
+        LockVote::Granted(locked) => locked,
+        LockVote::Refused => {
+            abort(node, context, txid, &participants)?;
+            return Ok(Outcome::Aborted(AbortReason::LockConflict));
+        }
+    };
+    phases.lock_ns = elapsed_ns(started);
+
+    let started = Instant::now();
+    let Some(validated) = validate(node, context, txid, reads, writes, Some(locked))? else {
+        abort(node, context, txid, &participants)?;
+        return Ok(Outcome::Aborted(AbortReason::Validation));
+    };
+    phases.validate_ns = elapsed_ns(started);
+
+    let started = Instant::now();
+    let backed_up = commit_backup(node, context, txid, writes, &participants, validated)?;
+    phases.commit_backup_ns = elapsed_ns(started);
+
+    let started = Instant::now();
+    let committed = commit_primary(node, context, txid, &participants, backed_up)?;
+    phases.commit_primary_ns = elapsed_ns(started);
+
+    truncate(node, context, &participants, committed)?;
+    Ok(Outcome::Committed)
+}
+
+/// Step 1, LOCK: sends each primary the writes of its regions and waits
+/// for every answer.
+///
+/// # Errors
+/// [`Error::ReplyTimeout`] when a primary does not answer within
+/// [`REPLY_TIMEOUT_MS`] (ABORT has then been sent to every primary); the
+/// send path's errors.
+pub(crate) fn lock(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    writes: &[WriteEntry],
+    participants: &Participants,
+) -> Result<LockVote> {
+    assert!(
+        !writes.is_empty(),
+        "LOCK of a transaction that writes nothing"
+    );
+    assert!(
+        participants.primaries.windows(2).all(|w| w[0] < w[1]),
+        "primaries sorted, without repeats"
+    );
+    assert!(
+        writes.iter().all(|w| participants
+            .primaries
+            .contains(&node.placement.primary(w.addr.region()))),
+        "every written object's primary is locked"
+    );
+    for &primary in &participants.primaries {
+        send_entries(
+            node,
+            context,
+            txid,
+            Kind::Lock,
+            primary,
+            writes,
+            true,
+            |p, w| p.primary(w.addr.region()) == primary,
+        )?;
+    }
+    let granted = wait_lock_replies(
+        &node.inbox,
+        &node.hook,
+        node.fabric.as_ref(),
+        context.index,
+        txid,
+        &participants.primaries,
+        timeout(),
+    );
+    match granted {
+        None => {
+            abort(node, context, txid, participants)?;
+            Err(Error::ReplyTimeout {
+                node: participants.primaries[0],
+                what: "LOCK",
+                txid,
+            })
+        }
+        Some(granted) if granted == participants.primaries.len() => {
+            Ok(LockVote::Granted(Locked { txid }))
+        }
+        Some(_) => Ok(LockVote::Refused),
+    }
+}
+
+/// Step 2, VALIDATE: re-reads the header of every object read but not
+/// written (local memory at a local primary, one batch of 8-byte READs per
+/// remote primary); `Some` if none changed or is locked. A read-write
+/// transaction validates holding every lock (`locked`); a read-only one
+/// without.
+pub(crate) fn validate(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    reads: &[ReadEntry],
+    writes: &[WriteEntry],
+    locked: Option<Locked>,
+) -> Result<Option<Validated>> {
+    assert_eq!(
+        writes.is_empty(),
+        locked.is_none(),
+        "a read-write transaction validates with every lock granted, a read-only one without"
+    );
+    assert!(
+        locked.is_none_or(|l| l.txid == txid),
+        "the locks are this transaction's"
+    );
+    let validated = Validated { txid };
+    if !writes.is_empty() && node.faults().skip_validation {
+        return Ok(Some(validated));
+    }
+    let to_check: Vec<(Addr, Header)> = reads
+        .iter()
+        .filter(|r| !writes.iter().any(|w| w.addr == r.addr))
+        .map(|r| (r.addr, r.header))
+        .collect();
+    // One batch of 8-byte READs per remote primary, then wait.
+    let mut remote: Vec<(usize, Vec<(usize, Addr)>)> = Vec::new();
+    for (index, (addr, header)) in to_check.iter().enumerate() {
+        let primary = node.placement.primary(addr.region());
+        if primary == node.id {
+            let word = node.replicas.header_word(*addr)?.load(Ordering::Acquire);
+            if word != header.encode() {
+                return Ok(None);
+            }
+            continue;
+        }
+        match remote.iter_mut().find(|(node, _)| *node == primary) {
+            Some((_, list)) => list.push((index, *addr)),
+            None => remote.push((primary, vec![(index, *addr)])),
+        }
+    }
+    const WORD_BYTES: u64 = std::mem::size_of::<u64>() as u64;
+    let per_batch =
+        rdma_transport::limits::BATCH_WR_COUNT_MAX.min((READ_AREA_BYTES / WORD_BYTES) as usize);
+    for (primary, list) in &remote {
+        for chunk in list.chunks(per_batch) {
+            let mut ops = Vec::with_capacity(chunk.len());
+            for (slot, (_, addr)) in chunk.iter().enumerate() {
+                ops.push(Op::Read {
+                    local: context
+                        .scratch
+                        .slice(slot as u64 * WORD_BYTES, WORD_BYTES as u32)?,
+                    remote: RemoteAddr {
+                        node: NodeId(*primary as u16),
+                        key: node.directory().region_key(*primary, addr.region())?,
+                        offset: u64::from(addr.offset()) + crate::codec::object::HEADER_OFFSET,
+                    },
+                });
+            }
+            context.endpoints[*primary].execute(&ops, timeout())?;
+            for (slot, (index, _)) in chunk.iter().enumerate() {
+                let word = context
+                    .scratch
+                    .atomic_u64(slot as u64 * WORD_BYTES)?
+                    .load(Ordering::Acquire);
+                if word != to_check[*index].1.encode() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(Some(validated))
+}
+
+/// Step 3, COMMIT-BACKUP: sends every backup of a written region the new
+/// values of its regions and waits for the fabric's acknowledgements.
+pub(crate) fn commit_backup(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    writes: &[WriteEntry],
+    participants: &Participants,
+    validated: Validated,
+) -> Result<BackedUp> {
+    assert_eq!(
+        validated.txid, txid,
+        "the validation was this transaction's"
+    );
+    assert!(
+        writes.iter().all(|w| node
+            .placement
+            .backups(w.addr.region())
+            .all(|b| participants.backups.contains(&b))),
+        "every backup of a written region gets a COMMIT-BACKUP"
+    );
+    for &backup in &participants.backups {
+        send_entries(
+            node,
+            context,
+            txid,
+            Kind::CommitBackup,
+            backup,
+            writes,
+            false,
+            |p, w| p.backups(w.addr.region()).any(|b| b == backup),
+        )?;
+    }
+    for &backup in &participants.backups {
+        context.endpoints[backup].wait(timeout())?;
+    }
+    Ok(BackedUp { txid })
+}
+
+/// Step 4, COMMIT-PRIMARY: tells every primary to install and unlock, and
+/// waits until the fabric acknowledged every record.
+pub(crate) fn commit_primary(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    participants: &Participants,
+    backed_up: BackedUp,
+) -> Result<Committed> {
+    assert_eq!(backed_up.txid, txid, "the backups hold this transaction");
+    assert!(!participants.primaries.is_empty());
+    send_plain(
+        node,
+        context,
+        txid,
+        Kind::CommitPrimary,
+        &participants.primaries,
+    )?;
+    for &primary in &participants.primaries {
+        context.endpoints[primary].wait(timeout())?;
+    }
+    Ok(Committed { txid })
+}
+
+/// Step 5, TRUNCATE (lazy): queues the transaction's truncation at its
+/// backups; sends the queue when it is full enough. The node's server
+/// sends what is left when the node goes quiet.
+pub(crate) fn truncate(
+    node: &NodeShared,
+    context: &mut Context,
+    participants: &Participants,
+    committed: Committed,
+) -> Result<()> {
+    if node
+        .truncations
+        .queue(&participants.backups, committed.txid)
+    {
+        send_truncations(
+            node,
+            &context.scratch,
+            &mut context.endpoints,
+            &mut context.record,
+        )?;
+    }
+    Ok(())
+}
+
+/// ABORT: releases the locks of a LOCK at every primary (those that
+/// refused ignore it) and waits for the fabric's acknowledgements.
+pub(crate) fn abort(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    participants: &Participants,
+) -> Result<()> {
+    send_plain(node, context, txid, Kind::Abort, &participants.primaries)?;
+    for &primary in &participants.primaries {
+        context.endpoints[primary].wait(timeout())?;
+    }
+    Ok(())
+}
+
+/// Sends the node's queued truncations, TRUNCATE records to each backup, on
+/// the given endpoints (a context's, or the server's when it is idle).
+pub(crate) fn send_truncations(
+    node: &NodeShared,
+    scratch: &Arc<MemoryRegion>,
+    endpoints: &mut [Box<dyn Endpoint>],
+    record: &mut Vec<u8>,
+) -> Result<()> {
+    for (backup, txids) in node.truncations.take().into_iter().enumerate() {
+        for chunk in txids.chunks(TRUNCATE_TXIDS_MAX) {
+            let mut writer = RecordWriter::new(
+                record,
+                Kind::Truncate,
+                node.id,
+                node.configuration,
+                TxnId::default(),
+            );
+            for txid in chunk {
+                writer.truncated(*txid);
+            }
+            node.send(backup, record, scratch, endpoints[backup].as_mut(), true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends a LOCK or COMMIT-BACKUP record to `target` with the writes
+/// `select` picks for it.
+#[allow(clippy::too_many_arguments)]
+fn send_entries(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    kind: Kind,
+    target: usize,
+    writes: &[WriteEntry],
+    notify: bool,
+    select: impl Fn(&Placement, &WriteEntry) -> bool,
+) -> Result<()> {
+    let mut writer =
+        RecordWriter::new(&mut context.record, kind, node.id, node.configuration, txid);
+    for write in writes.iter().filter(|w| select(&node.placement, w)) {
+        writer.entry(write.addr, write.expected, write.new, &write.payload);
+    }
+    node.send(
+        target,
+        &mut context.record,
+        &context.scratch,
+        context.endpoints[target].as_mut(),
+        notify,
+    )
+}
+
+/// Sends a record without payload (COMMIT-PRIMARY, ABORT) to `targets`.
+fn send_plain(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    kind: Kind,
+    targets: &[usize],
+) -> Result<()> {
+    for &target in targets {
+        RecordWriter::new(&mut context.record, kind, node.id, node.configuration, txid);
+        node.send(
+            target,
+            &mut context.record,
+            &context.scratch,
+            context.endpoints[target].as_mut(),
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies a slab-table byte the allocator just wrote to every backup of
+/// `region` (one-sided WRITEs): the table must be the same on every
+/// replica for a backup to take over. An assigned but unused slab is
+/// harmless, so this need not wait for the commit.
+pub(crate) fn replicate_slab_table(
+    node: &NodeShared,
+    context: &mut Context,
+    region: u16,
+    change: crate::allocator::SlabChange,
+) -> Result<()> {
+    context.scratch.write(0, &[change.value])?;
+    for backup in node.placement.backups(region) {
+        let op = Op::Write {
+            local: context.scratch.slice(0, 1)?,
+            remote: RemoteAddr {
+                node: NodeId(backup as u16),
+                key: node.directory().region_key(backup, region)?,
+                offset: change.offset,
+            },
+        };
+        context.endpoints[backup].execute(&[op], timeout())?;
+    }
+    Ok(())
+}
+
+/// Reads a consistent copy of the slot at `addr` into `copy` from its
+/// primary: local memory when this node is the primary, else one RDMA READ
+/// through `context`.
+pub(crate) fn read_slot_copy(
+    node: &NodeShared,
+    context: &mut Context,
+    primary: usize,
+    addr: Addr,
+    copy: &mut [u8],
+) -> Result<()> {
+    if primary == node.id {
+        let mr = node
+            .replicas
+            .get(addr.region())
+            .expect("a primary holds its region");
+        mr.read(u64::from(addr.offset()), copy)?;
+        return Ok(());
+    }
+    let op = Op::Read {
+        local: context.scratch.slice(0, copy.len() as u32)?,
+        remote: RemoteAddr {
+            node: NodeId(primary as u16),
+            key: node.directory().region_key(primary, addr.region())?,
+            offset: u64::from(addr.offset()),
+        },
+    };
+    context.endpoints[primary].execute(&[op], timeout())?;
+    context.scratch.read(0, copy)?;
+    Ok(())
+}

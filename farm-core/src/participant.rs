@@ -1,0 +1,444 @@
+//! The participant's side of FaRM's commit protocol (SOSP'15 §4): what a
+//! primary or a backup does with each record a coordinator appends to its
+//! ring. One handler per record kind:
+//!
+//! | record | handler | at | effect |
+//! | --- | --- | --- | --- |
+//! | LOCK | [`Participant::on_lock`] | primary | CAS-lock every object at the version read; answer yes or no |
+//! | COMMIT-BACKUP | [`Participant::on_commit_backup`] | backup | keep the new values until TRUNCATE |
+//! | COMMIT-PRIMARY | [`Participant::on_commit_primary`] | primary | install the locked writes, bump versions, unlock |
+//! | ABORT | [`Participant::on_abort`] | primary | release the locks of the LOCK |
+//! | TRUNCATE | [`Participant::on_truncate`] | backup | apply the kept values; forget them |
+//!
+//! [`Participant::step`] is the one table from record kinds to handlers;
+//! the server ([`crate::server`]) and restart recovery
+//! ([`crate::recovery`]) both go through it. In [`Mode::Replay`] (after a
+//! restart, replaying the rings that survived in the inbox file) the
+//! handlers send no answers, find locks taken before the crash or take
+//! them again, and remember which transactions are known to have
+//! committed. Handlers never send: they say what the caller must do in
+//! [`Effects`] (retire records, answer a LOCK).
+//!
+//! Every handler first checks that the record came from where it says:
+//! its sender is the ring's sender, its transaction is that node's, and
+//! it is of this node's configuration. A record that passed its checksum
+//! but fails these, or names an object this node cannot hold, is corrupt:
+//! it is reported and never applied.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+use crate::allocator::Allocators;
+use crate::codec::object;
+use crate::codec::record::{Entry, Kind, Record};
+use crate::codec::DecodeError;
+use crate::config::Faults;
+use crate::error::{Error, Result};
+use crate::node::NodeStats;
+use crate::region::{check_slot, class_bytes, Replicas};
+use crate::txn_id::TxnId;
+
+/// How the handlers act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A serving node: answer LOCKs, install at COMMIT-PRIMARY.
+    Serve,
+    /// Replaying surviving rings after a restart: no answers, locks
+    /// re-taken or found, every install version-guarded (replay is
+    /// idempotent), committed transactions remembered as evidence.
+    Replay,
+}
+
+/// What a handler asks of its caller once it returns.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Records now retired: (ring, position).
+    pub(crate) retire: Vec<(usize, u64)>,
+    /// The answer to a LOCK: (coordinator, transaction, granted).
+    pub(crate) reply: Option<(usize, TxnId, bool)>,
+}
+
+/// What the handlers act on.
+pub(crate) struct Env<'a> {
+    pub(crate) replicas: &'a Replicas,
+    /// A serving primary's allocators: committed frees give slots back.
+    pub(crate) allocators: Option<&'a Allocators>,
+    pub(crate) faults: Faults,
+    pub(crate) stats: Option<&'a NodeStats>,
+}
+
+/// A LOCK this node granted, kept until COMMIT-PRIMARY or ABORT.
+struct PendingLock {
+    ring: usize,
+    position: u64,
+    entries: Vec<Entry>,
+    /// False under the `skip_lock` fault: nothing to unlock then.
+    locked: bool,
+}
+
+/// A COMMIT-BACKUP kept until TRUNCATE.
+struct PendingBackup {
+    ring: usize,
+    position: u64,
+    entries: Vec<Entry>,
+}
+
+/// A participant's state: the LOCKs and COMMIT-BACKUPs it holds.
+pub(crate) struct Participant {
+    mode: Mode,
+    configuration: u32,
+    locks: HashMap<TxnId, PendingLock>,
+    backups: HashMap<TxnId, PendingBackup>,
+    /// Replay only: transactions known to have committed (a COMMIT-PRIMARY
+    /// or a TRUNCATE was seen).
+    committed: HashSet<TxnId>,
+    effects: Effects,
+}
+
+fn corrupt(ring: usize, position: u64, source: DecodeError) -> Error {
+    Error::Corrupt {
+        what: format!("record in the ring from node {ring} at position {position}"),
+        source,
+    }
+}
+
+impl Participant {
+    pub(crate) fn new(mode: Mode, configuration: u32) -> Participant {
+        Participant {
+            mode,
+            configuration,
+            locks: HashMap::new(),
+            backups: HashMap::new(),
+            committed: HashSet::new(),
+            effects: Effects::default(),
+        }
+    }
+
+    /// What the last handler asked for.
+    pub(crate) fn effects(&self) -> &Effects {
+        &self.effects
+    }
+
+    /// Handles one record from the ring of `ring` at `position`: the table
+    /// from record kinds to handlers.
+    pub(crate) fn step(
+        &mut self,
+        env: &Env,
+        ring: usize,
+        position: u64,
+        record: &Record,
+    ) -> Result<()> {
+        self.effects.retire.clear();
+        self.effects.reply = None;
+        if let Some(stats) = env.stats {
+            stats.records_processed.fetch_add(1, Ordering::Relaxed);
+        }
+        match record.kind {
+            Kind::Lock => self.on_lock(env, ring, position, record),
+            Kind::CommitBackup => self.on_commit_backup(env, ring, position, record),
+            Kind::CommitPrimary => self.on_commit_primary(env, ring, position, record),
+            Kind::Abort => self.on_abort(env, ring, position, record),
+            Kind::Truncate => self.on_truncate(env, ring, position, record),
+            // The ring skips PADs, and `Record::decode` refuses one.
+            Kind::Pad => Err(corrupt(
+                ring,
+                position,
+                DecodeError::Invalid {
+                    what: "record",
+                    why: "a PAD where a record was expected",
+                },
+            )),
+        }
+    }
+
+    /// The record came from where it says, in this configuration.
+    fn check_origin(&self, ring: usize, position: u64, record: &Record) -> Result<()> {
+        let why = if record.sender != ring {
+            "its sender is not the node whose ring it is in"
+        } else if record.configuration != self.configuration {
+            "it is of another configuration"
+        } else if record.kind != Kind::Truncate && record.txid.node() != ring {
+            "its transaction is not coordinated by its sender"
+        } else if record.kind != Kind::Truncate && !record.txid.is_valid() {
+            "its transaction id names no context"
+        } else {
+            return Ok(());
+        };
+        Err(corrupt(
+            ring,
+            position,
+            DecodeError::Invalid {
+                what: "record",
+                why,
+            },
+        ))
+    }
+
+    /// The object writes of a LOCK or COMMIT-BACKUP, each naming a slot of
+    /// a region this node holds, with a payload that fits the slot.
+    fn entries(env: &Env, ring: usize, position: u64, record: &Record) -> Result<Vec<Entry>> {
+        let region_bytes = env.replicas.region_bytes();
+        let mut entries = Vec::new();
+        for entry in record.entries().map_err(|e| corrupt(ring, position, e))? {
+            let entry = entry.map_err(|e| corrupt(ring, position, e))?;
+            let why = if env.replicas.get(entry.addr.region()).is_none() {
+                Some("names a region this node holds no replica of")
+            } else if let Err(why) = check_slot(entry.addr, region_bytes) {
+                Some(why)
+            } else if entry.payload.len() > object::capacity(class_bytes(entry.addr.class())) {
+                Some("its payload exceeds its slot")
+            } else if entry.expected.locked || entry.new.locked {
+                Some("carries a locked header")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(corrupt(
+                    ring,
+                    position,
+                    DecodeError::Invalid {
+                        what: "record entry",
+                        why,
+                    },
+                ));
+            }
+            entries.push(entry.to_owned());
+        }
+        Ok(entries)
+    }
+
+    fn retire(&mut self, ring: usize, position: u64) {
+        self.effects.retire.push((ring, position));
+    }
+
+    /// LOCK (SOSP'15 §4 step 1): lock every written object at the version
+    /// the coordinator read, all or nothing, and answer. Replay: take the
+    /// locks again (or find them taken before the crash); no answer.
+    pub(crate) fn on_lock(
+        &mut self,
+        env: &Env,
+        ring: usize,
+        position: u64,
+        record: &Record,
+    ) -> Result<()> {
+        self.check_origin(ring, position, record)?;
+        if let Some(stats) = env.stats {
+            stats.lock_records.fetch_add(1, Ordering::Relaxed);
+        }
+        let entries = Self::entries(env, ring, position, record)?;
+        let (granted, locked) = match self.mode {
+            Mode::Serve if env.faults.skip_lock => (true, false),
+            Mode::Serve => {
+                let granted = env.replicas.try_lock(&entries)?;
+                (granted, granted)
+            }
+            Mode::Replay => {
+                let granted = env.replicas.relock(&entries)?;
+                (granted, granted)
+            }
+        };
+        if granted {
+            self.locks.insert(
+                record.txid,
+                PendingLock {
+                    ring,
+                    position,
+                    entries,
+                    locked,
+                },
+            );
+        } else {
+            self.retire(ring, position);
+        }
+        if self.mode == Mode::Serve {
+            self.effects.reply = Some((ring, record.txid, granted));
+        }
+        Ok(())
+    }
+
+    /// COMMIT-BACKUP (step 3): keep the new values until TRUNCATE. The
+    /// backup's CPU only files it; the coordinator waited for the fabric's
+    /// acknowledgement alone.
+    pub(crate) fn on_commit_backup(
+        &mut self,
+        env: &Env,
+        ring: usize,
+        position: u64,
+        record: &Record,
+    ) -> Result<()> {
+        self.check_origin(ring, position, record)?;
+        let entries = Self::entries(env, ring, position, record)?;
+        self.backups.insert(
+            record.txid,
+            PendingBackup {
+                ring,
+                position,
+                entries,
+            },
+        );
+        Ok(())
+    }
+
+    /// COMMIT-PRIMARY (step 4): install the writes locked by the
+    /// transaction's LOCK, with new versions, and unlock them.
+    pub(crate) fn on_commit_primary(
+        &mut self,
+        env: &Env,
+        ring: usize,
+        position: u64,
+        record: &Record,
+    ) -> Result<()> {
+        self.check_origin(ring, position, record)?;
+        if self.mode == Mode::Replay {
+            self.committed.insert(record.txid);
+        }
+        self.install_locked(env, record.txid)?;
+        self.retire(ring, position);
+        Ok(())
+    }
+
+    /// ABORT: release the locks of the transaction's LOCK, leaving the
+    /// objects as they were.
+    pub(crate) fn on_abort(
+        &mut self,
+        env: &Env,
+        ring: usize,
+        position: u64,
+        record: &Record,
+    ) -> Result<()> {
+        self.check_origin(ring, position, record)?;
+        self.release_locked(env, record.txid)?;
+        self.retire(ring, position);
+        Ok(())
+    }
+
+    /// TRUNCATE (step 5): the named transactions are done everywhere:
+    /// apply their COMMIT-BACKUP values and forget them.
+    pub(crate) fn on_truncate(
+        &mut self,
+        env: &Env,
+        ring: usize,
+        position: u64,
+        record: &Record,
+    ) -> Result<()> {
+        self.check_origin(ring, position, record)?;
+        let truncated = record.truncated().map_err(|e| corrupt(ring, position, e))?;
+        for txid in truncated {
+            if txid.node() != ring {
+                return Err(corrupt(
+                    ring,
+                    position,
+                    DecodeError::Invalid {
+                        what: "TRUNCATE",
+                        why: "names a transaction its sender did not coordinate",
+                    },
+                ));
+            }
+            if self.mode == Mode::Replay {
+                self.committed.insert(txid);
+            }
+            self.apply_backup(env, txid)?;
+        }
+        self.retire(ring, position);
+        Ok(())
+    }
+
+    /// The commit half of COMMIT-PRIMARY, also the decision "committed" of
+    /// a restart.
+    fn install_locked(&mut self, env: &Env, txid: TxnId) -> Result<()> {
+        let Some(lock) = self.locks.remove(&txid) else {
+            return Ok(());
+        };
+        for entry in &lock.entries {
+            match self.mode {
+                Mode::Serve => env.replicas.install(entry)?,
+                Mode::Replay => env.replicas.install_if_newer(entry)?,
+            }
+            if entry.expected.allocated && !entry.new.allocated {
+                // A free: the slot goes back to the primary's allocator.
+                if let Some(allocators) = env.allocators {
+                    allocators.release(
+                        entry.addr.region(),
+                        entry.addr.offset(),
+                        entry.addr.class(),
+                    );
+                }
+            }
+        }
+        self.retire(lock.ring, lock.position);
+        Ok(())
+    }
+
+    /// The release half of ABORT, also the decision "aborted" of a
+    /// restart.
+    fn release_locked(&mut self, env: &Env, txid: TxnId) -> Result<()> {
+        let Some(lock) = self.locks.remove(&txid) else {
+            return Ok(());
+        };
+        if lock.locked {
+            for entry in &lock.entries {
+                env.replicas.unlock(entry)?;
+            }
+        }
+        self.retire(lock.ring, lock.position);
+        Ok(())
+    }
+
+    /// Applies a kept COMMIT-BACKUP: only a newer version replaces an
+    /// older one, so truncations may arrive in any order.
+    fn apply_backup(&mut self, env: &Env, txid: TxnId) -> Result<()> {
+        let Some(backup) = self.backups.remove(&txid) else {
+            return Ok(());
+        };
+        for entry in &backup.entries {
+            env.replicas.install_if_newer(entry)?;
+        }
+        if let Some(stats) = env.stats {
+            stats.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        self.retire(backup.ring, backup.position);
+        Ok(())
+    }
+
+    /// Replay: the transactions this node knows committed (a COMMIT-PRIMARY
+    /// or TRUNCATE seen, or a COMMIT-BACKUP held: a coordinator writes
+    /// COMMIT-BACKUP only after every lock was granted and validation
+    /// passed, SOSP'15 §5.3), sorted.
+    pub(crate) fn evidence(&self) -> Vec<TxnId> {
+        assert_eq!(self.mode, Mode::Replay, "only a replay gathers evidence");
+        let mut evidence: Vec<TxnId> = self
+            .committed
+            .iter()
+            .chain(self.backups.keys())
+            .copied()
+            .collect();
+        evidence.sort_unstable();
+        evidence.dedup();
+        evidence
+    }
+
+    /// Replay: LOCKs whose transaction is still undecided.
+    pub(crate) fn in_doubt(&self) -> usize {
+        self.locks.len()
+    }
+
+    /// Replay: decides every LOCK in doubt by the cluster's `evidence` of
+    /// commit (install, as COMMIT-PRIMARY would, or release, as ABORT
+    /// would), and applies every COMMIT-BACKUP held, as TRUNCATE would.
+    pub(crate) fn resolve(&mut self, env: &Env, evidence: &HashSet<TxnId>) -> Result<()> {
+        assert_eq!(self.mode, Mode::Replay, "only a replay resolves");
+        let in_doubt: Vec<TxnId> = self.locks.keys().copied().collect();
+        for txid in in_doubt {
+            if evidence.contains(&txid) {
+                self.install_locked(env, txid)?;
+            } else {
+                self.release_locked(env, txid)?;
+            }
+        }
+        let held: Vec<TxnId> = self.backups.keys().copied().collect();
+        for txid in held {
+            self.apply_backup(env, txid)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! A node's server: polls the node's incoming rings, hands every record
+//! to the participant ([`crate::participant`]), carries out what it asks
+//! (retire records, answer LOCKs with one WRITE), tells senders how far it
+//! retired, and, when the node goes quiet, sends the truncations its
+//! transactions queued ([`crate::coordinator::send_truncations`]).
+//!
+//! The server thread polls, spinning briefly and then blocking on the
+//! fabric's doorbell, so an idle node burns no CPU. Application threads of
+//! the node may run the same poll (see [`crate::node::inbox`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdma_transport::{Endpoint, MemoryRegion, NodeId, Op, RemoteAddr};
+
+use crate::codec::inbox::{head_offset, reply_offset, LockReply};
+use crate::coordinator::send_truncations;
+use crate::error::{Error, Result};
+use crate::limits::{RECORD_BYTES_MAX, REPLY_TIMEOUT_MS, RING_BYTES};
+use crate::node::contexts::{connect_all, Links};
+use crate::node::inbox::InboxPoller;
+use crate::node::NodeShared;
+use crate::participant::{Env, Mode, Participant};
+use crate::ring::{Polled, RingReceiver};
+use crate::txn_id::TxnId;
+
+/// How long an idle server thread naps while application threads poll.
+const POLLER_NAP_US: u64 = 100;
+
+/// Scratch layout of the server: one 8-byte staging word per node for
+/// ring heads, then one per node for LOCK answers.
+const WORD_BYTES: u64 = std::mem::size_of::<u64>() as u64;
+
+fn head_staging(sender: usize) -> u64 {
+    sender as u64 * WORD_BYTES
+}
+
+fn reply_staging(coordinator: usize) -> u64 {
+    (crate::limits::NODES_MAX + coordinator) as u64 * WORD_BYTES
+}
+
+/// The server's state.
+pub(crate) struct Server {
+    node: Arc<NodeShared>,
+    receivers: Vec<RingReceiver>,
+    participant: Participant,
+    endpoints: Vec<Box<dyn Endpoint>>,
+    scratch: Arc<MemoryRegion>,
+    /// Receive buffer of the record being handled, and the buffer of
+    /// outgoing TRUNCATE records: reused.
+    buffer: Vec<u8>,
+    record: Vec<u8>,
+}
+
+impl InboxPoller for Server {
+    fn poll_once(&mut self) -> Result<usize> {
+        Server::poll_once(self)
+    }
+}
+
+impl Server {
+    /// The server of `node`, taking its rings from the persisted retired
+    /// positions.
+    pub(crate) fn new(node: Arc<NodeShared>) -> Result<Server> {
+        let nodes = node.placement.nodes;
+        let receivers = (0..nodes)
+            .map(|sender| RingReceiver::new(sender, node.inbox.clone()))
+            .collect();
+        let Links { endpoints, scratch } = connect_all(node.fabric.as_ref(), nodes)?;
+        Ok(Server {
+            participant: Participant::new(Mode::Serve, node.configuration),
+            node,
+            receivers,
+            endpoints,
+            scratch,
+            buffer: Vec::with_capacity(RECORD_BYTES_MAX),
+            record: Vec::with_capacity(RECORD_BYTES_MAX),
+        })
+    }
+
+    /// The server thread: polls and processes until the node stops.
+    pub(crate) fn run(server: Arc<Mutex<Server>>) {
+        let node = server.lock().expect("server lock").node.clone();
+        let mut idle_rounds = 0u32;
+        while !node.stop.load(Ordering::Acquire) {
+            let worked = {
+                let mut server = server.lock().expect("server lock");
+                match server.poll_once() {
+                    Ok(worked) => worked,
+                    Err(error) => {
+                        eprintln!("farm node {}: server error: {error}", node.id);
+                        1
+                    }
+                }
+            };
+            if worked > 0 {
+                idle_rounds = 0;
+                let _ = node.fabric.progress();
+                continue;
+            }
+            idle_rounds += 1;
+            if idle_rounds < 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Idle: tell senders what we retired, then sleep until a
+            // WriteNotify rings the doorbell (or a little while passes, so
+            // records written without a notification are seen too).
+            server.lock().expect("server lock").on_idle();
+            if node.hook.has_pollers() {
+                // Application threads poll between transactions: look again
+                // soon, in case they all stay busy, without being woken.
+                // (On verbs, notifications still consume receives: keep
+                // them posted.)
+                let _ = node.fabric.progress();
+                std::thread::sleep(Duration::from_micros(POLLER_NAP_US));
+            } else {
+                let _ = node.fabric.wait_notified(Duration::from_millis(2));
+            }
+        }
+    }
+
+    /// What the server does when nothing arrived for a while: publish
+    /// every ring head, send the truncations transactions queued while the
+    /// node then went quiet.
+    fn on_idle(&mut self) {
+        let id = self.node.id;
+        if let Err(error) = self.publish_heads(true) {
+            eprintln!("farm node {id}: publishing ring heads failed: {error}");
+        }
+        if !self.node.truncations.is_empty() {
+            if let Err(error) = send_truncations(
+                &self.node,
+                &self.scratch,
+                &mut self.endpoints,
+                &mut self.record,
+            ) {
+                eprintln!("farm node {id}: sending truncations failed: {error}");
+            }
+        }
+    }
+
+    /// One pass over every ring; returns how many records it processed.
+    pub(crate) fn poll_once(&mut self) -> Result<usize> {
+        let mut worked = 0;
+        for sender in 0..self.receivers.len() {
+            loop {
+                let mut buffer = std::mem::take(&mut self.buffer);
+                let result = match self.receivers[sender].poll(&mut buffer) {
+                    Ok(Polled::Empty) => {
+                        self.buffer = buffer;
+                        break;
+                    }
+                    Ok(Polled::Record { position, record }) => {
+                        let env = Env {
+                            replicas: &self.node.replicas,
+                            allocators: Some(&self.node.allocators),
+                            faults: self.node.faults(),
+                            stats: Some(&self.node.stats),
+                        };
+                        self.participant
+                            .step(&env, sender, position, &record)
+                            .and_then(|()| self.carry_out())
+                    }
+                    Err(error @ Error::Corrupt { .. }) => {
+                        self.node
+                            .stats
+                            .corrupt_records
+                            .fetch_add(1, Ordering::Relaxed);
+                        eprintln!("farm node {}: {error}", self.node.id);
+                        *self.node.last_corruption.lock().expect("corruption lock") =
+                            Some(error.to_string());
+                        self.buffer = buffer;
+                        break;
+                    }
+                    Err(error) => Err(error),
+                };
+                self.buffer = buffer;
+                result?;
+                worked += 1;
+            }
+        }
+        if worked > 0 {
+            self.publish_heads(false)?;
+        }
+        Ok(worked)
+    }
+
+    /// Carries out what the participant's last handler asked for.
+    fn carry_out(&mut self) -> Result<()> {
+        let effects = self.participant.effects();
+        for &(ring, position) in &effects.retire {
+            self.receivers[ring].retire(position);
+        }
+        if let Some((coordinator, txid, granted)) = effects.reply {
+            self.reply(coordinator, txid, granted)?;
+        }
+        Ok(())
+    }
+
+    /// Tells senders how far we retired: always when `idle`, otherwise only
+    /// rings that retired a good share since the last time.
+    fn publish_heads(&mut self, idle: bool) -> Result<()> {
+        for sender in 0..self.receivers.len() {
+            let receiver = &mut self.receivers[sender];
+            if !idle && receiver.unpublished_bytes() < RING_BYTES / 8 {
+                continue;
+            }
+            let Some(head) = receiver.take_publishable() else {
+                continue;
+            };
+            let staging = head_staging(sender);
+            self.scratch.write(staging, &head.to_le_bytes())?;
+            let op = Op::Write {
+                local: self.scratch.slice(staging, WORD_BYTES as u32)?,
+                remote: RemoteAddr {
+                    node: NodeId(sender as u16),
+                    key: self.node.directory().inbox_keys[sender],
+                    offset: head_offset(self.node.id),
+                },
+            };
+            self.endpoints[sender].execute(&[op], Duration::from_millis(REPLY_TIMEOUT_MS))?;
+        }
+        Ok(())
+    }
+
+    /// Answers a LOCK: one 8-byte WRITE into the coordinator's inbox.
+    fn reply(&mut self, coordinator: usize, txid: TxnId, granted: bool) -> Result<()> {
+        let staging = reply_staging(coordinator);
+        self.scratch.write(
+            staging,
+            &LockReply::for_txn(txid, granted).encode().to_le_bytes(),
+        )?;
+        let op = Op::Write {
+            local: self.scratch.slice(staging, WORD_BYTES as u32)?,
+            remote: RemoteAddr {
+                node: NodeId(coordinator as u16),
+                key: self.node.directory().inbox_keys[coordinator],
+                offset: reply_offset(txid.context(), self.node.id),
+            },
+        };
+        self.endpoints[coordinator].execute(&[op], Duration::from_millis(REPLY_TIMEOUT_MS))?;
+        Ok(())
+    }
+}

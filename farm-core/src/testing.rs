@@ -1,0 +1,14 @@
+//! What tests need to look inside a node (feature `test-support`): the
+//! bytes of its replicas. Not for applications: a replica's bytes are
+//! written by peers at any time.
+
+use std::sync::Arc;
+
+use rdma_transport::MemoryRegion;
+
+use crate::cluster::Node;
+
+/// `node`'s replica of `region`, if it holds one.
+pub fn replica(node: &Node, region: u16) -> Option<Arc<MemoryRegion>> {
+    node.shared().replicas.get(region).cloned()
+}
