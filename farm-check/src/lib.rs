@@ -1,6 +1,11 @@
 //! Records transactional histories of farm-rs workloads and checks them for
 //! strict serializability.
 //!
+//! Modules: [`history`] (recording), [`mod@check`] and [`report`] (the
+//! checker and its verdict), [`workload`] (the `farm check` workload),
+//! [`service`] (that workload as a service of `farm node` processes) and
+//! [`command`] (`farm check` as one call).
+//!
 //! # The history model
 //!
 //! A history is a set of transactions, each run by one client

@@ -1,13 +1,13 @@
 //! `farm check` on node processes: the `check` service that `farm node`
 //! serves. Each node allocates the objects it owns, the addresses meet in
 //! a round, every node runs its share of the transactions from its own
-//! client threads and records them, and the histories gather at node 0,
-//! which hands the merged history to the driver; the driver checks it.
+//! client threads and records them, and node 0 passes every node's history
+//! on to the driver, which merges and checks them.
 
 use farm_cluster::{Progress, Service, ServiceSite};
 use farm_core::{AbortCounts, Addr, Fault, Faults};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::history::{self, Recorder};
 use crate::workload::{self, WorkloadOptions};
@@ -61,15 +61,15 @@ impl Service for CheckService {
         "check"
     }
 
-    fn check(&self, request: &Value) -> Result<(), String> {
-        let request: CheckRequest = serde_json::from_value(request.clone())
-            .map_err(|e| format!("not a check request: {e}"))?;
+    fn check(&self, request: &RawValue) -> Result<(), String> {
+        let request: CheckRequest =
+            serde_json::from_str(request.get()).map_err(|e| format!("not a check request: {e}"))?;
         request.check()
     }
 
-    fn run(&self, site: &ServiceSite<'_>, request: &Value) -> farm_cluster::Result<()> {
+    fn run(&self, site: &ServiceSite<'_>, request: &RawValue) -> farm_cluster::Result<()> {
         let request: CheckRequest =
-            farm_cluster::protocol::decode_value(request.clone(), "node 0", "check request")?;
+            farm_cluster::protocol::decode_value(request, "node 0", "check request")?;
         let (id, nodes) = (site.id(), site.nodes());
         let node = site.node();
         node.set_faults(Faults::from(request.fault));
@@ -110,18 +110,13 @@ impl Service for CheckService {
         );
         node.set_faults(Faults::default());
         let (_, aborted) = result?;
+        site.status("gathering the histories at node 0");
         let part = CheckOutput {
             txns: recorder.history().txns().to_vec(),
             aborted,
         };
-        if let Some(parts) = site.gather("check-history", &part)? {
-            let mut all = CheckOutput::default();
-            for part in parts {
-                all.txns.extend(part.txns);
-                all.aborted.merge(&part.aborted);
-            }
-            site.output(&all);
-        }
+        // Each node's history goes to the driver as it is, through node 0.
+        site.gather_to_driver("check-history", &part)?;
         // Everything a node wrote is installed before the next request.
         site.drain()?;
         site.barrier("check-done")?;

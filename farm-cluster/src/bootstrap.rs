@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    decode_value, encode_value, read_message, write_message, FromNode0, Opening, ToDriver, ToNode0,
-    PROTOCOL_VERSION,
+    decode_value, encode_value, read_message, write_message, FromNode0, Opening, Payload, ToDriver,
+    ToNode0, PROTOCOL_VERSION,
 };
 
 /// How long a node waits for the others to show up or answer.
@@ -257,7 +256,7 @@ impl Bootstrap {
             .into_iter()
             .enumerate()
             .map(|(node, part)| {
-                decode_value(part, &node_name(node), &format!("part of round {round}"))
+                decode_value(&part, &node_name(node), &format!("part of round {round}"))
             })
             .collect()
     }
@@ -280,13 +279,22 @@ impl Bootstrap {
             .into_iter()
             .enumerate()
             .map(|(node, part)| {
-                decode_value(part, &node_name(node), &format!("part of round {round}"))
+                decode_value(&part, &node_name(node), &format!("part of round {round}"))
             })
             .collect::<Result<Vec<T>>>()
             .map(Some)
     }
 
-    fn exchange_values(&mut self, round: &str, part: Value) -> Result<Vec<Value>> {
+    /// [`Bootstrap::gather`] of parts kept as JSON text: node 0 can pass
+    /// them on without decoding them.
+    ///
+    /// # Errors
+    /// As [`Bootstrap::exchange`].
+    pub fn gather_payloads(&mut self, round: &str, part: Payload) -> Result<Option<Vec<Payload>>> {
+        self.round(round, part, false)
+    }
+
+    fn exchange_values(&mut self, round: &str, part: Payload) -> Result<Vec<Payload>> {
         Ok(self
             .round(round, part, true)?
             .expect("every node learns the parts of an exchange"))
@@ -294,7 +302,7 @@ impl Bootstrap {
 
     /// One round: every node's part reaches node 0, which answers every
     /// node with all of them (`share`) or just that it has them.
-    fn round(&mut self, round: &str, part: Value, share: bool) -> Result<Option<Vec<Value>>> {
+    fn round(&mut self, round: &str, part: Payload, share: bool) -> Result<Option<Vec<Payload>>> {
         if let Some(coordinator) = &mut self.coordinator {
             write_message(
                 coordinator.get_mut(),
@@ -325,9 +333,8 @@ impl Bootstrap {
                 )),
             };
         }
-        let mut parts = vec![Value::Null; self.nodes];
-        parts[0] = part;
-        for (peer, slot) in parts.iter_mut().enumerate().skip(1) {
+        let mut parts = vec![part];
+        for peer in 1..self.nodes {
             let name = node_name(peer);
             let reader = self.peers[peer].as_mut().expect("every node joined");
             match read_message::<ToNode0>(reader, &name)? {
@@ -338,7 +345,7 @@ impl Bootstrap {
                     round: sent,
                     node,
                     part,
-                } if sent == round && node == peer => *slot = part,
+                } if sent == round && node == peer => parts.push(part),
                 ToNode0::Part {
                     round: sent, node, ..
                 } => {

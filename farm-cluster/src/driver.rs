@@ -71,7 +71,7 @@ impl Driver {
                 }
                 ToDriver::Status { text } => on_event(&Event::Status(text)),
                 ToDriver::Progress(progress) => on_event(&Event::Progress(progress)),
-                ToDriver::Output { value } => outputs.push(decode_value(value, &peer, "output")?),
+                ToDriver::Output { value } => outputs.push(decode_value(&value, &peer, "output")?),
                 ToDriver::Done => return Ok(outputs),
                 ToDriver::Error { error } => {
                     return Err(Error::Service {

@@ -167,6 +167,19 @@ impl NodeProcess {
         self.bootstrap.gather(round, part)
     }
 
+    /// [`NodeProcess::gather`] of parts kept as JSON text (see
+    /// [`Bootstrap::gather_payloads`]).
+    ///
+    /// # Errors
+    /// See [`Bootstrap::exchange`].
+    pub fn gather_payloads(
+        &mut self,
+        round: &str,
+        part: crate::protocol::Payload,
+    ) -> Result<Option<Vec<crate::protocol::Payload>>> {
+        self.bootstrap.gather_payloads(round, part)
+    }
+
     /// How long rounds wait for the other nodes (see
     /// [`Bootstrap::set_wait`]): `None` while serving a driver's commands.
     ///

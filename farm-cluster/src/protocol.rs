@@ -1,37 +1,43 @@
 //! Every message between node processes and their drivers, as typed,
-//! versioned enums; one JSON object per line on a TCP connection to node
+//! versioned enums; one JSON value per line on a TCP connection to node
 //! 0's `bootstrap` address.
 //!
 //! ```text
-//! node k → node 0   {"type":"join","protocol":1,"node":k}            first line
-//!                   {"type":"part","round":"…","node":k,"part":…}     one per round
-//!                   {"type":"failed","node":k,"error":"…"}            when it gives up
-//! node 0 → node k   {"type":"parts","round":"…","parts":[…]}         every node's part
-//!                   {"type":"gathered","round":"…"}                  a gathering round's end
-//!                   {"type":"refused","error":"…"}
+//! node k → node 0   {"join":{"protocol":1,"node":k}}                  first line
+//!                   {"part":{"round":"…","node":k,"part":…}}           one per round
+//!                   {"failed":{"node":k,"error":"…"}}                  when it gives up
+//! node 0 → node k   {"parts":{"round":"…","parts":[…]}}               every node's part
+//!                   {"gathered":{"round":"…"}}                        a gathering round's end
+//!                   {"refused":{"error":"…"}}
 //!
-//! driver → node 0   {"type":"run","protocol":1,"service":"bench","request":{…}}
-//!                   {"type":"stop","protocol":1}
-//! node 0 → driver   {"type":"starting"}                               nodes still joining
-//!                   {"type":"status","text":"loading tatp …"}
-//!                   {"type":"progress","run":0,"done":3.0,"total":10.0,"unit":"s","rate":61234.0}
-//!                   {"type":"output","value":{…}}                    a service's result
-//!                   {"type":"done"}  or  {"type":"error","error":"…"}
+//! driver → node 0   {"run":{"protocol":1,"service":"bench","request":{…}}}
+//!                   {"stop":{"protocol":1}}
+//! node 0 → driver   "starting"                                        nodes still joining
+//!                   {"status":{"text":"loading tatp …"}}
+//!                   {"progress":{"run":0,"done":3.0,"total":10.0,"unit":"s","rate":61234.0}}
+//!                   {"output":{"value":{…}}}                          a service's result
+//!                   "done"  or  {"error":{"error":"…"}}
 //! ```
 //!
 //! A round's part and a service's request and output are the service's own
-//! types, carried as JSON values here. A line is at most
-//! [`LINE_BYTES_MAX`]; anything that is not one of these messages gets an
-//! error that names the peer, and nothing else happens.
+//! types, carried here as [`Payload`]s: JSON text that is passed through
+//! untouched and decoded once, by whoever knows its type (a history of a
+//! large check is tens of MiB). A line is at most [`LINE_BYTES_MAX`];
+//! anything that is not one of these messages gets an error that names the
+//! peer, and nothing else happens.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
+
+/// A service's own value (a round's part, a request, an output) as JSON
+/// text.
+pub type Payload = Box<RawValue>;
 
 /// The version of these messages; a peer with another is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -41,8 +47,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const LINE_BYTES_MAX: u64 = 1 << 30;
 
 /// The first line of a connection to node 0.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Opening {
     /// A node process joins the cluster at start-up.
     Join { protocol: u32, node: usize },
@@ -50,7 +56,7 @@ pub enum Opening {
     Run {
         protocol: u32,
         service: String,
-        request: Value,
+        request: Payload,
     },
     /// A driver asks the nodes to finish and exit.
     Stop { protocol: u32 },
@@ -67,25 +73,25 @@ impl Opening {
 }
 
 /// What a node sends node 0 after joining.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ToNode0 {
     /// Its part of a round.
     Part {
         round: String,
         node: usize,
-        part: Value,
+        part: Payload,
     },
     /// It gives up, and why.
     Failed { node: usize, error: String },
 }
 
 /// What node 0 sends a node.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum FromNode0 {
     /// Every node's part of a round, by node id.
-    Parts { round: String, parts: Vec<Value> },
+    Parts { round: String, parts: Vec<Payload> },
     /// Node 0 has every part of a round that gathers them to it alone.
     Gathered { round: String },
     /// Node 0 refused what the node sent, or failed.
@@ -106,8 +112,8 @@ pub struct Progress {
 }
 
 /// What node 0 sends a driver.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ToDriver {
     /// The nodes are still joining: try again.
     Starting,
@@ -117,7 +123,7 @@ pub enum ToDriver {
     Progress(Progress),
     /// A result of the service (one per run of a sweep).
     Output {
-        value: Value,
+        value: Payload,
     },
     /// The request is done.
     Done,
@@ -175,14 +181,14 @@ pub fn write_message<T: Serialize>(stream: &mut TcpStream, message: &T, peer: &s
 ///
 /// # Errors
 /// [`Error::Peer`] naming `peer` and `what` when it is not a `T`.
-pub fn decode_value<T: DeserializeOwned>(value: Value, peer: &str, what: &str) -> Result<T> {
-    serde_json::from_value(value)
+pub fn decode_value<T: DeserializeOwned>(value: &RawValue, peer: &str, what: &str) -> Result<T> {
+    serde_json::from_str(value.get())
         .map_err(|e| Error::peer(peer, format!("sent a malformed {what}: {e}")))
 }
 
 /// A value of the service's own type, as a message carries it.
-pub fn encode_value<T: Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).expect("farm messages serialize")
+pub fn encode_value<T: Serialize>(value: &T) -> Payload {
+    serde_json::value::to_raw_value(value).expect("farm messages serialize")
 }
 
 #[cfg(test)]
@@ -194,11 +200,16 @@ mod tests {
         let run = Opening::Run {
             protocol: PROTOCOL_VERSION,
             service: "bench".into(),
-            request: serde_json::json!({"workload": "tatp"}),
+            request: encode_value(&serde_json::json!({"workload": "tatp"})),
         };
+        let text = serde_json::to_string(&run).unwrap();
         assert_eq!(
-            serde_json::to_string(&run).unwrap(),
-            r#"{"type":"run","protocol":1,"service":"bench","request":{"workload":"tatp"}}"#
+            text,
+            r#"{"run":{"protocol":1,"service":"bench","request":{"workload":"tatp"}}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&serde_json::from_str::<Opening>(&text).unwrap()).unwrap(),
+            text
         );
         let progress = ToDriver::Progress(Progress {
             run: 0,
@@ -208,8 +219,11 @@ mod tests {
             rate: 5.0,
         });
         let text = serde_json::to_string(&progress).unwrap();
-        assert!(text.starts_with(r#"{"type":"progress","run":0"#), "{text}");
-        assert_eq!(serde_json::from_str::<ToDriver>(&text).unwrap(), progress);
+        assert!(text.starts_with(r#"{"progress":{"run":0"#), "{text}");
+        assert_eq!(
+            serde_json::to_string(&serde_json::from_str::<ToDriver>(&text).unwrap()).unwrap(),
+            text
+        );
         for garbage in [
             r#"{"type":"run"}"#,
             r#"{"bench":{}}"#,

@@ -15,13 +15,14 @@ use std::time::Duration;
 use farm_core::Node;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::cluster_file::ClusterFile;
 use crate::error::{Error, Result};
 use crate::process::NodeProcess;
 use crate::protocol::{
-    encode_value, read_message, write_message, Opening, Progress, ToDriver, PROTOCOL_VERSION,
+    encode_value, read_message, write_message, Opening, Payload, Progress, ToDriver,
+    PROTOCOL_VERSION,
 };
 
 /// Something node processes run for a driver.
@@ -34,27 +35,41 @@ pub trait Service: Send + Sync {
     ///
     /// # Errors
     /// Why the request is refused.
-    fn check(&self, request: &Value) -> std::result::Result<(), String>;
+    fn check(&self, request: &RawValue) -> std::result::Result<(), String>;
 
     /// Every node runs an accepted request; node 0 reports to the driver
     /// through `site`.
     ///
     /// # Errors
     /// The request failed on this node.
-    fn run(&self, site: &ServiceSite<'_>, request: &Value) -> Result<()>;
+    fn run(&self, site: &ServiceSite<'_>, request: &RawValue) -> Result<()>;
 }
 
 /// What a command is, as node 0 hands it to every node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 enum Command {
     Run {
         service: String,
-        request: Value,
+        request: Payload,
     },
     Stop,
     /// Only node 0 has a command; the others' part is this.
     Waiting,
+}
+
+impl Command {
+    /// For logs: the service and its request (shortened).
+    fn describe(&self) -> String {
+        match self {
+            Command::Run { service, request } => {
+                let shown: String = request.get().chars().take(200).collect();
+                format!("run {service} {shown}")
+            }
+            Command::Stop => "stop".into(),
+            Command::Waiting => "waiting".into(),
+        }
+    }
 }
 
 /// The connection to the driver (node 0 only); gone once the driver left.
@@ -132,6 +147,24 @@ impl ServiceSite<'_> {
             .lock()
             .expect("rounds are not poisoned")
             .gather(round, part)
+    }
+
+    /// Gathers every node's `part` at node 0 and hands them to the driver
+    /// as they are, one output each, without node 0 decoding them (a check's
+    /// histories are tens of MiB).
+    ///
+    /// # Errors
+    /// See [`NodeProcess::exchange`].
+    pub fn gather_to_driver<T: Serialize>(&self, round: &str, part: &T) -> Result<()> {
+        let parts = self
+            .process
+            .lock()
+            .expect("rounds are not poisoned")
+            .gather_payloads(round, encode_value(part))?;
+        for value in parts.into_iter().flatten() {
+            self.send(&ToDriver::Output { value });
+        }
+        Ok(())
     }
 
     /// Sends this node's pending truncations and waits until every ring it
@@ -222,10 +255,7 @@ fn next_command(
         match answer {
             Ok(command) => {
                 if !quiet {
-                    eprintln!(
-                        "farm node 0: {peer}: {}",
-                        serde_json::to_string(&command).unwrap_or_default()
-                    );
+                    eprintln!("farm node 0: {peer}: {}", command.describe());
                 }
                 let _ = stream.set_read_timeout(None);
                 return Ok((command, stream));

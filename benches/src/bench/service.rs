@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use farm_cluster::{Progress, Service, ServiceSite};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::config::{load_with, LoadOptions, WorkloadName};
 use super::site::{Rounds, Site};
@@ -101,7 +101,11 @@ pub struct BenchService {
 struct SiteRounds<'a, 'b>(&'a ServiceSite<'b>);
 
 impl Rounds for SiteRounds<'_, '_> {
-    fn exchange(&self, round: &str, part: Value) -> farm_core::Result<Vec<Value>> {
+    fn exchange(
+        &self,
+        round: &str,
+        part: serde_json::Value,
+    ) -> farm_core::Result<Vec<serde_json::Value>> {
         self.0
             .exchange(round, &part)
             .map_err(|error| farm_core::Error::Peer(error.to_string()))
@@ -113,15 +117,15 @@ impl Service for BenchService {
         "bench"
     }
 
-    fn check(&self, request: &Value) -> Result<(), String> {
-        let request: BenchRequest = serde_json::from_value(request.clone())
-            .map_err(|e| format!("not a bench request: {e}"))?;
+    fn check(&self, request: &RawValue) -> Result<(), String> {
+        let request: BenchRequest =
+            serde_json::from_str(request.get()).map_err(|e| format!("not a bench request: {e}"))?;
         request.check()
     }
 
-    fn run(&self, site: &ServiceSite<'_>, request: &Value) -> farm_cluster::Result<()> {
+    fn run(&self, site: &ServiceSite<'_>, request: &RawValue) -> farm_cluster::Result<()> {
         let request: BenchRequest =
-            farm_cluster::protocol::decode_value(request.clone(), "node 0", "bench request")?;
+            farm_cluster::protocol::decode_value(request, "node 0", "bench request")?;
         request
             .check()
             .map_err(|error| farm_cluster::Error::Service {
