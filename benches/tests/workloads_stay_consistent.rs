@@ -8,16 +8,12 @@ use farm_benches::bench::config::{load, WorkloadName};
 use farm_benches::bench::site::Site;
 use farm_benches::bench::ycsb::Distribution;
 use farm_benches::bench::{run, RunOptions};
-use farm_core::{Cluster, ClusterConfig, FabricKind};
+use farm_core::FabricKind;
 
 #[test]
 fn every_workload_stays_consistent() {
     for name in WorkloadName::ALL {
-        let cluster = Cluster::start(ClusterConfig {
-            region_bytes: 16 << 20,
-            ..ClusterConfig::default()
-        })
-        .unwrap();
+        let cluster = farm_core::testing::cluster(16 << 20);
         // A small population: more conflicts per transaction.
         let workload = load(&Site::cluster(&cluster), name, 0.02, Distribution::Zipfian).unwrap();
         let report = run(
@@ -61,11 +57,7 @@ fn every_workload_stays_consistent() {
 /// and the money no longer adds up.
 #[test]
 fn smallbank_check_catches_lost_updates() {
-    let cluster = Cluster::start(ClusterConfig {
-        region_bytes: 16 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap();
+    let cluster = farm_core::testing::cluster(16 << 20);
     // Load correctly (a commit without locks returns before its objects
     // are installed, so loading under the fault would read half-made
     // tables), then break the protocol for the run.
@@ -104,11 +96,7 @@ fn smallbank_check_catches_lost_updates() {
 /// `--plot` draws a labelled latency CDF with one line per transaction type.
 #[test]
 fn plot_has_labelled_axes_and_every_type() {
-    let cluster = Cluster::start(ClusterConfig {
-        region_bytes: 16 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap();
+    let cluster = farm_core::testing::cluster(16 << 20);
     let workload = load(
         &Site::cluster(&cluster),
         WorkloadName::Tatp,
@@ -147,11 +135,7 @@ fn plot_has_labelled_axes_and_every_type() {
 /// the spec's consistency checks after a run.
 #[test]
 fn tpcc_with_several_warehouses_per_node_stays_consistent() {
-    let cluster = Cluster::start(ClusterConfig {
-        region_bytes: 32 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap();
+    let cluster = farm_core::testing::cluster(32 << 20);
     let workload = farm_benches::bench::config::load_with(
         &Site::cluster(&cluster),
         WorkloadName::Tpcc,

@@ -126,13 +126,6 @@ fn run_processes(
     options: &CheckOptions,
     program: &std::path::Path,
 ) -> Result<(History, AbortCounts), Error> {
-    let dir = tempfile::Builder::new()
-        .prefix("farm-check-")
-        .tempdir()
-        .map_err(|source| Error::WriteReport {
-            path: std::env::temp_dir(),
-            source,
-        })?;
     let launched = LocalCluster {
         nodes: options.nodes,
         fabric: options.fabric,
@@ -140,7 +133,7 @@ fn run_processes(
         region_bytes: options.region_bytes,
         verbs: options.verbs.clone(),
     }
-    .launch(dir.path(), program, &|_| vec!["--quiet".into()])?;
+    .launch_in_temporary_dir("farm-check-", program, &|_| vec!["--quiet".into()])?;
     let driver = Driver {
         address: launched.node0(),
         wait: farm_cluster::bootstrap::BOOTSTRAP_TIMEOUT,

@@ -9,9 +9,8 @@ use std::time::Duration;
 use farm_benches::bench::command::{self, BenchOptions, Target};
 use farm_benches::bench::config::WorkloadName;
 use farm_benches::bench::ycsb::Distribution;
-use farm_core::FabricKind;
 
-use crate::args::VerbsArgs;
+use crate::args::FabricArgs;
 use crate::CommandResult;
 
 #[derive(Debug, clap::Args)]
@@ -43,11 +42,8 @@ pub struct Args {
     /// Warm-up seconds.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// shm or verbs.
-    #[arg(long, default_value = "shm")]
-    pub fabric: FabricKind,
     #[command(flatten)]
-    pub verbs: VerbsArgs,
+    pub fabric: FabricArgs,
     /// Drive the `farm node` processes of this cluster file (started with
     /// `farm node --config FILE --id N`, on this host or on others) instead
     /// of running nodes in this process.
@@ -101,8 +97,8 @@ pub fn run(args: Args) -> CommandResult {
         distribution: args.distribution,
         duration: seconds(args.duration, "duration")?,
         warmup: seconds(args.warmup, "warmup")?,
-        fabric: args.fabric,
-        verbs: args.verbs.device(),
+        fabric: args.fabric.fabric,
+        verbs: args.fabric.verbs.device(),
         target,
         region_bytes: args.region_bytes,
         json: args.json,

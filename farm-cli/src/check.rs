@@ -8,7 +8,7 @@ use farm_check::command::{self, CheckOptions};
 use farm_check::workload::WorkloadOptions;
 use farm_core::{FabricKind, Fault};
 
-use crate::args::VerbsArgs;
+use crate::args::FabricArgs;
 use crate::CommandResult;
 
 #[derive(Debug, clap::Args)]
@@ -21,14 +21,11 @@ pub struct Args {
     /// Transactions in all.
     #[arg(long, default_value_t = 20_000)]
     pub txns: u64,
-    /// shm or verbs.
-    #[arg(long, default_value = "shm")]
-    pub fabric: FabricKind,
+    #[command(flatten)]
+    pub fabric: FabricArgs,
     /// Run each node as its own `farm node` process (always so for verbs).
     #[arg(long)]
     pub processes: bool,
-    #[command(flatten)]
-    pub verbs: VerbsArgs,
     #[arg(long, default_value_t = 16 << 20)]
     pub region_bytes: u64,
     /// Inject a protocol fault, to see the checker fail: skip-validation
@@ -55,12 +52,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CommandResult {
-    let processes = args.processes || args.fabric == FabricKind::Verbs;
+    let processes = args.processes || args.fabric.fabric == FabricKind::Verbs;
     command::run(&CheckOptions {
         nodes: args.nodes,
         copies: args.copies,
-        fabric: args.fabric,
-        verbs: args.verbs.device(),
+        fabric: args.fabric.fabric,
+        verbs: args.fabric.verbs.device(),
         processes: if processes {
             Some(std::env::current_exe()?)
         } else {

@@ -5,22 +5,18 @@
 use std::path::PathBuf;
 
 use farm_benches::commit_lat::{self, Options};
-use farm_core::FabricKind;
 
-use crate::args::VerbsArgs;
+use crate::args::FabricArgs;
 use crate::CommandResult;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// shm or verbs.
-    #[arg(long, default_value = "shm")]
-    pub fabric: FabricKind,
+    #[command(flatten)]
+    pub fabric: FabricArgs,
     #[arg(long, default_value_t = 5000)]
     pub iterations: u64,
     #[arg(long, default_value_t = 500)]
     pub warmup: u64,
-    #[command(flatten)]
-    pub verbs: VerbsArgs,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -29,8 +25,8 @@ pub struct Args {
 pub fn run(args: Args) -> CommandResult {
     commit_lat::main(
         &Options {
-            fabric: args.fabric,
-            verbs: args.verbs.device(),
+            fabric: args.fabric.fabric,
+            verbs: args.fabric.verbs.device(),
             iterations: args.iterations,
             warmup: args.warmup,
         },

@@ -6,18 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use farm_benches::rdma_bench::{self, Mode, OpKind, Options, VerbsOptions};
-use rdma_transport::FabricKind;
 
-use crate::args::VerbsArgs;
+use crate::args::FabricArgs;
 use crate::CommandResult;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The fabric to measure: shm (shared memory between processes or
-    /// threads of one host) or verbs (RDMA NICs, soft-RoCE; needs a build
-    /// with `--features verbs`).
-    #[arg(long, default_value = "shm")]
-    fabric: FabricKind,
+    /// The fabric to measure.
+    #[command(flatten)]
+    fabric: FabricArgs,
 
     /// Run only the server (node 1), until its client is done. Verbs:
     /// accepts handshakes on --listen (default 0.0.0.0:18515).
@@ -41,9 +38,6 @@ pub struct Args {
     /// temporary directory if not given).
     #[arg(long, value_name = "DIR")]
     shm_dir: Option<PathBuf>,
-
-    #[command(flatten)]
-    verbs: VerbsArgs,
 
     /// Verbs: the device port.
     #[arg(long, default_value_t = 1)]
@@ -107,12 +101,12 @@ pub fn run(args: Args) -> CommandResult {
     };
     rdma_bench::main(
         &Options {
-            fabric: args.fabric,
+            fabric: args.fabric.fabric,
             mode,
             shm_dir: args.shm_dir,
             verbs: VerbsOptions {
-                device: args.verbs.device,
-                gid_index: args.verbs.gid_index,
+                device: args.fabric.verbs.device,
+                gid_index: args.fabric.verbs.gid_index,
                 port: args.ib_port,
             },
             ops: args.ops,

@@ -9,8 +9,6 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-
 const NODES: usize = 3;
 
 struct Nodes(Vec<Child>);
@@ -55,7 +53,7 @@ fn start(config: &Path) -> Nodes {
 #[test]
 fn bench_drives_node_processes() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, file) = common::cluster_file(dir.path(), NODES, 32 << 20);
+    let (config, file) = farm_tests::shm_cluster_file(dir.path(), NODES, 32 << 20);
     let mut nodes = start(&config);
     for workload in ["smallbank", "tatp", "tpcc", "ycsb-f"] {
         let json = dir.path().join(format!("{workload}.json"));
@@ -120,7 +118,7 @@ fn bench_drives_node_processes() {
 #[test]
 fn stop_nodes_ends_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _) = common::cluster_file(dir.path(), NODES, 16 << 20);
+    let (config, _) = farm_tests::shm_cluster_file(dir.path(), NODES, 16 << 20);
     let mut nodes = start(&config);
     let output = Command::new(env!("CARGO_BIN_EXE_farm"))
         .args(["bench", "--cluster"])
@@ -152,7 +150,7 @@ fn stop_nodes_ends_every_node() {
 #[test]
 fn a_full_region_is_named_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _) = common::cluster_file(dir.path(), NODES, 2 << 20);
+    let (config, _) = farm_tests::shm_cluster_file(dir.path(), NODES, 2 << 20);
     let _nodes = start(&config);
     let output = Command::new(env!("CARGO_BIN_EXE_farm"))
         .args(["bench", "--cluster"])

@@ -130,8 +130,8 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
 impl LocalCluster {
     /// Reserves every node's ports, writes `dir/cluster.toml` (data in
     /// `dir/data`) and starts `exe node --config dir/cluster.toml --id i`
-    /// with `args(i)` appended, for every node. Their output goes to
-    /// `dir/node-<i>.log` when `logs`, else to this process's stderr.
+    /// with `args(i)` appended, for every node. Their standard error is this
+    /// process's.
     ///
     /// # Errors
     /// [`Error::ClusterFile`] for an impossible cluster; [`Error::Launch`]
@@ -178,11 +178,39 @@ impl LocalCluster {
             file,
             exe: exe.to_path_buf(),
             children: Vec::new(),
+            _dir: None,
         };
         for (id, sockets) in reserved.into_iter().enumerate() {
             let child = launched.spawn(id, sockets, &args(id))?;
             launched.children.push(Some(child));
         }
+        Ok(launched)
+    }
+}
+
+impl LocalCluster {
+    /// [`LocalCluster::launch`] in a new temporary directory (named
+    /// `prefix…`), removed when the [`Launched`] goes.
+    ///
+    /// # Errors
+    /// [`Error::File`] when the directory cannot be made; as
+    /// [`LocalCluster::launch`].
+    pub fn launch_in_temporary_dir(
+        &self,
+        prefix: &str,
+        exe: &Path,
+        args: &dyn Fn(usize) -> Vec<String>,
+    ) -> Result<Launched> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .map_err(|source| Error::File {
+                what: "make a temporary directory in",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let mut launched = self.launch(dir.path(), exe, args)?;
+        launched._dir = Some(dir);
         Ok(launched)
     }
 }
@@ -194,6 +222,9 @@ pub struct Launched {
     file: ClusterFile,
     exe: PathBuf,
     children: Vec<Option<Child>>,
+    /// The temporary directory of [`LocalCluster::launch_in_temporary_dir`],
+    /// removed after the children are gone (field order is drop order).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Launched {

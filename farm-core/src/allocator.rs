@@ -13,7 +13,7 @@ use crate::codec::region::{
     SLAB_TABLE_OFFSET,
 };
 use crate::error::{Error, Result};
-use crate::header::Header;
+use crate::header::{Addr, Header};
 use crate::limits::{CLASS_BYTES, REGION_HEADER_BYTES, SLAB_BYTES};
 use crate::region::{class_bytes, header_word, Replicas};
 
@@ -130,6 +130,13 @@ impl Allocator {
     }
 }
 
+/// When a slot given back is handed out again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    Next,
+    Last,
+}
+
 /// The allocators of the regions a node is primary of, by region id.
 pub struct Allocators(Vec<Option<Mutex<Allocator>>>);
 
@@ -153,23 +160,17 @@ impl Allocators {
         self.0.get(usize::from(region)).and_then(Option::as_ref)
     }
 
-    /// Gives a freed slot back (a committed free, at its primary).
-    pub fn release(&self, region: u16, offset: u32, class: u8) {
-        if let Some(allocator) = self.get(region) {
-            allocator
-                .lock()
-                .expect("allocator lock")
-                .release(offset, class);
-        }
-    }
-
-    /// Gives the slot of an aborted allocation back, last in line.
-    pub fn release_later(&self, region: u16, offset: u32, class: u8) {
-        if let Some(allocator) = self.get(region) {
-            allocator
-                .lock()
-                .expect("allocator lock")
-                .release_later(offset, class);
+    /// Gives the slot of `addr` back to its region's allocator, if this
+    /// node is its primary: next in line after a committed free
+    /// ([`Reuse::Next`]), last in line after an aborted allocation whose
+    /// lock may outlive the abort briefly ([`Reuse::Last`]).
+    pub fn release(&self, addr: Addr, reuse: Reuse) {
+        if let Some(allocator) = self.get(addr.region()) {
+            let mut allocator = allocator.lock().expect("allocator lock");
+            match reuse {
+                Reuse::Next => allocator.release(addr.offset(), addr.class()),
+                Reuse::Last => allocator.release_later(addr.offset(), addr.class()),
+            }
         }
     }
 

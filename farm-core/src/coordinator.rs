@@ -382,9 +382,6 @@ pub(crate) fn commit_primary(
         Kind::CommitPrimary,
         &participants.primaries,
     )?;
-    for &primary in &participants.primaries {
-        context.endpoints[primary].wait(timeout())?;
-    }
     Ok(Committed { txid })
 }
 
@@ -419,11 +416,7 @@ pub(crate) fn abort(
     txid: TxnId,
     participants: &Participants,
 ) -> Result<()> {
-    send_plain(node, context, txid, Kind::Abort, &participants.primaries)?;
-    for &primary in &participants.primaries {
-        context.endpoints[primary].wait(timeout())?;
-    }
-    Ok(())
+    send_plain(node, context, txid, Kind::Abort, &participants.primaries)
 }
 
 /// Sends the node's queued truncations, TRUNCATE records to each backup, on
@@ -479,7 +472,8 @@ fn send_entries(
     )
 }
 
-/// Sends a record without payload (COMMIT-PRIMARY, ABORT) to `targets`.
+/// Sends a record without payload (COMMIT-PRIMARY, ABORT) to `targets`
+/// and waits until the fabric acknowledged every one.
 fn send_plain(
     node: &NodeShared,
     context: &mut Context,
@@ -496,6 +490,9 @@ fn send_plain(
             context.endpoints[target].as_mut(),
             true,
         )?;
+    }
+    for &target in targets {
+        context.endpoints[target].wait(timeout())?;
     }
     Ok(())
 }

@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use crate::allocator::Allocators;
+use crate::allocator::{Allocators, Reuse};
 use crate::codec::object;
 use crate::codec::record::{Entry, Kind, Record};
 use crate::codec::DecodeError;
@@ -65,6 +65,20 @@ pub(crate) struct Env<'a> {
     pub(crate) allocators: Option<&'a Allocators>,
     pub(crate) faults: Faults,
     pub(crate) stats: Option<&'a NodeStats>,
+}
+
+/// A record as it came: from the ring of node `ring`, at `position`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Incoming<'a> {
+    pub(crate) ring: usize,
+    pub(crate) position: u64,
+    pub(crate) record: Record<'a>,
+}
+
+impl Incoming<'_> {
+    fn corrupt(&self, source: DecodeError) -> Error {
+        corrupt(self.ring, self.position, source)
+    }
 }
 
 /// A LOCK this node granted, kept until COMMIT-PRIMARY or ABORT.
@@ -121,38 +135,29 @@ impl Participant {
 
     /// Handles one record from the ring of `ring` at `position`: the table
     /// from record kinds to handlers.
-    pub(crate) fn step(
-        &mut self,
-        env: &Env,
-        ring: usize,
-        position: u64,
-        record: &Record,
-    ) -> Result<()> {
+    pub(crate) fn step(&mut self, env: &Env, incoming: &Incoming) -> Result<()> {
         self.effects.retire.clear();
         self.effects.reply = None;
         if let Some(stats) = env.stats {
             stats.records_processed.fetch_add(1, Ordering::Relaxed);
         }
-        match record.kind {
-            Kind::Lock => self.on_lock(env, ring, position, record),
-            Kind::CommitBackup => self.on_commit_backup(env, ring, position, record),
-            Kind::CommitPrimary => self.on_commit_primary(env, ring, position, record),
-            Kind::Abort => self.on_abort(env, ring, position, record),
-            Kind::Truncate => self.on_truncate(env, ring, position, record),
+        match incoming.record.kind {
+            Kind::Lock => self.on_lock(env, incoming),
+            Kind::CommitBackup => self.on_commit_backup(env, incoming),
+            Kind::CommitPrimary => self.on_commit_primary(env, incoming),
+            Kind::Abort => self.on_abort(env, incoming),
+            Kind::Truncate => self.on_truncate(env, incoming),
             // The ring skips PADs, and `Record::decode` refuses one.
-            Kind::Pad => Err(corrupt(
-                ring,
-                position,
-                DecodeError::Invalid {
-                    what: "record",
-                    why: "a PAD where a record was expected",
-                },
-            )),
+            Kind::Pad => Err(incoming.corrupt(DecodeError::Invalid {
+                what: "record",
+                why: "a PAD where a record was expected",
+            })),
         }
     }
 
     /// The record came from where it says, in this configuration.
-    fn check_origin(&self, ring: usize, position: u64, record: &Record) -> Result<()> {
+    fn check_origin(&self, incoming: &Incoming) -> Result<()> {
+        let Incoming { ring, record, .. } = *incoming;
         let why = if record.sender != ring {
             "its sender is not the node whose ring it is in"
         } else if record.configuration != self.configuration {
@@ -164,23 +169,19 @@ impl Participant {
         } else {
             return Ok(());
         };
-        Err(corrupt(
-            ring,
-            position,
-            DecodeError::Invalid {
-                what: "record",
-                why,
-            },
-        ))
+        Err(incoming.corrupt(DecodeError::Invalid {
+            what: "record",
+            why,
+        }))
     }
 
     /// The object writes of a LOCK or COMMIT-BACKUP, each naming a slot of
     /// a region this node holds, with a payload that fits the slot.
-    fn entries(env: &Env, ring: usize, position: u64, record: &Record) -> Result<Vec<Entry>> {
+    fn entries(env: &Env, incoming: &Incoming) -> Result<Vec<Entry>> {
         let region_bytes = env.replicas.region_bytes();
         let mut entries = Vec::new();
-        for entry in record.entries().map_err(|e| corrupt(ring, position, e))? {
-            let entry = entry.map_err(|e| corrupt(ring, position, e))?;
+        for entry in incoming.record.entries().map_err(|e| incoming.corrupt(e))? {
+            let entry = entry.map_err(|e| incoming.corrupt(e))?;
             let why = if env.replicas.get(entry.addr.region()).is_none() {
                 Some("names a region this node holds no replica of")
             } else if let Err(why) = check_slot(entry.addr, region_bytes) {
@@ -193,14 +194,10 @@ impl Participant {
                 None
             };
             if let Some(why) = why {
-                return Err(corrupt(
-                    ring,
-                    position,
-                    DecodeError::Invalid {
-                        what: "record entry",
-                        why,
-                    },
-                ));
+                return Err(incoming.corrupt(DecodeError::Invalid {
+                    what: "record entry",
+                    why,
+                }));
             }
             entries.push(entry.to_owned());
         }
@@ -214,18 +211,13 @@ impl Participant {
     /// LOCK (SOSP'15 §4 step 1): lock every written object at the version
     /// the coordinator read, all or nothing, and answer. Replay: take the
     /// locks again (or find them taken before the crash); no answer.
-    pub(crate) fn on_lock(
-        &mut self,
-        env: &Env,
-        ring: usize,
-        position: u64,
-        record: &Record,
-    ) -> Result<()> {
-        self.check_origin(ring, position, record)?;
+    pub(crate) fn on_lock(&mut self, env: &Env, incoming: &Incoming) -> Result<()> {
+        self.check_origin(incoming)?;
+        let (ring, record) = (incoming.ring, incoming.record);
         if let Some(stats) = env.stats {
             stats.lock_records.fetch_add(1, Ordering::Relaxed);
         }
-        let entries = Self::entries(env, ring, position, record)?;
+        let entries = Self::entries(env, incoming)?;
         let (granted, locked) = match self.mode {
             Mode::Serve if env.faults.skip_lock => (true, false),
             Mode::Serve => {
@@ -242,13 +234,13 @@ impl Participant {
                 record.txid,
                 PendingLock {
                     ring,
-                    position,
+                    position: incoming.position,
                     entries,
                     locked,
                 },
             );
         } else {
-            self.retire(ring, position);
+            self.retire(ring, incoming.position);
         }
         if self.mode == Mode::Serve {
             self.effects.reply = Some((ring, record.txid, granted));
@@ -259,20 +251,15 @@ impl Participant {
     /// COMMIT-BACKUP (step 3): keep the new values until TRUNCATE. The
     /// backup's CPU only files it; the coordinator waited for the fabric's
     /// acknowledgement alone.
-    pub(crate) fn on_commit_backup(
-        &mut self,
-        env: &Env,
-        ring: usize,
-        position: u64,
-        record: &Record,
-    ) -> Result<()> {
-        self.check_origin(ring, position, record)?;
-        let entries = Self::entries(env, ring, position, record)?;
+    pub(crate) fn on_commit_backup(&mut self, env: &Env, incoming: &Incoming) -> Result<()> {
+        self.check_origin(incoming)?;
+        let (ring, record) = (incoming.ring, incoming.record);
+        let entries = Self::entries(env, incoming)?;
         self.backups.insert(
             record.txid,
             PendingBackup {
                 ring,
-                position,
+                position: incoming.position,
                 entries,
             },
         );
@@ -281,65 +268,46 @@ impl Participant {
 
     /// COMMIT-PRIMARY (step 4): install the writes locked by the
     /// transaction's LOCK, with new versions, and unlock them.
-    pub(crate) fn on_commit_primary(
-        &mut self,
-        env: &Env,
-        ring: usize,
-        position: u64,
-        record: &Record,
-    ) -> Result<()> {
-        self.check_origin(ring, position, record)?;
+    pub(crate) fn on_commit_primary(&mut self, env: &Env, incoming: &Incoming) -> Result<()> {
+        self.check_origin(incoming)?;
+        let (ring, record) = (incoming.ring, incoming.record);
         if self.mode == Mode::Replay {
             self.committed.insert(record.txid);
         }
         self.install_locked(env, record.txid)?;
-        self.retire(ring, position);
+        self.retire(ring, incoming.position);
         Ok(())
     }
 
     /// ABORT: release the locks of the transaction's LOCK, leaving the
     /// objects as they were.
-    pub(crate) fn on_abort(
-        &mut self,
-        env: &Env,
-        ring: usize,
-        position: u64,
-        record: &Record,
-    ) -> Result<()> {
-        self.check_origin(ring, position, record)?;
+    pub(crate) fn on_abort(&mut self, env: &Env, incoming: &Incoming) -> Result<()> {
+        self.check_origin(incoming)?;
+        let (ring, record) = (incoming.ring, incoming.record);
         self.release_locked(env, record.txid)?;
-        self.retire(ring, position);
+        self.retire(ring, incoming.position);
         Ok(())
     }
 
     /// TRUNCATE (step 5): the named transactions are done everywhere:
     /// apply their COMMIT-BACKUP values and forget them.
-    pub(crate) fn on_truncate(
-        &mut self,
-        env: &Env,
-        ring: usize,
-        position: u64,
-        record: &Record,
-    ) -> Result<()> {
-        self.check_origin(ring, position, record)?;
-        let truncated = record.truncated().map_err(|e| corrupt(ring, position, e))?;
+    pub(crate) fn on_truncate(&mut self, env: &Env, incoming: &Incoming) -> Result<()> {
+        self.check_origin(incoming)?;
+        let (ring, record) = (incoming.ring, incoming.record);
+        let truncated = record.truncated().map_err(|e| incoming.corrupt(e))?;
         for txid in truncated {
             if txid.node() != ring {
-                return Err(corrupt(
-                    ring,
-                    position,
-                    DecodeError::Invalid {
-                        what: "TRUNCATE",
-                        why: "names a transaction its sender did not coordinate",
-                    },
-                ));
+                return Err(incoming.corrupt(DecodeError::Invalid {
+                    what: "TRUNCATE",
+                    why: "names a transaction its sender did not coordinate",
+                }));
             }
             if self.mode == Mode::Replay {
                 self.committed.insert(txid);
             }
             self.apply_backup(env, txid)?;
         }
-        self.retire(ring, position);
+        self.retire(ring, incoming.position);
         Ok(())
     }
 
@@ -357,11 +325,7 @@ impl Participant {
             if entry.expected.allocated && !entry.new.allocated {
                 // A free: the slot goes back to the primary's allocator.
                 if let Some(allocators) = env.allocators {
-                    allocators.release(
-                        entry.addr.region(),
-                        entry.addr.offset(),
-                        entry.addr.class(),
-                    );
+                    allocators.release(entry.addr, Reuse::Next);
                 }
             }
         }

@@ -37,7 +37,7 @@ use crate::config::Faults;
 use crate::error::Result;
 use crate::node::contexts::READ_AREA_BYTES;
 use crate::node::NodeShared;
-use crate::participant::{Env, Mode, Participant};
+use crate::participant::{Env, Incoming, Mode, Participant};
 use crate::region::Replicas;
 use crate::ring::{Polled, RingReceiver, CORRUPT_GRACE};
 use crate::txn_id::TxnId;
@@ -92,7 +92,12 @@ pub(crate) fn replay(
                 break;
             };
             replayed.records += 1;
-            replayed.participant.step(&env, sender, position, &record)?;
+            let incoming = Incoming {
+                ring: sender,
+                position,
+                record,
+            };
+            replayed.participant.step(&env, &incoming)?;
         }
         replayed.receivers.push(receiver);
     }

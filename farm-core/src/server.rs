@@ -21,7 +21,7 @@ use crate::limits::{RECORD_BYTES_MAX, REPLY_TIMEOUT_MS, RING_BYTES};
 use crate::node::contexts::{connect_all, Links};
 use crate::node::inbox::InboxPoller;
 use crate::node::NodeShared;
-use crate::participant::{Env, Mode, Participant};
+use crate::participant::{Env, Incoming, Mode, Participant};
 use crate::ring::{Polled, RingReceiver};
 use crate::txn_id::TxnId;
 
@@ -159,8 +159,13 @@ impl Server {
                             faults: self.node.faults(),
                             stats: Some(&self.node.stats),
                         };
+                        let incoming = Incoming {
+                            ring: sender,
+                            position,
+                            record,
+                        };
                         self.participant
-                            .step(&env, sender, position, &record)
+                            .step(&env, &incoming)
                             .and_then(|()| self.carry_out())
                     }
                     Err(error @ Error::Corrupt { .. }) => {

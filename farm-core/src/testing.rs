@@ -12,3 +12,16 @@ use crate::cluster::Node;
 pub fn replica(node: &Node, region: u16) -> Option<Arc<MemoryRegion>> {
     node.shared().replicas.get(region).cloned()
 }
+
+/// A three-node, three-copy shm cluster with regions of `region_bytes`
+/// bytes, in a temporary directory.
+///
+/// # Panics
+/// When it cannot start: a test has nothing to do then.
+pub fn cluster(region_bytes: u64) -> crate::Cluster {
+    crate::Cluster::start(crate::ClusterConfig {
+        region_bytes,
+        ..crate::ClusterConfig::default()
+    })
+    .expect("start a test cluster")
+}

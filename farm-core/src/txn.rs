@@ -7,11 +7,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::allocator::Reuse;
 use crate::coordinator::{self, ReadEntry, WriteEntry};
 use crate::error::{Error, Result};
 use crate::header::{Addr, Header};
-use crate::limits::READ_RETRIES;
+use crate::limits::{READ_SPINS, READ_WAIT_MS};
 use crate::node::contexts::Context;
 use crate::node::NodeShared;
 use crate::outcome::{AbortReason, Outcome, PhaseTimes, TxnError};
@@ -78,7 +80,8 @@ impl Txn {
         copy.resize(class_bytes(addr.class()) as usize, 0);
         let mut result = Err(TxnError::Conflict(AbortReason::ReadConflict));
         let node = self.node.clone();
-        for attempt in 0..READ_RETRIES {
+        let mut waiting_since: Option<Instant> = None;
+        for attempt in 0u32.. {
             coordinator::read_slot_copy(&node, self.context(), primary, addr, &mut copy)?;
             match object::decode(&copy) {
                 Ok((header, payload)) => {
@@ -98,15 +101,26 @@ impl Txn {
                         SlotState::Torn => &node.stats.torn_reads,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    if attempt > 8 {
-                        // The lock may be waiting for a record this node's
-                        // server has not processed yet (CI found a read
-                        // right after a local commit giving up while the
-                        // server thread was not scheduled): process it.
-                        node.help();
+                    if attempt < READ_SPINS {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    // Regression: a bounded count of retries gave up while
+                    // the primary's server thread, which would install the
+                    // commit and unlock, waited for a core (a test saw a
+                    // read right after another node's commit fail 1 run in
+                    // 6). Wait by the clock instead.
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_millis(READ_WAIT_MS) {
+                        break;
+                    }
+                    // The lock may be waiting for a record this node's
+                    // server has not processed yet: process it.
+                    node.help();
+                    if attempt < 1024 {
                         std::thread::yield_now();
                     } else {
-                        std::hint::spin_loop();
+                        std::thread::sleep(Duration::from_micros(20));
                     }
                 }
             }
@@ -325,11 +339,7 @@ impl Txn {
     fn release_slot(&self, write: &WriteEntry) {
         // Last in line: its lock may outlive this abort until the primary
         // processes the ABORT record.
-        self.node.allocators.release_later(
-            write.addr.region(),
-            write.addr.offset(),
-            write.addr.class(),
-        );
+        self.node.allocators.release(write.addr, Reuse::Last);
     }
 
     /// Gives up: nothing was written anywhere.

@@ -6,14 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use farm_core::header::Header;
-use farm_core::{AbortReason, Addr, Cluster, ClusterConfig, Outcome};
+use farm_core::{AbortReason, Addr, Cluster, Outcome};
 
 fn cluster() -> Cluster {
-    Cluster::start(ClusterConfig {
-        region_bytes: 4 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap()
+    farm_core::testing::cluster(4 << 20)
 }
 
 /// The header word and payload of `addr` at every replica.

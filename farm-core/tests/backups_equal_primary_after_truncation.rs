@@ -4,15 +4,11 @@
 
 use std::time::Duration;
 
-use farm_core::{Addr, Cluster, ClusterConfig};
+use farm_core::{Addr, Cluster};
 
 #[test]
 fn region_bytes_match_after_truncation() {
-    let cluster = Cluster::start(ClusterConfig {
-        region_bytes: 2 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap();
+    let cluster = farm_core::testing::cluster(2 << 20);
     let mut objects: Vec<Addr> = Vec::new();
     for i in 0..60usize {
         let node = cluster.node(i % 3);

@@ -5,14 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use farm_core::{Addr, Cluster, ClusterConfig, Outcome, TxnError};
+use farm_core::{Addr, Cluster, Outcome, TxnError};
 
 fn small_cluster() -> Cluster {
-    Cluster::start(ClusterConfig {
-        region_bytes: 4 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap()
+    farm_core::testing::cluster(4 << 20)
 }
 
 #[test]

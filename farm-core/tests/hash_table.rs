@@ -6,14 +6,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use farm_core::{Cluster, ClusterConfig, HashTable, TxnError};
+use farm_core::{Cluster, HashTable, TxnError};
 
 fn cluster() -> Cluster {
-    Cluster::start(ClusterConfig {
-        region_bytes: 8 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap()
+    farm_core::testing::cluster(8 << 20)
 }
 
 #[test]

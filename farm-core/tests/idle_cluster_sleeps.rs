@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use farm_core::{Cluster, ClusterConfig};
-
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct we pass; zero is a valid initial value.
     let usage = unsafe {
@@ -18,11 +16,7 @@ fn cpu_time() -> Duration {
 
 #[test]
 fn idle_cluster_uses_little_cpu() {
-    let cluster = Cluster::start(ClusterConfig {
-        region_bytes: 2 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap();
+    let cluster = farm_core::testing::cluster(2 << 20);
     // Some work first, so that contexts and rings exist.
     let addr = cluster
         .node(0)

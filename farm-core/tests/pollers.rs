@@ -5,14 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use farm_core::{Cluster, ClusterConfig};
+use farm_core::Cluster;
 
 fn cluster() -> Cluster {
-    Cluster::start(ClusterConfig {
-        region_bytes: 2 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap()
+    farm_core::testing::cluster(2 << 20)
 }
 
 #[test]

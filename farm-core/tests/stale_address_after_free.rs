@@ -1,15 +1,11 @@
 //! Freeing an object bumps its slot's incarnation: a read through an old
 //! address is an error, not a silent read of whatever lives there now.
 
-use farm_core::{Cluster, ClusterConfig, Error, TxnError};
+use farm_core::{Error, TxnError};
 
 #[test]
 fn read_after_free_and_after_reuse_is_detected() {
-    let cluster = Cluster::start(ClusterConfig {
-        region_bytes: 4 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap();
+    let cluster = farm_core::testing::cluster(4 << 20);
     let owner = cluster.node(0);
     let addr = owner.run(|txn| txn.alloc(b"first life")).unwrap();
     owner.run(|txn| txn.free(addr)).unwrap();

@@ -6,15 +6,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use farm_core::{Cluster, ClusterConfig, TxnError};
+use farm_core::TxnError;
 
 #[test]
 fn concurrent_writer_never_yields_a_torn_value() {
-    let cluster = Cluster::start(ClusterConfig {
-        region_bytes: 4 << 20,
-        ..ClusterConfig::default()
-    })
-    .unwrap();
+    let cluster = farm_core::testing::cluster(4 << 20);
     let addr = cluster.node(0).run(|txn| txn.alloc(&[0u8; 4000])).unwrap();
     let stop = AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,7 +1,10 @@
 //! Cross-crate integration tests of farm-rs live in `tests/`; this library
-//! holds what they share.
+//! holds what they (and the `farm` command's tests) share.
 
-use farm_core::{Cluster, ClusterConfig, Faults};
+use std::path::{Path, PathBuf};
+
+use farm_cluster::{ClusterFile, NodeEntry};
+use farm_core::{Cluster, ClusterConfig, FabricKind, Faults};
 
 /// A three-node, three-copy shm cluster with small regions.
 pub fn cluster_with(faults: Faults) -> Cluster {
@@ -11,4 +14,37 @@ pub fn cluster_with(faults: Faults) -> Cluster {
         ..ClusterConfig::default()
     })
     .expect("start cluster")
+}
+
+/// A loopback port free now (the test starts node processes by hand, as a
+/// user with a cluster file would; `farm_cluster::LocalCluster` reserves
+/// ports without a race).
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+}
+
+/// Writes DIR/cluster.toml: `nodes` shm nodes on loopback ports, data in
+/// DIR/data, three copies.
+pub fn shm_cluster_file(dir: &Path, nodes: usize, region_bytes: u64) -> (PathBuf, ClusterFile) {
+    let file = ClusterFile {
+        fabric: FabricKind::Shm,
+        data_dir: dir.join("data"),
+        copies: 3,
+        regions_per_node: 1,
+        region_bytes,
+        device: None,
+        gid_index: None,
+        nodes: (0..nodes)
+            .map(|id| NodeEntry {
+                id,
+                bootstrap: free_port(),
+                verbs: None,
+            })
+            .collect(),
+    };
+    let path = dir.join("cluster.toml");
+    file.write(&path).expect("write the cluster file");
+    (path, file)
 }

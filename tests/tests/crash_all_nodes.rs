@@ -3,43 +3,11 @@
 //! the last value its client was told committed (and at most one more: the
 //! commit that was in flight when the process died may or may not count).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use farm_cluster::{ClusterFile, NodeEntry};
-use farm_core::FabricKind;
-
 const NODES: usize = 3;
-
-/// DIR/cluster.toml: shm nodes on loopback ports, data in DIR/data.
-fn cluster_file(dir: &Path, nodes: usize, region_bytes: u64) -> PathBuf {
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let file = ClusterFile {
-        fabric: FabricKind::Shm,
-        data_dir: dir.join("data"),
-        copies: 3,
-        regions_per_node: 1,
-        region_bytes,
-        device: None,
-        gid_index: None,
-        nodes: (0..nodes)
-            .map(|id| NodeEntry {
-                id,
-                bootstrap: port(),
-                verbs: None,
-            })
-            .collect(),
-    };
-    let path = dir.join("cluster.toml");
-    file.write(&path).unwrap();
-    path
-}
 
 fn start(config: &Path, mode: &str, work: &Path) -> Vec<Child> {
     (0..NODES)
@@ -68,7 +36,7 @@ fn lines(path: &Path) -> Vec<u64> {
 #[test]
 fn kill_every_node_mid_load_then_restart_loses_no_acknowledged_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let config = cluster_file(dir.path(), NODES, 4 << 20);
+    let (config, _) = farm_tests::shm_cluster_file(dir.path(), NODES, 4 << 20);
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
 

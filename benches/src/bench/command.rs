@@ -224,13 +224,6 @@ fn drive(
 /// `--processes`: starts `nodes` node processes on this host, drives them,
 /// stops them.
 fn run_processes(options: &BenchOptions, program: &Path, nodes: usize) -> Result<Vec<BenchReport>> {
-    let dir = tempfile::Builder::new()
-        .prefix("farm-bench-")
-        .tempdir()
-        .map_err(|source| Error::WriteReport {
-            path: std::env::temp_dir(),
-            source,
-        })?;
     let launched = LocalCluster {
         nodes,
         fabric: options.fabric,
@@ -238,7 +231,7 @@ fn run_processes(options: &BenchOptions, program: &Path, nodes: usize) -> Result
         region_bytes: options.region_bytes,
         verbs: options.verbs.clone(),
     }
-    .launch(dir.path(), program, &|_| vec!["--quiet".into()])?;
+    .launch_in_temporary_dir("farm-bench-", program, &|_| vec!["--quiet".into()])?;
     // The nodes start (and, over verbs, connect) before node 0 answers.
     let driver = driver(
         launched.node0(),
