@@ -151,7 +151,12 @@ fn run_processes(
             progress.done, progress.total, progress.rate
         ),
     };
-    let outputs: Vec<CheckOutput> = driver.run("check", &request, &mut on_event)?;
+    let mut launched = launched;
+    let outputs: Vec<CheckOutput> = driver
+        .run_watched("check", &request, &mut on_event, &mut || {
+            launched.all_alive()
+        })
+        .map_err(|error| launched.explain(error))?;
     driver.stop()?;
     launched.wait(Duration::from_secs(30))?;
     let mut all = CheckOutput::default();

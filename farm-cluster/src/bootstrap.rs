@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    decode_value, encode_value, read_message, write_message, FromNode0, Opening, Payload, ToDriver,
-    ToNode0, PROTOCOL_VERSION,
+    decode_value, encode_value, read_message, write_message, ClusterShape, FromNode0, Opening,
+    Payload, ToDriver, ToNode0, PROTOCOL_VERSION,
 };
 
 /// How long a node waits for the others to show up or answer.
@@ -36,19 +36,21 @@ fn node_name(node: usize) -> String {
 }
 
 impl Bootstrap {
-    /// Joins the cluster: node 0 listens on `listener` and waits for the
-    /// others; the others connect to node 0 at `addresses[0]` (retrying
-    /// until it is up).
+    /// Joins the cluster `shape` describes: node 0 listens on `listener`
+    /// (or binds its address) and waits for the others, refusing a node
+    /// that speaks another protocol version or whose cluster file says
+    /// something else; the others connect to node 0 (retrying until it is
+    /// up).
     ///
     /// # Errors
     /// [`Error::Peer`] when the others do not join within
-    /// [`BOOTSTRAP_TIMEOUT`] or node 0 cannot be reached; [`Error::Version`]
-    /// when node 0 speaks another protocol.
+    /// [`BOOTSTRAP_TIMEOUT`] or node 0 cannot be reached.
     pub fn join(
         id: usize,
-        addresses: &[SocketAddr],
+        shape: &ClusterShape,
         listener: Option<TcpListener>,
     ) -> Result<Bootstrap> {
+        let addresses: Vec<SocketAddr> = shape.nodes.iter().map(|n| n.bootstrap).collect();
         let nodes = addresses.len();
         let deadline = Instant::now() + BOOTSTRAP_TIMEOUT;
         if id == 0 {
@@ -63,10 +65,14 @@ impl Bootstrap {
                 .map_err(|e| Error::peer("listener", e))?;
             let mut peers: Vec<Option<BufReader<TcpStream>>> = (0..nodes).map(|_| None).collect();
             let mut joined = 1;
+            // Why the last node was refused: drivers are told (instead of
+            // "still starting"), so that they fail with the cause.
+            let mut refused: Option<String> = None;
             while joined < nodes {
                 match listener.accept() {
                     Ok((stream, from)) => {
-                        if let Some((peer, reader)) = Self::admit(stream, from, nodes, &peers)? {
+                        let admitted = Self::admit(stream, from, shape, &peers, &mut refused)?;
+                        if let Some((peer, reader)) = admitted {
                             peers[peer] = Some(reader);
                             joined += 1;
                         }
@@ -111,6 +117,7 @@ impl Bootstrap {
             &Opening::Join {
                 protocol: PROTOCOL_VERSION,
                 node: id,
+                shape: shape.clone(),
             },
             "node 0",
         )?;
@@ -124,13 +131,15 @@ impl Bootstrap {
     }
 
     /// Node 0, starting: reads a new connection's first line. A node that
-    /// joins is admitted; anything else (a driver too early, another
-    /// version, garbage, a node twice) gets an answer and is dropped.
+    /// joins is admitted; anything else (another version, another cluster
+    /// file, a node twice, a driver too early, garbage) gets an answer and
+    /// is dropped.
     fn admit(
         stream: TcpStream,
         from: SocketAddr,
-        nodes: usize,
+        shape: &ClusterShape,
         peers: &[Option<BufReader<TcpStream>>],
+        refused: &mut Option<String>,
     ) -> Result<Option<(usize, BufReader<TcpStream>)>> {
         let peer = from.to_string();
         stream
@@ -138,36 +147,62 @@ impl Bootstrap {
             .and_then(|()| stream.set_read_timeout(Some(Duration::from_secs(10))))
             .map_err(|e| Error::peer(&peer, e))?;
         let mut reader = BufReader::new(stream);
-        let opening = read_message::<Opening>(&mut reader, &peer);
-        let refusal = match opening {
-            Ok(Opening::Join { protocol, node }) if protocol != PROTOCOL_VERSION => {
-                Err(FromNode0::Refused {
-                    error: format!(
-                        "node {node} speaks protocol version {protocol}, node 0 speaks {PROTOCOL_VERSION}"
-                    ),
-                })
+        let nodes = shape.nodes.len();
+        let refusal = match read_message::<Opening>(&mut reader, &peer) {
+            Ok(Opening::Join { protocol, node, .. }) if protocol != PROTOCOL_VERSION => format!(
+                "node {node} speaks protocol version {protocol}, node 0 speaks {PROTOCOL_VERSION}"
+            ),
+            Ok(Opening::Join { node, .. }) if node == 0 || node >= nodes || peers[node].is_some() => {
+                format!("node {node} is not a node of this cluster, or joined already")
             }
-            Ok(Opening::Join { node, .. }) if node > 0 && node < nodes && peers[node].is_none() => {
-                reader
-                    .get_ref()
-                    .set_read_timeout(Some(BOOTSTRAP_TIMEOUT))
-                    .map_err(|e| Error::peer(&peer, e))?;
-                return Ok(Some((node, reader)));
+            Ok(Opening::Join {
+                node,
+                shape: theirs,
+                ..
+            }) => match shape.difference(&theirs) {
+                Some((field, ours, theirs)) => format!(
+                    "node {node}'s cluster file says {field} = {theirs}, node 0's says {field} = {ours}"
+                ),
+                None => {
+                    reader
+                        .get_ref()
+                        .set_read_timeout(Some(BOOTSTRAP_TIMEOUT))
+                        .map_err(|e| Error::peer(&peer, e))?;
+                    return Ok(Some((node, reader)));
+                }
+            },
+            Ok(Opening::Run { .. } | Opening::Stop { .. }) => {
+                // A driver too early: it tries again, or learns why the
+                // nodes cannot start.
+                let answer = match refused {
+                    Some(why) => ToDriver::Error {
+                        error: format!("the nodes cannot start: {why}"),
+                    },
+                    None => ToDriver::Starting,
+                };
+                let _ = write_message(reader.get_mut(), &answer, &peer);
+                return Ok(None);
             }
-            Ok(Opening::Join { node, .. }) => Err(FromNode0::Refused {
-                error: format!("node {node} is not a node of this cluster, or joined already"),
-            }),
-            // A driver too early: it tries again.
-            Ok(_) => Ok(ToDriver::Starting),
-            Err(error) => Ok(ToDriver::Error {
-                error: error.to_string(),
-            }),
+            Err(error) => {
+                let _ = write_message(
+                    reader.get_mut(),
+                    &ToDriver::Error {
+                        error: error.to_string(),
+                    },
+                    &peer,
+                );
+                return Ok(None);
+            }
         };
-        eprintln!("farm node 0: turned away {peer} while starting: {refusal:?}");
-        let _ = match &refusal {
-            Ok(to_driver) => write_message(reader.get_mut(), to_driver, &peer),
-            Err(to_node) => write_message(reader.get_mut(), to_node, &peer),
-        };
+        eprintln!("farm node 0: refused {peer}: {refusal}");
+        let _ = write_message(
+            reader.get_mut(),
+            &FromNode0::Refused {
+                error: refusal.clone(),
+            },
+            &peer,
+        );
+        *refused = Some(refusal);
         Ok(None)
     }
 

@@ -151,6 +151,7 @@ impl ClusterFile {
             fabric: self.fabric,
             verbs: self.verbs(),
             faults,
+            ..ClusterConfig::default()
         }
     }
 }

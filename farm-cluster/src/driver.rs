@@ -48,6 +48,21 @@ impl Driver {
         request: &R,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<Vec<O>> {
+        self.run_watched(service, request, on_event, &mut || true)
+    }
+
+    /// [`Driver::run`], giving up the wait for the nodes to start as soon as
+    /// `alive` says they are gone (a launcher's processes that exited).
+    ///
+    /// # Errors
+    /// As [`Driver::run`].
+    pub fn run_watched<R: Serialize, O: DeserializeOwned>(
+        &self,
+        service: &str,
+        request: &R,
+        on_event: &mut dyn FnMut(&Event),
+        alive: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<O>> {
         let opening = Opening::Run {
             protocol: PROTOCOL_VERSION,
             service: service.to_string(),
@@ -55,7 +70,7 @@ impl Driver {
         };
         let peer = format!("node 0 at {}", self.address);
         let mut outputs = Vec::new();
-        let (first, mut reader) = self.open(&opening)?;
+        let (first, mut reader) = self.open(&opening, alive)?;
         let mut next = Some(first);
         loop {
             let message = match next.take() {
@@ -89,9 +104,12 @@ impl Driver {
     /// As [`Driver::run`].
     pub fn stop(&self) -> Result<()> {
         let peer = format!("node 0 at {}", self.address);
-        let (first, _) = self.open(&Opening::Stop {
-            protocol: PROTOCOL_VERSION,
-        })?;
+        let (first, _) = self.open(
+            &Opening::Stop {
+                protocol: PROTOCOL_VERSION,
+            },
+            &mut || true,
+        )?;
         match first {
             ToDriver::Done => Ok(()),
             ToDriver::Error { error } => Err(Error::peer(&peer, error)),
@@ -105,12 +123,22 @@ impl Driver {
     /// Connects and sends `opening`, retrying while the nodes start
     /// (connection refused, or node 0 answering that it is starting);
     /// returns node 0's first answer and the connection.
-    fn open(&self, opening: &Opening) -> Result<(ToDriver, BufReader<TcpStream>)> {
+    fn open(
+        &self,
+        opening: &Opening,
+        alive: &mut dyn FnMut() -> bool,
+    ) -> Result<(ToDriver, BufReader<TcpStream>)> {
         let peer = format!("node 0 at {}", self.address);
         let deadline = Instant::now() + self.wait;
         loop {
+            let gone = !alive();
             let retry = |error: &dyn std::fmt::Display| {
-                if Instant::now() > deadline {
+                if gone {
+                    Err(Error::peer(
+                        &peer,
+                        format!("{error}, and the nodes are gone"),
+                    ))
+                } else if Instant::now() > deadline {
                     Err(Error::peer(
                         &peer,
                         format!("{error} (waited {:?})", self.wait),

@@ -41,8 +41,9 @@ pub enum Error {
     /// A service refused or failed a driver's request.
     #[error("{service}: {error}")]
     Service { service: String, error: String },
-    /// A launcher's node process could not be started or exited badly.
-    #[error("node process {node}: {what}")]
+    /// A launcher's node process could not be started or exited badly
+    /// (`node` is `usize::MAX` when the text names the nodes itself).
+    #[error("{}{what}", if *node == usize::MAX { String::new() } else { format!("node process {node}: ") })]
     Launch { node: usize, what: String },
 }
 

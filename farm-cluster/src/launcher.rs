@@ -10,11 +10,14 @@
 //! launcher choosing it and the node listening on it, as it could when a
 //! port was picked by binding and closing a probe socket.
 
+use std::collections::VecDeque;
+use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use farm_core::{FabricKind, VerbsDevice};
@@ -178,11 +181,14 @@ impl LocalCluster {
             file,
             exe: exe.to_path_buf(),
             children: Vec::new(),
+            last_lines: Vec::new(),
             _dir: None,
         };
         for (id, sockets) in reserved.into_iter().enumerate() {
-            let child = launched.spawn(id, sockets, &args(id))?;
+            let last_lines = Arc::new(Mutex::new(VecDeque::new()));
+            let child = launched.spawn(id, sockets, &args(id), &last_lines)?;
             launched.children.push(Some(child));
+            launched.last_lines.push(last_lines);
         }
         Ok(launched)
     }
@@ -222,13 +228,21 @@ pub struct Launched {
     file: ClusterFile,
     exe: PathBuf,
     children: Vec<Option<Child>>,
+    /// The last lines each node process wrote to its standard error.
+    last_lines: Vec<Arc<Mutex<VecDeque<String>>>>,
     /// The temporary directory of [`LocalCluster::launch_in_temporary_dir`],
     /// removed after the children are gone (field order is drop order).
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Launched {
-    fn spawn(&self, id: usize, sockets: Reserved, args: &[String]) -> Result<Child> {
+    fn spawn(
+        &self,
+        id: usize,
+        sockets: Reserved,
+        args: &[String],
+        last_lines: &Arc<Mutex<VecDeque<String>>>,
+    ) -> Result<Child> {
         let mut command = Command::new(&self.exe);
         command
             .arg("node")
@@ -238,7 +252,8 @@ impl Launched {
             .arg(id.to_string())
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         // Node 0 listens on its bootstrap socket; the others' bootstrap
         // ports stay reserved until they start (nobody connects to them).
         let mut handed = Vec::new();
@@ -264,13 +279,84 @@ impl Launched {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|e| Error::Launch {
+        let mut child = command.spawn().map_err(|e| Error::Launch {
             node: id,
             what: format!("cannot start {}: {e}", self.exe.display()),
         })?;
         // Our copies close here; the child has its own.
         drop(sockets);
+        // What the node says goes on to our standard error, and its last
+        // lines are kept: they name the cause when it fails.
+        if let Some(stderr) = child.stderr.take() {
+            let last_lines = last_lines.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("farm-node-{id}-stderr"))
+                .spawn(move || {
+                    for line in std::io::BufReader::new(stderr).lines() {
+                        let Ok(line) = line else { break };
+                        eprintln!("{line}");
+                        let mut kept = last_lines.lock().expect("node output lock");
+                        if kept.len() == 20 {
+                            kept.pop_front();
+                        }
+                        kept.push_back(line);
+                    }
+                });
+        }
         Ok(child)
+    }
+
+    /// The node processes that exited unsuccessfully within `wait` (after
+    /// a driver's request failed, say), each with its status and the last
+    /// thing it said: the cause the driver could not see.
+    pub fn failures(&mut self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut failed = Vec::new();
+        loop {
+            for (id, child) in self.children.iter_mut().enumerate() {
+                let Some(process) = child else { continue };
+                let Ok(Some(status)) = process.try_wait() else {
+                    continue;
+                };
+                *child = None;
+                if !status.success() {
+                    // The output thread may still be reading its last lines.
+                    std::thread::sleep(Duration::from_millis(50));
+                    let last = self.last_lines[id]
+                        .lock()
+                        .expect("node output lock")
+                        .back()
+                        .cloned()
+                        .unwrap_or_default();
+                    failed.push(format!("node {id} exited ({status}): {last}"));
+                }
+            }
+            if !failed.is_empty() || Instant::now() > deadline {
+                return failed;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True while no node process has exited unsuccessfully.
+    pub fn all_alive(&mut self) -> bool {
+        self.children.iter_mut().all(|child| match child {
+            Some(process) => !matches!(process.try_wait(), Ok(Some(status)) if !status.success()),
+            None => true,
+        })
+    }
+
+    /// `error` of a driver's request, or, when node processes failed, their
+    /// own reasons (the driver only sees a connection go).
+    pub fn explain(&mut self, error: Error) -> Error {
+        let failed = self.failures(Duration::from_secs(2));
+        if failed.is_empty() {
+            return error;
+        }
+        Error::Launch {
+            node: usize::MAX,
+            what: format!("{} (the driver saw: {error})", failed.join("; ")),
+        }
     }
 
     pub fn config_path(&self) -> &Path {

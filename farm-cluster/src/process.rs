@@ -18,6 +18,7 @@ use crate::bootstrap::Bootstrap;
 use crate::cluster_file::ClusterFile;
 use crate::error::{Error, Result};
 use crate::launcher::inherited_listener;
+use crate::protocol::ClusterShape;
 
 /// A node's part of the directory round.
 #[derive(Serialize, Deserialize)]
@@ -63,13 +64,12 @@ impl NodeProcess {
         let fabric = open_fabric(&file, id)?;
         let mut startup = NodeStartup::open(id, &config, fabric)?;
         let restarted = startup.restarted();
-        let addresses: Vec<SocketAddr> = file.nodes.iter().map(|n| n.bootstrap).collect();
         let listener = if id == 0 {
             inherited_listener(crate::launcher::BOOTSTRAP_FD_VARIABLE, entry.bootstrap)?
         } else {
             None
         };
-        let mut bootstrap = Bootstrap::join(id, &addresses, listener)?;
+        let mut bootstrap = Bootstrap::join(id, &ClusterShape::of(&file), listener)?;
 
         let keys = startup.keys();
         let parts = bootstrap.exchange(

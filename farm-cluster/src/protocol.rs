@@ -3,7 +3,7 @@
 //! 0's `bootstrap` address.
 //!
 //! ```text
-//! node k → node 0   {"join":{"protocol":1,"node":k}}                  first line
+//! node k → node 0   {"join":{"protocol":1,"node":k,"shape":{…}}}       first line
 //!                   {"part":{"round":"…","node":k,"part":…}}           one per round
 //!                   {"failed":{"node":k,"error":"…"}}                  when it gives up
 //! node 0 → node k   {"parts":{"round":"…","parts":[…]}}               every node's part
@@ -26,7 +26,7 @@
 //! anything that is not one of these messages gets an error that names the
 //! peer, and nothing else happens.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 
 use serde::de::DeserializeOwned;
@@ -50,8 +50,13 @@ pub const LINE_BYTES_MAX: u64 = 1 << 30;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Opening {
-    /// A node process joins the cluster at start-up.
-    Join { protocol: u32, node: usize },
+    /// A node process joins the cluster at start-up, with what its cluster
+    /// file says about the cluster.
+    Join {
+        protocol: u32,
+        node: usize,
+        shape: ClusterShape,
+    },
     /// A driver asks every node to run `service` with `request`.
     Run {
         protocol: u32,
@@ -69,6 +74,73 @@ impl Opening {
             | Opening::Run { protocol, .. }
             | Opening::Stop { protocol } => *protocol,
         }
+    }
+}
+
+/// What every node's cluster file must agree on: node 0 refuses a node
+/// whose file says otherwise, naming the field and both values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterShape {
+    pub fabric: farm_core::FabricKind,
+    pub copies: usize,
+    pub regions_per_node: usize,
+    pub region_bytes: u64,
+    pub nodes: Vec<crate::cluster_file::NodeEntry>,
+}
+
+impl ClusterShape {
+    /// The cluster `file` describes.
+    pub fn of(file: &crate::cluster_file::ClusterFile) -> ClusterShape {
+        ClusterShape {
+            fabric: file.fabric,
+            copies: file.copies,
+            regions_per_node: file.regions_per_node,
+            region_bytes: file.region_bytes,
+            nodes: file.nodes.clone(),
+        }
+    }
+
+    /// The first field on which `theirs` differs from this shape: (field,
+    /// ours, theirs).
+    pub fn difference(&self, theirs: &ClusterShape) -> Option<(&'static str, String, String)> {
+        let fields = [
+            ("fabric", self.fabric.to_string(), theirs.fabric.to_string()),
+            ("copies", self.copies.to_string(), theirs.copies.to_string()),
+            (
+                "regions_per_node",
+                self.regions_per_node.to_string(),
+                theirs.regions_per_node.to_string(),
+            ),
+            (
+                "region_bytes",
+                self.region_bytes.to_string(),
+                theirs.region_bytes.to_string(),
+            ),
+            (
+                "the number of nodes",
+                self.nodes.len().to_string(),
+                theirs.nodes.len().to_string(),
+            ),
+        ];
+        if let Some(found) = fields.into_iter().find(|(_, ours, theirs)| ours != theirs) {
+            return Some(found);
+        }
+        self.nodes
+            .iter()
+            .zip(&theirs.nodes)
+            .find(|(ours, theirs)| ours != theirs)
+            .map(|(ours, theirs)| {
+                let show = |n: &crate::cluster_file::NodeEntry| match n.verbs {
+                    Some(verbs) => format!("bootstrap {} verbs {verbs}", n.bootstrap),
+                    None => format!("bootstrap {}", n.bootstrap),
+                };
+                (
+                    "the node list",
+                    format!("node {}: {}", ours.id, show(ours)),
+                    format!("node {}: {}", theirs.id, show(theirs)),
+                )
+            })
     }
 }
 
@@ -137,10 +209,7 @@ pub enum ToDriver {
 /// # Errors
 /// [`Error::Peer`] when the connection closed or failed, the line is too
 /// long, or it is not a `T`.
-pub fn read_message<T: DeserializeOwned>(
-    reader: &mut BufReader<TcpStream>,
-    peer: &str,
-) -> Result<T> {
+pub fn read_message<T: DeserializeOwned>(reader: &mut impl BufRead, peer: &str) -> Result<T> {
     let mut line = Vec::new();
     let read = reader
         .by_ref()

@@ -2,7 +2,19 @@
 //! persistent (the region's slab table, [`crate::codec::region`]) and
 //! replicated to the backups; free lists are rebuilt from the object
 //! headers when a node starts.
+//!
+//! Freed slots are handed out again oldest first (a FIFO per class), and
+//! while the region has unassigned slabs the allocator keeps at least a
+//! slab's worth of free slots in each class before it reuses one: a freed
+//! slot comes back only after every other free slot of its class. With the
+//! slot's 22-bit incarnation (see [`crate::Addr`]) an address of a freed
+//! object can name a new one only after 2^22 × (slots per slab) frees of
+//! its class in its region while the region has room, and after 2^22 frees
+//! of its very slot in any case. (Regression: the last freed slot was
+//! handed out first, and with a 12-bit incarnation one alloc/free loop
+//! made a freed address name a new object after about 8,000 turns.)
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +49,8 @@ pub struct Allocator {
     mr: Arc<MemoryRegion>,
     slabs: u32,
     next_slab: u32,
-    free: Vec<Vec<u32>>,
+    /// Free slots per class, oldest first.
+    free: Vec<VecDeque<u32>>,
 }
 
 impl Allocator {
@@ -52,7 +65,7 @@ impl Allocator {
             mr,
             slabs,
             next_slab: 0,
-            free: vec![Vec::new(); CLASS_BYTES.len()],
+            free: vec![VecDeque::new(); CLASS_BYTES.len()],
         };
         let mut table = vec![0u8; slabs as usize];
         allocator.mr.read(SLAB_TABLE_OFFSET, &mut table)?;
@@ -63,18 +76,18 @@ impl Allocator {
             })?;
             let Some(class) = class else { continue };
             allocator.next_slab = allocator.next_slab.max(slab as u32 + 1);
-            for offset in allocator.slots(slab as u32, class).rev() {
+            for offset in allocator.slots(slab as u32, class) {
                 let header =
                     Header::decode(header_word(&allocator.mr, offset)?.load(Ordering::Acquire));
                 if !header.allocated && !header.locked {
-                    allocator.free[usize::from(class)].push(offset);
+                    allocator.free[usize::from(class)].push_back(offset);
                 }
             }
         }
         Ok(allocator)
     }
 
-    fn slots(&self, slab: u32, class: u8) -> impl DoubleEndedIterator<Item = u32> {
+    fn slots(&self, slab: u32, class: u8) -> impl Iterator<Item = u32> {
         let start = slab_offset(slab);
         let size = class_bytes(class);
         (0..SLAB_BYTES / size).map(move |index| start + index * size)
@@ -89,38 +102,36 @@ impl Allocator {
     /// [`Error::OutOfMemory`] when the region has no slot of that class
     /// left and no slab to assign.
     pub fn take(&mut self, class: u8) -> Result<(u32, Option<SlabChange>)> {
-        if let Some(offset) = self.free[usize::from(class)].pop() {
-            return Ok((offset, None));
+        let slots_per_slab = (SLAB_BYTES / class_bytes(class)) as usize;
+        let mut change = None;
+        // Keep a slab's worth free while there is room, so that a freed
+        // slot waits behind at least that many others.
+        if self.free[usize::from(class)].len() < slots_per_slab && self.next_slab < self.slabs {
+            let slab = self.next_slab;
+            self.next_slab += 1;
+            let assigned = SlabChange {
+                offset: slab_table_entry_offset(slab),
+                value: slab_entry(class),
+            };
+            self.mr.write(assigned.offset, &[assigned.value])?;
+            let slots: Vec<u32> = self.slots(slab, class).collect();
+            self.free[usize::from(class)].extend(slots);
+            change = Some(assigned);
         }
-        if self.next_slab >= self.slabs {
-            return Err(Error::OutOfMemory {
+        match self.free[usize::from(class)].pop_front() {
+            Some(offset) => Ok((offset, change)),
+            None => Err(Error::OutOfMemory {
                 region: self.region,
                 class_bytes: class_bytes(class),
-            });
+            }),
         }
-        let slab = self.next_slab;
-        self.next_slab += 1;
-        let change = SlabChange {
-            offset: slab_table_entry_offset(slab),
-            value: slab_entry(class),
-        };
-        self.mr.write(change.offset, &[change.value])?;
-        let slots: Vec<u32> = self.slots(slab, class).rev().collect();
-        self.free[usize::from(class)].extend(slots);
-        let offset = self.free[usize::from(class)]
-            .pop()
-            .expect("a fresh slab has slots");
-        Ok((offset, Some(change)))
     }
 
+    /// Gives a slot back, behind every other free slot of its class: a
+    /// committed free, or an aborted allocation (whose lock may outlive the
+    /// abort until the primary processes the ABORT record).
     pub fn release(&mut self, offset: u32, class: u8) {
-        self.free[usize::from(class)].push(offset);
-    }
-
-    /// Gives a slot back to be handed out last: one whose lock an aborted
-    /// transaction's ABORT record has not released yet.
-    pub fn release_later(&mut self, offset: u32, class: u8) {
-        self.free[usize::from(class)].insert(0, offset);
+        self.free[usize::from(class)].push_back(offset);
     }
 
     /// Slots of `class` this region can still hand out.
@@ -128,13 +139,6 @@ impl Allocator {
         self.free[usize::from(class)].len()
             + (self.slabs - self.next_slab) as usize * (SLAB_BYTES / class_bytes(class)) as usize
     }
-}
-
-/// When a slot given back is handed out again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reuse {
-    Next,
-    Last,
 }
 
 /// The allocators of the regions a node is primary of, by region id.
@@ -161,16 +165,13 @@ impl Allocators {
     }
 
     /// Gives the slot of `addr` back to its region's allocator, if this
-    /// node is its primary: next in line after a committed free
-    /// ([`Reuse::Next`]), last in line after an aborted allocation whose
-    /// lock may outlive the abort briefly ([`Reuse::Last`]).
-    pub fn release(&self, addr: Addr, reuse: Reuse) {
+    /// node is its primary (see [`Allocator::release`]).
+    pub fn release(&self, addr: Addr) {
         if let Some(allocator) = self.get(addr.region()) {
-            let mut allocator = allocator.lock().expect("allocator lock");
-            match reuse {
-                Reuse::Next => allocator.release(addr.offset(), addr.class()),
-                Reuse::Last => allocator.release_later(addr.offset(), addr.class()),
-            }
+            allocator
+                .lock()
+                .expect("allocator lock")
+                .release(addr.offset(), addr.class());
         }
     }
 

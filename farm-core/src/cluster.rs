@@ -25,16 +25,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rdma_transport::faulty::FaultyFabric;
 use rdma_transport::shm::{ShmConfig, ShmFabric};
 use rdma_transport::{Access, Backing, Fabric, FabricKind, MemoryRegion, NodeId};
 
 use crate::codec::inbox::inbox_bytes;
-use crate::config::{ClusterConfig, Faults, Placement, VerbsDevice};
+use crate::config::{ClusterConfig, Faults, Placement, RetryBudget, VerbsDevice};
 use crate::coordinator::send_truncations;
+use crate::error::TxnError;
 use crate::error::{Error, Result};
 use crate::node::inbox::InboxPoller;
 use crate::node::{Directory, NodeShared, NodeStats};
-use crate::outcome::{Outcome, TxnError};
+use crate::outcome::Outcome;
 use crate::region::{self, Replicas};
 use crate::server::Server;
 use crate::txn::Txn;
@@ -88,18 +90,46 @@ impl Node {
     /// with bounded exponential backoff. Errors end the loop.
     ///
     /// # Errors
-    /// The first error of `body` or of a commit.
-    pub fn run<T>(&self, mut body: impl FnMut(&mut Txn) -> Result<T, TxnError>) -> Result<T> {
+    /// The first error of `body` or of a commit;
+    /// [`Error::RetriesExhausted`] when the node's retry budget
+    /// ([`crate::config::RetryBudget`]) is spent.
+    pub fn run<T>(&self, body: impl FnMut(&mut Txn) -> Result<T, TxnError>) -> Result<T> {
+        self.run_with(self.shared.retry, body)
+    }
+
+    /// [`Node::run`] with another retry budget.
+    ///
+    /// # Errors
+    /// As [`Node::run`].
+    pub fn run_with<T>(
+        &self,
+        budget: RetryBudget,
+        mut body: impl FnMut(&mut Txn) -> Result<T, TxnError>,
+    ) -> Result<T> {
         let mut backoff = Duration::from_micros(1);
+        let started = Instant::now();
+        let mut attempts = 0u64;
         loop {
+            attempts += 1;
             let mut txn = self.begin()?;
-            match body(&mut txn) {
+            let reason = match body(&mut txn) {
                 Ok(value) => match txn.commit()? {
                     Outcome::Committed => return Ok(value),
-                    Outcome::Aborted(_) => {}
+                    Outcome::Aborted(reason) => reason,
                 },
-                Err(TxnError::Conflict(_)) => txn.abort(),
+                Err(TxnError::Conflict(reason)) => {
+                    txn.abort();
+                    reason
+                }
                 Err(TxnError::Failed(error)) => return Err(error),
+            };
+            let waited = started.elapsed();
+            if attempts >= budget.attempts_max || waited >= budget.time_max {
+                return Err(Error::RetriesExhausted {
+                    attempts,
+                    waited,
+                    last: reason,
+                });
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(2));
@@ -290,7 +320,7 @@ impl Cluster {
             shared.push(Arc::new(NodeShared::new(
                 id,
                 placement.clone(),
-                config.faults,
+                (config.faults, config.retry),
                 fabric,
                 memory.inbox,
                 memory.replicas,
@@ -451,10 +481,20 @@ pub(crate) fn node_dir(data_dir: &Path, id: usize) -> PathBuf {
 }
 
 fn open_fabrics(config: &ClusterConfig, data_dir: &Path) -> Result<Vec<Arc<dyn Fabric>>> {
-    match config.fabric {
-        FabricKind::Shm => (0..config.nodes).map(|id| open_shm(data_dir, id)).collect(),
-        FabricKind::Verbs => open_verbs_local(config.nodes, &config.verbs),
-    }
+    let fabrics = match config.fabric {
+        FabricKind::Shm => (0..config.nodes)
+            .map(|id| open_shm(data_dir, id))
+            .collect::<Result<Vec<_>>>()?,
+        FabricKind::Verbs => open_verbs_local(config.nodes, &config.verbs)?,
+    };
+    Ok(match &config.fault_plan {
+        None => fabrics,
+        // Tests break the fabric on purpose through the plan.
+        Some(plan) => fabrics
+            .into_iter()
+            .map(|fabric| Arc::new(FaultyFabric::new(fabric, plan.clone())) as Arc<dyn Fabric>)
+            .collect(),
+    })
 }
 
 /// Node `id` of the shm fabric whose files are under `data_dir`.

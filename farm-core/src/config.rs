@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::limits::{COPIES_MAX, NODES_MAX, REGION_HEADER_BYTES, SLAB_BYTES};
+use crate::limits::{
+    COPIES_MAX, NODES_MAX, REGIONS_MAX, REGION_BYTES_MAX, REGION_HEADER_BYTES, SLAB_BYTES,
+};
 
 pub use rdma_transport::FabricKind;
 
@@ -89,6 +91,28 @@ impl Faults {
     }
 }
 
+/// How long [`crate::Node::run`] retries a transaction that keeps
+/// aborting before it gives up with [`crate::Error::RetriesExhausted`]
+/// (a transaction that can never commit, say one that reads an object a
+/// lost lock holds, would otherwise retry for ever, silently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Attempts at most.
+    pub attempts_max: u64,
+    /// Time at most, from the first attempt.
+    pub time_max: std::time::Duration,
+}
+
+impl Default for RetryBudget {
+    /// Up to [`crate::limits::RUN_RETRY_MS`], as many attempts as fit.
+    fn default() -> Self {
+        RetryBudget {
+            attempts_max: u64::MAX,
+            time_max: std::time::Duration::from_millis(crate::limits::RUN_RETRY_MS),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub nodes: usize,
@@ -104,6 +128,12 @@ pub struct ClusterConfig {
     /// nodes each listen on 127.0.0.1:0).
     pub verbs: VerbsDevice,
     pub faults: Faults,
+    /// How long `Node::run` retries.
+    pub retry: RetryBudget,
+    /// Faults of the fabric itself (cut links): every node's fabric is
+    /// wrapped in a [`rdma_transport::faulty::FaultyFabric`] with this
+    /// plan (tests only).
+    pub fault_plan: Option<std::sync::Arc<rdma_transport::faulty::FaultPlan>>,
 }
 
 impl Default for ClusterConfig {
@@ -117,6 +147,8 @@ impl Default for ClusterConfig {
             fabric: FabricKind::Shm,
             verbs: VerbsDevice::default(),
             faults: Faults::default(),
+            retry: RetryBudget::default(),
+            fault_plan: None,
         }
     }
 }
@@ -142,20 +174,14 @@ impl ClusterConfig {
                 "copies must be 1 to min({COPIES_MAX}, nodes = {}), got {}",
                 self.nodes, self.copies
             )
-        } else if self.regions_per_node == 0
-            || self.nodes * self.regions_per_node > usize::from(u16::MAX)
-        {
+        } else if self.regions_per_node == 0 || self.nodes * self.regions_per_node > REGIONS_MAX {
             format!(
-                "regions_per_node must be at least 1 and nodes × regions_per_node at most {}, got {}",
-                u16::MAX,
+                "regions_per_node must be at least 1 and nodes × regions_per_node at most {REGIONS_MAX}, got {}",
                 self.regions_per_node
             )
-        } else if self.region_bytes < minimum_region_bytes
-            || self.region_bytes > u64::from(u32::MAX)
-        {
+        } else if self.region_bytes < minimum_region_bytes || self.region_bytes > REGION_BYTES_MAX {
             format!(
-                "region_bytes must be {minimum_region_bytes} to {} bytes, got {}",
-                u32::MAX,
+                "region_bytes must be {minimum_region_bytes} to {REGION_BYTES_MAX} bytes, got {}",
                 self.region_bytes
             )
         } else {

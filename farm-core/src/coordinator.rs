@@ -34,11 +34,11 @@ use std::time::{Duration, Instant};
 
 use rdma_transport::{Endpoint, MemoryRegion, NodeId, Op, RemoteAddr};
 
-use crate::codec::record::{Kind, RecordWriter, TRUNCATE_TXIDS_MAX};
+use crate::codec::record::{entries_record_bytes, Kind, RecordWriter, TRUNCATE_TXIDS_MAX};
 use crate::config::Placement;
 use crate::error::{Error, Result};
 use crate::header::{Addr, Header};
-use crate::limits::REPLY_TIMEOUT_MS;
+use crate::limits::{NODES_MAX, RECORD_BYTES_MAX, REPLY_TIMEOUT_MS};
 use crate::node::contexts::{Context, READ_AREA_BYTES};
 use crate::node::inbox::wait_lock_replies;
 use crate::node::NodeShared;
@@ -69,7 +69,51 @@ pub(crate) struct Participants {
 }
 
 impl Participants {
-    pub(crate) fn of(placement: &Placement, writes: &[WriteEntry]) -> Participants {
+    /// The participants of a commit of `writes`, once every record it will
+    /// send is known to fit: one LOCK per primary and one COMMIT-BACKUP per
+    /// backup, each at most [`RECORD_BYTES_MAX`].
+    ///
+    /// # Errors
+    /// [`Error::TransactionTooLarge`] naming the record, its node, its size
+    /// and the limit. Nothing has been sent then.
+    pub(crate) fn plan(placement: &Placement, writes: &[WriteEntry]) -> Result<Participants> {
+        let mut lock_bytes = [0usize; NODES_MAX];
+        let mut backup_bytes = [0usize; NODES_MAX];
+        let mut lock_objects = [0usize; NODES_MAX];
+        let mut backup_objects = [0usize; NODES_MAX];
+        for write in writes {
+            let bytes = entries_record_bytes([write.payload.len()]) - entries_record_bytes([]);
+            let region = write.addr.region();
+            let primary = placement.primary(region);
+            lock_bytes[primary] += bytes;
+            lock_objects[primary] += 1;
+            for backup in placement.backups(region) {
+                backup_bytes[backup] += bytes;
+                backup_objects[backup] += 1;
+            }
+        }
+        let records = [
+            ("LOCK", &lock_bytes, &lock_objects),
+            ("COMMIT-BACKUP", &backup_bytes, &backup_objects),
+        ];
+        for (record, bytes, objects) in records {
+            for node in 0..placement.nodes {
+                let total = bytes[node] + entries_record_bytes([]);
+                if objects[node] > 0 && total > RECORD_BYTES_MAX {
+                    return Err(Error::TransactionTooLarge {
+                        record,
+                        node,
+                        objects: objects[node],
+                        bytes: total,
+                        max: RECORD_BYTES_MAX,
+                    });
+                }
+            }
+        }
+        Ok(Participants::of(placement, writes))
+    }
+
+    fn of(placement: &Placement, writes: &[WriteEntry]) -> Participants {
         let mut primaries: Vec<usize> = writes
             .iter()
             .map(|w| placement.primary(w.addr.region()))
@@ -149,22 +193,35 @@ pub(crate) fn commit(
             None => Outcome::Aborted(AbortReason::Validation),
         });
     }
-    let participants = Participants::of(&node.placement, writes);
+    let participants = Participants::plan(&node.placement, writes)?;
 
     let started = Instant::now();
     let locked = match lock(node, context, txid, writes, &participants)? {
         LockVote::Granted(locked) => locked,
         LockVote::Refused => {
-            abort(node, context, txid, &participants)?;
+            abort(node, context, txid, &participants.primaries)?;
             return Ok(Outcome::Aborted(AbortReason::LockConflict));
         }
     };
     phases.lock_ns = elapsed_ns(started);
 
     let started = Instant::now();
-    let Some(validated) = validate(node, context, txid, reads, writes, Some(locked))? else {
-        abort(node, context, txid, &participants)?;
-        return Ok(Outcome::Aborted(AbortReason::Validation));
+    let validated = match validate(node, context, txid, reads, writes, Some(locked)) {
+        Ok(Some(validated)) => validated,
+        Ok(None) => {
+            abort(node, context, txid, &participants.primaries)?;
+            return Ok(Outcome::Aborted(AbortReason::Validation));
+        }
+        // Nothing but LOCKs was sent: release them, report the error.
+        Err(error) => {
+            return Err(abort_after(
+                node,
+                context,
+                txid,
+                &participants.primaries,
+                error,
+            ))
+        }
     };
     phases.validate_ns = elapsed_ns(started);
 
@@ -173,11 +230,46 @@ pub(crate) fn commit(
     phases.commit_backup_ns = elapsed_ns(started);
 
     let started = Instant::now();
-    let committed = commit_primary(node, context, txid, &participants, backed_up)?;
+    let committed = commit_primary(node, context, txid, &participants, backed_up)
+        .map_err(|error| outcome_unknown(txid, "COMMIT-PRIMARY", error))?;
     phases.commit_primary_ns = elapsed_ns(started);
 
     truncate(node, context, &participants, committed)?;
     Ok(Outcome::Committed)
+}
+
+/// Sends ABORT to `primaries` after `error` stopped a commit before any
+/// COMMIT-BACKUP was written, so that no lock stays behind; returns the
+/// error (with the ABORT's own failure, if that failed too).
+fn abort_after(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    primaries: &[usize],
+    error: Error,
+) -> Error {
+    match abort(node, context, txid, primaries) {
+        Ok(()) => error,
+        Err(abort_error) => Error::LocksLeft {
+            txid,
+            cause: Box::new(error),
+            source: Box::new(abort_error),
+        },
+    }
+}
+
+/// An error after a COMMIT-BACKUP was written: the transaction may have
+/// committed (FaRM SOSP'15 §5.3: a COMMIT-BACKUP is evidence of commit),
+/// so its locks stay for recovery to decide.
+fn outcome_unknown(txid: TxnId, step: &'static str, error: Error) -> Error {
+    match error {
+        already @ Error::OutcomeUnknown { .. } => already,
+        error => Error::OutcomeUnknown {
+            txid,
+            step,
+            source: Box::new(error),
+        },
+    }
 }
 
 /// Step 1, LOCK: sends each primary the writes of its regions and waits
@@ -208,8 +300,8 @@ pub(crate) fn lock(
             .contains(&node.placement.primary(w.addr.region()))),
         "every written object's primary is locked"
     );
-    for &primary in &participants.primaries {
-        send_entries(
+    for (sent, &primary) in participants.primaries.iter().enumerate() {
+        let result = send_entries(
             node,
             context,
             txid,
@@ -218,7 +310,14 @@ pub(crate) fn lock(
             writes,
             true,
             |p, w| p.primary(w.addr.region()) == primary,
-        )?;
+        );
+        if let Err(error) = result {
+            // The primaries that got a LOCK may have granted it: release
+            // them. (Regression: a LOCK refused as too large after another
+            // was granted left that lock behind for good.)
+            let granted = &participants.primaries[..sent];
+            return Err(abort_after(node, context, txid, granted, error));
+        }
     }
     let granted = wait_lock_replies(
         &node.inbox,
@@ -231,12 +330,18 @@ pub(crate) fn lock(
     );
     match granted {
         None => {
-            abort(node, context, txid, participants)?;
-            Err(Error::ReplyTimeout {
+            let timeout = Error::ReplyTimeout {
                 node: participants.primaries[0],
                 what: "LOCK",
                 txid,
-            })
+            };
+            Err(abort_after(
+                node,
+                context,
+                txid,
+                &participants.primaries,
+                timeout,
+            ))
         }
         Some(granted) if granted == participants.primaries.len() => {
             Ok(LockVote::Granted(Locked { txid }))
@@ -346,8 +451,8 @@ pub(crate) fn commit_backup(
             .all(|b| participants.backups.contains(&b))),
         "every backup of a written region gets a COMMIT-BACKUP"
     );
-    for &backup in &participants.backups {
-        send_entries(
+    for (sent, &backup) in participants.backups.iter().enumerate() {
+        let result = send_entries(
             node,
             context,
             txid,
@@ -356,10 +461,26 @@ pub(crate) fn commit_backup(
             writes,
             false,
             |p, w| p.backups(w.addr.region()).any(|b| b == backup),
-        )?;
+        );
+        match result {
+            Ok(()) => {}
+            // Nothing written anywhere but LOCKs: release them.
+            Err(error) if sent == 0 => {
+                return Err(abort_after(
+                    node,
+                    context,
+                    txid,
+                    &participants.primaries,
+                    error,
+                ))
+            }
+            Err(error) => return Err(outcome_unknown(txid, "COMMIT-BACKUP", error)),
+        }
     }
     for &backup in &participants.backups {
-        context.endpoints[backup].wait(timeout())?;
+        context.endpoints[backup]
+            .wait(timeout())
+            .map_err(|error| outcome_unknown(txid, "COMMIT-BACKUP", error.into()))?;
     }
     Ok(BackedUp { txid })
 }
@@ -414,9 +535,9 @@ pub(crate) fn abort(
     node: &NodeShared,
     context: &mut Context,
     txid: TxnId,
-    participants: &Participants,
+    primaries: &[usize],
 ) -> Result<()> {
-    send_plain(node, context, txid, Kind::Abort, &participants.primaries)
+    send_plain(node, context, txid, Kind::Abort, primaries)
 }
 
 /// Sends the node's queued truncations, TRUNCATE records to each backup, on

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::codec::DecodeError;
 use crate::header::Addr;
+use crate::outcome::AbortReason;
 use crate::txn_id::TxnId;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,10 @@ pub enum Error {
     #[error(
         "{addr} names no live object: it was freed (incarnation {found} now) or never allocated"
     )]
-    StaleAddress { addr: Addr, found: u16 },
+    StaleAddress { addr: Addr, found: u32 },
+    /// An argument a caller chose is out of range; `what` names it.
+    #[error("invalid {what}: {why}")]
+    InvalidArgument { what: &'static str, why: String },
     #[error("{addr} is not a valid object address: {why}")]
     BadAddress { addr: Addr, why: &'static str },
     #[error("object of {bytes} bytes exceeds the largest object ({max} bytes)")]
@@ -44,6 +48,38 @@ pub enum Error {
     NotPrimary { node: usize },
     #[error("record of {bytes} bytes exceeds the limit of {max}")]
     RecordTooLarge { bytes: usize, max: usize },
+    /// A transaction whose records cannot fit: refused before anything
+    /// was sent (see [`crate::limits`] for the largest transaction).
+    #[error(
+        "transaction too large: its {record} record to node {node} would carry {objects} objects in {bytes} bytes, the limit is {max} bytes"
+    )]
+    TransactionTooLarge {
+        record: &'static str,
+        node: usize,
+        objects: usize,
+        bytes: usize,
+        max: usize,
+    },
+    /// A commit failed after it may have become durable (a COMMIT-BACKUP
+    /// was written: FaRM SOSP'15 §5.3 counts it as evidence of commit):
+    /// its outcome is not known to this caller, and its locks stay until
+    /// recovery decides it.
+    #[error("outcome of transaction {txid} unknown: {step} failed: {source}")]
+    OutcomeUnknown {
+        txid: TxnId,
+        step: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A commit failed before anything but LOCKs was sent, and the ABORT
+    /// that releases them failed too.
+    #[error("transaction {txid} failed ({cause}) and releasing its locks failed too: {source}")]
+    LocksLeft {
+        txid: TxnId,
+        cause: Box<Error>,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("more than {max} concurrent transactions on node {node}")]
     TooManyContexts { node: usize, max: usize },
     #[error("ring to node {receiver} stayed full ({used} bytes in use, {needed} needed)")]
@@ -75,6 +111,15 @@ pub enum Error {
     },
     #[error("node {0} is shut down")]
     ShutDown(usize),
+    /// `Node::run` gave up on a transaction that kept aborting.
+    #[error(
+        "gave up after {attempts} attempts in {waited:?}: the transaction kept aborting (last: {last} conflict)"
+    )]
+    RetriesExhausted {
+        attempts: u64,
+        waited: Duration,
+        last: AbortReason,
+    },
     /// The fabric the configuration asks for is not built into this binary.
     #[error("this build has no {fabric} fabric: build with `--features {fabric}`")]
     FabricNotBuilt { fabric: &'static str },
@@ -82,6 +127,22 @@ pub enum Error {
     /// driver) failed, went away or spoke garbage; the text names it.
     #[error("{0}")]
     Peer(String),
+}
+
+/// What can stop a transaction's operation: a conflict (retry the
+/// transaction) or a real error.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error("transaction conflict ({0})")]
+    Conflict(AbortReason),
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl From<rdma_transport::Error> for TxnError {
+    fn from(error: rdma_transport::Error) -> Self {
+        TxnError::Failed(Error::Fabric(error))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -25,9 +25,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::cluster::Node;
 use crate::codec::DecodeError;
+use crate::error::TxnError;
 use crate::error::{Error, Result};
 use crate::header::Addr;
-use crate::outcome::{AbortReason, TxnError};
+use crate::outcome::AbortReason;
 use crate::txn::Txn;
 
 pub const BUCKET_SLOTS: usize = 8;
@@ -143,22 +144,40 @@ fn mix(key: u64) -> u64 {
 
 impl HashTable {
     /// Makes a table of `buckets` buckets, round-robin over `nodes`' regions.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no nodes or no buckets; the engine's
+    /// while allocating them.
     pub fn create(nodes: &[&Node], buckets: usize) -> Result<HashTable> {
-        assert!(!nodes.is_empty() && buckets > 0);
+        if nodes.is_empty() || buckets == 0 {
+            return Err(Error::InvalidArgument {
+                what: "a hash table",
+                why: format!("needs nodes and buckets, got {} and {buckets}", nodes.len()),
+            });
+        }
         let shares = nodes
             .iter()
             .enumerate()
             .map(|(index, node)| HashTable::create_share(node, index, nodes.len(), buckets))
             .collect::<Result<Vec<_>>>()?;
-        Ok(HashTable::from_shares(&shares, buckets))
+        HashTable::from_shares(&shares, buckets)
     }
 
     /// One node's share of a table spread over `of` nodes: it allocates
     /// buckets `index`, `index + of`, … in its own regions. Processes of a
     /// multi-process cluster each make their share and swap them (see
     /// [`HashTable::from_shares`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] unless `index < of` and `buckets > 0`;
+    /// the engine's while allocating.
     pub fn create_share(node: &Node, index: usize, of: usize, buckets: usize) -> Result<Vec<Addr>> {
-        assert!(index < of && buckets > 0);
+        if index >= of || buckets == 0 {
+            return Err(Error::InvalidArgument {
+                what: "a hash table share",
+                why: format!("share {index} of {of}, {buckets} buckets"),
+            });
+        }
         let empty = Bucket::default().encode();
         let mine: Vec<usize> = (index..buckets).step_by(of).collect();
         let mut addrs = Vec::with_capacity(mine.len());
@@ -175,18 +194,42 @@ impl HashTable {
 
     /// Puts the shares of [`HashTable::create_share`] (in node order)
     /// together into the table.
-    pub fn from_shares(shares: &[Vec<Addr>], buckets: usize) -> HashTable {
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the shares do not hold `buckets`
+    /// buckets as [`HashTable::create_share`] spreads them (they came from
+    /// other processes).
+    pub fn from_shares(shares: &[Vec<Addr>], buckets: usize) -> Result<HashTable> {
         let of = shares.len();
-        let addrs = (0..buckets).map(|b| shares[b % of][b / of]).collect();
+        let addrs = (0..buckets)
+            .map(|b| {
+                shares
+                    .get(b % of.max(1))
+                    .and_then(|share| share.get(b / of.max(1)))
+                    .copied()
+            })
+            .collect::<Option<Vec<Addr>>>()
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "hash table shares",
+                why: format!("{of} shares do not hold {buckets} buckets"),
+            })?;
         HashTable::from_bucket_addrs(addrs)
     }
 
     /// Opens a table made elsewhere.
-    pub fn from_bucket_addrs(buckets: Vec<Addr>) -> HashTable {
-        assert!(!buckets.is_empty());
-        HashTable {
-            buckets: Arc::new(buckets),
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no buckets.
+    pub fn from_bucket_addrs(buckets: Vec<Addr>) -> Result<HashTable> {
+        if buckets.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "a hash table",
+                why: "no buckets".into(),
+            });
         }
+        Ok(HashTable {
+            buckets: Arc::new(buckets),
+        })
     }
 
     pub fn bucket_addrs(&self) -> &[Addr] {
@@ -211,6 +254,18 @@ impl HashTable {
             }
             at = Addr(bucket.next);
         }
+    }
+
+    /// The address of `key`'s value object, if the key is there: an
+    /// application may keep it and read the value directly later (a read
+    /// through it after the key is deleted fails with
+    /// [`Error::StaleAddress`]).
+    ///
+    /// # Errors
+    /// As [`Txn::read`].
+    pub fn value_addr(&self, txn: &mut Txn, key: u64) -> Result<Option<Addr>, TxnError> {
+        let (_, bucket, slot) = self.find(txn, key)?;
+        Ok(slot.map(|slot| bucket.entries[slot].1))
     }
 
     pub fn get(&self, txn: &mut Txn, key: u64) -> Result<Option<Vec<u8>>, TxnError> {
@@ -264,6 +319,20 @@ impl HashTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Fuzz target: a bucket read from a region is bytes anyone may
+        /// have written; decoding never panics.
+        #[test]
+        fn buckets_of_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = Bucket::decode(&bytes);
+            if bytes.len() >= BUCKET_BYTES {
+                if let Ok(bucket) = Bucket::decode(&bytes[..BUCKET_BYTES]) {
+                    proptest::prop_assert!(bucket.entries.len() <= BUCKET_SLOTS);
+                }
+            }
+        }
+    }
 
     #[test]
     fn bucket_round_trips() {

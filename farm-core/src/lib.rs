@@ -50,12 +50,12 @@ mod server;
 pub mod testing;
 
 pub use cluster::{Cluster, Node, Poller, ServingNode};
-pub use config::{ClusterConfig, FabricKind, Fault, Faults, Placement, VerbsDevice};
-pub use error::{Error, Result};
+pub use config::{ClusterConfig, FabricKind, Fault, Faults, Placement, RetryBudget, VerbsDevice};
+pub use error::{Error, Result, TxnError};
 pub use header::{Addr, Header};
 pub use kv::HashTable;
 pub use node::{Directory, NodeStats};
-pub use outcome::{AbortCounts, AbortReason, Outcome, PhaseTimes, TxnError};
+pub use outcome::{AbortCounts, AbortReason, Outcome, PhaseTimes};
 pub use startup::{NodeKeys, NodeStartup, ReplaySummary};
 pub use txn::Txn;
 pub use txn_id::TxnId;

@@ -5,8 +5,6 @@
 
 use std::fmt;
 
-use crate::error::Error;
-
 /// Why a transaction aborted. An abort leaves no trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AbortReason {
@@ -133,22 +131,6 @@ impl<'de> serde::Deserialize<'de> for AbortCounts {
 pub enum Outcome {
     Committed,
     Aborted(AbortReason),
-}
-
-/// What can stop a transaction's operation: a conflict (retry the
-/// transaction) or a real error.
-#[derive(Debug, thiserror::Error)]
-pub enum TxnError {
-    #[error("transaction conflict ({0})")]
-    Conflict(AbortReason),
-    #[error(transparent)]
-    Failed(#[from] Error),
-}
-
-impl From<rdma_transport::Error> for TxnError {
-    fn from(error: rdma_transport::Error) -> Self {
-        TxnError::Failed(Error::Fabric(error))
-    }
 }
 
 /// Time spent in each commit phase of one read-write transaction, for the

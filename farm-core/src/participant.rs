@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use crate::allocator::{Allocators, Reuse};
+use crate::allocator::Allocators;
 use crate::codec::object;
 use crate::codec::record::{Entry, Kind, Record};
 use crate::codec::DecodeError;
@@ -325,7 +325,7 @@ impl Participant {
             if entry.expected.allocated && !entry.new.allocated {
                 // A free: the slot goes back to the primary's allocator.
                 if let Some(allocators) = env.allocators {
-                    allocators.release(entry.addr, Reuse::Next);
+                    allocators.release(entry.addr);
                 }
             }
         }

@@ -85,15 +85,27 @@ pub fn header_word(mr: &MemoryRegion, offset: u32) -> Result<&AtomicU64> {
     Ok(mr.atomic_u64(u64::from(offset) + HEADER_OFFSET)?)
 }
 
+/// The incarnation of a local slot (meaningful while the caller owns the
+/// slot: its allocator handed it out, or it holds its lock).
+pub fn incarnation(mr: &MemoryRegion, offset: u32) -> Result<u32> {
+    let word = mr
+        .atomic_u64(u64::from(offset) + SIZE_OFFSET)?
+        // This Acquire pairs with the Release of the install that wrote it.
+        .load(Ordering::Acquire);
+    Ok(object::incarnation_of(word))
+}
+
 /// Writes a new value into a slot of local memory in the order that makes
-/// torn reads detectable (footer, size, payload, header; see
-/// [`crate::codec::object`]). The caller holds the slot's lock (a primary)
-/// or is the only writer (a backup applying a truncated transaction).
+/// torn reads detectable (footer, size and incarnation, payload, header;
+/// see [`crate::codec::object`]). The caller holds the slot's lock (a
+/// primary) or is the only writer (a backup applying a truncated
+/// transaction).
 pub fn install(
     mr: &MemoryRegion,
     offset: u32,
     class: u8,
     header: Header,
+    incarnation: u32,
     payload: &[u8],
 ) -> Result<()> {
     let slot_bytes = class_bytes(class);
@@ -103,11 +115,14 @@ pub fn install(
         "payload exceeds its slot"
     );
     assert!(!header.locked, "an installed header is unlocked");
-    // Release stores, in this order: footer, size, payload, header.
+    // Release stores, in this order: footer, size and incarnation,
+    // payload, header.
     mr.atomic_u64(offset + object::footer_offset(slot_bytes))?
         .store(header.version, Ordering::Release);
-    mr.atomic_u64(offset + SIZE_OFFSET)?
-        .store(payload.len() as u64, Ordering::Release);
+    mr.atomic_u64(offset + SIZE_OFFSET)?.store(
+        object::size_word(payload.len(), incarnation),
+        Ordering::Release,
+    );
     mr.write(offset + PAYLOAD_OFFSET, payload)?;
     // Zero the rest of the body, so that a replica that skipped versions
     // (backups apply only the newest) holds the same bytes as the primary.
@@ -238,13 +253,20 @@ impl Replicas {
         Ok(())
     }
 
-    /// Installs a locked write (a primary at COMMIT-PRIMARY).
+    /// Installs a locked write (a primary at COMMIT-PRIMARY): the new
+    /// header and payload; after a free, the slot's next incarnation.
     pub fn install(&self, entry: &Entry) -> Result<()> {
+        let incarnation = if entry.new.allocated {
+            entry.addr.incarnation()
+        } else {
+            entry.addr.next_incarnation()
+        };
         install(
             self.of(entry.addr)?,
             entry.addr.offset(),
             entry.addr.class(),
             entry.new,
+            incarnation,
             &entry.payload,
         )
     }

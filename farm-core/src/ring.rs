@@ -57,6 +57,8 @@ pub struct Reservation {
     /// A PAD word to write first (inbox offset, word), when the record did
     /// not fit in the rest of the lap.
     pub pad: Option<(u64, u64)>,
+    /// The sender's tail before this reservation (before its PAD).
+    tail_before: u64,
 }
 
 /// The sending side of one ring (this node → `receiver`).
@@ -132,6 +134,7 @@ impl RingSender {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
+        let tail_before = self.tail;
         let in_lap = self.tail % RING_BYTES;
         let mut pad = None;
         if in_lap + len > RING_BYTES {
@@ -145,7 +148,24 @@ impl RingSender {
             position,
             inbox_offset: self.ring_base + position % RING_BYTES,
             pad,
+            tail_before,
         })
+    }
+
+    /// Gives back the space of the latest reservation, whose record was
+    /// never written (its post failed): a reservation left unwritten is a
+    /// hole the receiver would wait at for ever.
+    ///
+    /// # Panics
+    /// When `reservation` is not the latest: the caller holds the sender
+    /// from reserving to posting, so nothing can come after it.
+    pub fn cancel(&mut self, reservation: Reservation, len: usize) {
+        assert_eq!(
+            self.tail,
+            reservation.position + len as u64,
+            "only the latest reservation can be given back"
+        );
+        self.tail = reservation.tail_before;
     }
 
     /// Bytes written and not yet retired by the receiver, as last told.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use rdma_transport::Fabric;
 
 use crate::cluster::{node_dir, Node, NodeMemory, ServingNode};
-use crate::config::{ClusterConfig, Faults, Placement};
+use crate::config::{ClusterConfig, Faults, Placement, RetryBudget};
 use crate::error::Result;
 use crate::node::{Directory, NodeShared};
 use crate::recovery::{self, Replayed};
@@ -30,6 +30,7 @@ use crate::txn_id::TxnId;
 pub struct NodeStartup {
     id: usize,
     placement: Placement,
+    retry: RetryBudget,
     fabric: Arc<dyn Fabric>,
     memory: NodeMemory,
     restarted: bool,
@@ -77,6 +78,7 @@ impl NodeStartup {
         Ok(NodeStartup {
             id,
             placement,
+            retry: config.retry,
             fabric,
             memory,
             restarted,
@@ -142,7 +144,7 @@ impl NodeStartup {
         let shared = Arc::new(NodeShared::new(
             self.id,
             self.placement,
-            faults,
+            (faults, self.retry),
             self.fabric,
             self.memory.inbox,
             self.memory.replicas,

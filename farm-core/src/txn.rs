@@ -9,14 +9,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::allocator::Reuse;
 use crate::coordinator::{self, ReadEntry, WriteEntry};
+use crate::error::TxnError;
 use crate::error::{Error, Result};
 use crate::header::{Addr, Header};
 use crate::limits::{READ_SPINS, READ_WAIT_MS};
 use crate::node::contexts::Context;
 use crate::node::NodeShared;
-use crate::outcome::{AbortReason, Outcome, PhaseTimes, TxnError};
+use crate::outcome::{AbortReason, Outcome, PhaseTimes};
 use crate::region::{self, check_slot, class_bytes};
 use crate::txn_id::TxnId;
 
@@ -84,14 +84,14 @@ impl Txn {
         for attempt in 0u32.. {
             coordinator::read_slot_copy(&node, self.context(), primary, addr, &mut copy)?;
             match object::decode(&copy) {
-                Ok((header, payload)) => {
-                    result = if !header.allocated || header.incarnation != addr.incarnation() {
+                Ok(slot) => {
+                    result = if !slot.header.allocated || slot.incarnation != addr.incarnation() {
                         Err(TxnError::Failed(Error::StaleAddress {
                             addr,
-                            found: header.incarnation,
+                            found: slot.incarnation,
                         }))
                     } else {
-                        Ok((header, payload.to_vec()))
+                        Ok((slot.header, slot.payload.to_vec()))
                     };
                     break;
                 }
@@ -142,7 +142,7 @@ impl Txn {
             if !write.new.allocated {
                 return Err(TxnError::Failed(Error::StaleAddress {
                     addr,
-                    found: write.new.incarnation,
+                    found: addr.next_incarnation(),
                 }));
             }
             return Ok(write.payload.clone());
@@ -195,7 +195,7 @@ impl Txn {
             if !write.new.allocated {
                 return Err(TxnError::Failed(Error::StaleAddress {
                     addr,
-                    found: write.new.incarnation,
+                    found: addr.next_incarnation(),
                 }));
             }
             write.payload.clear();
@@ -267,22 +267,22 @@ impl Txn {
                     allocator
                         .lock()
                         .expect("allocator lock")
-                        .release_later(offset, class);
+                        .release(offset, class);
                     locked_seen = true;
                     continue;
                 }
                 assert!(!header.allocated, "allocator handed out a live slot");
-                taken = Some((offset, header));
+                taken = Some((offset, header, region::incarnation(mr, offset)?));
                 break;
             }
-            let Some((offset, header)) = taken else {
+            let Some((offset, header, incarnation)) = taken else {
                 if locked_seen && last_error.is_none() {
                     // Every free slot is still locked by aborts in flight.
                     return Err(TxnError::Conflict(AbortReason::LockConflict));
                 }
                 continue;
             };
-            let addr = Addr::new(region, class, header.incarnation, offset);
+            let addr = Addr::new(region, class, incarnation, offset);
             self.writes.push(WriteEntry {
                 addr,
                 expected: header,
@@ -339,7 +339,7 @@ impl Txn {
     fn release_slot(&self, write: &WriteEntry) {
         // Last in line: its lock may outlive this abort until the primary
         // processes the ABORT record.
-        self.node.allocators.release(write.addr, Reuse::Last);
+        self.node.allocators.release(write.addr);
     }
 
     /// Gives up: nothing was written anywhere.

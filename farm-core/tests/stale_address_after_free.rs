@@ -27,10 +27,28 @@ fn read_after_free_and_after_reuse_is_detected() {
             other => panic!("node {} read a freed object: {other:?}", reader.id()),
         }
     }
-    // The slot is reused: same offset, next incarnation, and the old
+    // The slot is reused, but only after every other free slot of its
+    // class (oldest first): same offset, next incarnation, and the old
     // address still does not reach the new object.
-    let reused = owner.run(|txn| txn.alloc(b"second life")).unwrap();
-    assert_eq!(reused.offset(), addr.offset());
+    let mut allocated = 0;
+    let reused = loop {
+        let batch = owner
+            .run(|txn| {
+                (0..64)
+                    .map(|_| txn.alloc(b"second life"))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap();
+        allocated += batch.len();
+        if let Some(reused) = batch.into_iter().find(|a| a.offset() == addr.offset()) {
+            break reused;
+        }
+        assert!(allocated < 10_000, "the freed slot never came back");
+    };
+    assert!(
+        allocated > 1000,
+        "the freed slot came back after {allocated} allocations, before the other free slots"
+    );
     assert_eq!(reused.incarnation(), addr.incarnation() + 1);
     let mut txn = cluster.node(2).begin().unwrap();
     assert!(matches!(

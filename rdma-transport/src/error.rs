@@ -163,6 +163,24 @@ pub enum Error {
     PeerUnreachable { node: NodeId },
     #[error("the endpoint to node {node} is broken by an earlier error and must be reconnected")]
     EndpointBroken { node: NodeId },
+    /// The filesystem cannot hold a file that is to be memory-mapped: its
+    /// blocks are reserved when it is created, so a full disk is this
+    /// error at start-up, never a SIGBUS at the first store into a page.
+    #[error(
+        "no space for {path}: it needs {needed} bytes, its filesystem has {available} bytes free"
+    )]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    /// A fault the test's [`crate::faulty::FaultPlan`] injected.
+    #[error("injected fault: {what} from node {from} to node {to}")]
+    Injected {
+        what: &'static str,
+        from: NodeId,
+        to: NodeId,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

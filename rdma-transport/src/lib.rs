@@ -7,6 +7,7 @@
 //!   mappings. It needs no hardware and is the embedded default.
 //! * `verbs` (cargo feature `verbs`): real RDMA NICs and soft-RoCE through
 //!   libibverbs (`rdma-sys`).
+//! * [`faulty`]: a fault-injecting wrapper over either, for tests.
 //!
 //! Both backends implement [`Fabric`] and [`Endpoint`] and pass the same
 //! conformance suite (`tests/conformance.rs`). Every one-sided operation is
@@ -21,6 +22,7 @@ pub mod access;
 pub mod copy;
 pub mod error;
 pub mod fabric;
+pub mod faulty;
 pub mod limits;
 pub mod mr;
 pub mod op;

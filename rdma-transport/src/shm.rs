@@ -233,6 +233,92 @@ impl Drop for ShmRegistration {
     }
 }
 
+/// What a registration's `.meta` file says: its state, length, access and
+/// the file that holds its memory. The decoder takes bytes a peer wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub valid: bool,
+    pub len: u64,
+    pub access: Access,
+    pub path: PathBuf,
+}
+
+impl Meta {
+    /// The bytes of a `.meta` file (header, then the path).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a path longer than the file holds.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let path_bytes = self.path.as_os_str().as_encoded_bytes();
+        if path_bytes.len() > META_BYTES - META_HEADER_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "path too long: {}",
+                self.path.display()
+            )));
+        }
+        let state = if self.valid {
+            STATE_VALID
+        } else {
+            STATE_DEREGISTERED
+        };
+        let mut bytes = Vec::with_capacity(META_HEADER_BYTES + path_bytes.len());
+        for word in [
+            META_MAGIC,
+            state,
+            self.len,
+            u64::from(self.access.bits()),
+            path_bytes.len() as u64,
+        ] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        bytes.extend_from_slice(path_bytes);
+        Ok(bytes)
+    }
+
+    /// Decodes the first bytes of a `.meta` file.
+    ///
+    /// # Errors
+    /// What is wrong with them, in words.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Meta, &'static str> {
+        use std::os::unix::ffi::OsStrExt;
+        let header = bytes
+            .get(..META_HEADER_BYTES)
+            .ok_or("shorter than a meta header")?;
+        let word = |index: usize| {
+            u64::from_le_bytes(
+                header[index * 8..index * 8 + 8]
+                    .try_into()
+                    .expect("8 bytes"),
+            )
+        };
+        if word(0) != META_MAGIC {
+            return Err("not a meta file");
+        }
+        let valid = match word(1) {
+            STATE_VALID => true,
+            STATE_DEREGISTERED => false,
+            _ => return Err("unknown state"),
+        };
+        let access = u8::try_from(word(3))
+            .ok()
+            .and_then(Access::from_bits)
+            .ok_or("unknown access bits")?;
+        let path_len = usize::try_from(word(4))
+            .ok()
+            .filter(|len| *len <= META_BYTES - META_HEADER_BYTES)
+            .ok_or("path length out of range")?;
+        let path = bytes
+            .get(META_HEADER_BYTES..META_HEADER_BYTES + path_len)
+            .ok_or("shorter than its path")?;
+        Ok(Meta {
+            valid,
+            len: word(2),
+            access,
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+        })
+    }
+}
+
 fn meta_state(map: &MmapRaw) -> &AtomicU64 {
     assert!(map.len() >= META_BYTES);
     // SAFETY: the state word is at offset 8 of a page-aligned mapping of
@@ -351,40 +437,20 @@ impl ShmFabric {
         len: u64,
         access: Access,
     ) -> Result<(MmapRaw, PathBuf)> {
-        let path_bytes = path.as_os_str().as_encoded_bytes();
-        if path_bytes.len() > META_BYTES - META_HEADER_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "path too long: {}",
-                path.display()
-            )));
+        let bytes = Meta {
+            valid: true,
+            len,
+            access,
+            path: path.to_path_buf(),
         }
+        .encode()?;
         let final_path = self.node.dir.join(format!("mr-{key}.meta"));
         let temporary = self.node.dir.join(format!("mr-{key}.meta.tmp"));
         let _ = std::fs::remove_file(&temporary);
         let map = map_file(&temporary, META_BYTES as u64)?;
-        let mut header = [0u8; META_HEADER_BYTES];
-        for (index, word) in [
-            META_MAGIC,
-            STATE_VALID,
-            len,
-            u64::from(access.bits()),
-            path_bytes.len() as u64,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            header[index * 8..index * 8 + 8].copy_from_slice(&word.to_le_bytes());
-        }
         // SAFETY: the fresh mapping is META_BYTES long and nobody else has
-        // the temporary file yet; the copies stay within it (checked above).
-        unsafe {
-            copy_shared(header.as_ptr(), map.as_mut_ptr(), META_HEADER_BYTES);
-            copy_shared(
-                path_bytes.as_ptr(),
-                map.as_mut_ptr().add(META_HEADER_BYTES),
-                path_bytes.len(),
-            );
-        }
+        // the temporary file yet; `bytes` fits it (checked by `encode`).
+        unsafe { copy_shared(bytes.as_ptr(), map.as_mut_ptr(), bytes.len()) };
         map.flush().map_err(file_error("flush", &temporary))?;
         std::fs::rename(&temporary, &final_path).map_err(file_error("publish", &final_path))?;
         Ok((map, final_path))
@@ -450,38 +516,19 @@ impl ShmEndpoint {
                 node: self.peer,
                 key,
             })?;
-        let mut header = [0u8; META_HEADER_BYTES];
-        // SAFETY: the mapping is META_BYTES long; `header` is ours.
-        unsafe { copy_shared(meta.as_mut_ptr(), header.as_mut_ptr(), META_HEADER_BYTES) };
-        let word = |index: usize| {
-            u64::from_le_bytes(
-                header[index * 8..index * 8 + 8]
-                    .try_into()
-                    .expect("8 bytes"),
-            )
-        };
-        let (magic, state, len, access_bits, path_len) =
-            (word(0), word(1), word(2), word(3), word(4) as usize);
-        if magic != META_MAGIC || state != STATE_VALID || path_len > META_BYTES - META_HEADER_BYTES
-        {
+        let mut bytes = vec![0u8; META_BYTES];
+        // SAFETY: the mapping is META_BYTES long; `bytes` is ours and as
+        // long.
+        unsafe { copy_shared(meta.as_mut_ptr(), bytes.as_mut_ptr(), META_BYTES) };
+        let Ok(Meta {
+            valid: true,
+            len,
+            access,
+            path,
+        }) = Meta::decode(&bytes)
+        else {
             return Err(unknown);
-        }
-        let access = Access::from_bits(access_bits as u8).ok_or(Error::UnknownRemoteKey {
-            node: self.peer,
-            key,
-        })?;
-        let mut path_bytes = vec![0u8; path_len];
-        // SAFETY: bounded by META_BYTES (checked above).
-        unsafe {
-            copy_shared(
-                meta.as_mut_ptr().add(META_HEADER_BYTES),
-                path_bytes.as_mut_ptr(),
-                path_len,
-            )
         };
-        // SAFETY: the bytes came from `as_encoded_bytes` on this host.
-        let path =
-            PathBuf::from(unsafe { std::ffi::OsString::from_encoded_bytes_unchecked(path_bytes) });
         let data_file = OpenOptions::new()
             .read(true)
             .write(true)

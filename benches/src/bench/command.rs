@@ -74,7 +74,7 @@ pub fn run(options: &BenchOptions) -> Result<Vec<BenchReport>> {
                 )));
             }
             let driver = driver(cluster.nodes[0].bootstrap, Duration::from_secs(20), options);
-            let result = drive(options, &driver, &cluster);
+            let result = drive(options, &driver, &cluster, &mut || true);
             if *stop_nodes {
                 let stopped = driver.stop();
                 if result.is_ok() {
@@ -175,6 +175,7 @@ fn drive(
     options: &BenchOptions,
     driver: &Driver,
     cluster: &ClusterFile,
+    alive: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<BenchReport>> {
     let request = request(options);
     request.check().map_err(Error::InvalidOptions)?;
@@ -210,7 +211,7 @@ fn drive(
             }
         }
     };
-    let result = driver.run::<_, BenchReport>("bench", &request, &mut on_event);
+    let result = driver.run_watched::<_, BenchReport>("bench", &request, &mut on_event, alive);
     if bar {
         eprintln!();
     }
@@ -238,7 +239,13 @@ fn run_processes(options: &BenchOptions, program: &Path, nodes: usize) -> Result
         farm_cluster::bootstrap::BOOTSTRAP_TIMEOUT,
         options,
     );
-    let reports = drive(options, &driver, launched.file())?;
+    let mut launched = launched;
+    let file = launched.file().clone();
+    let reports = match drive(options, &driver, &file, &mut || launched.all_alive()) {
+        Ok(reports) => reports,
+        Err(Error::Cluster(error)) => return Err(Error::Cluster(launched.explain(error))),
+        Err(error) => return Err(error),
+    };
     driver.stop()?;
     // They finish (drain their rings, meet once more) and exit; the rest
     // are killed when `launched` goes.

@@ -111,6 +111,6 @@ impl<'a> Site<'a> {
         if shares.len() != self.nodes {
             return Err(malformed(round));
         }
-        Ok(HashTable::from_shares(&shares, buckets))
+        HashTable::from_shares(&shares, buckets)
     }
 }

@@ -1,13 +1,15 @@
 //! An object's slot in a region (`CLASS_BYTES[class]` bytes):
 //!
 //! ```text
-//!  0        8            16                                  C-8      C
-//!  | header | size u64   | payload (size bytes, then zeros)  | footer |
-//!  | u64    | (bytes)    |                                   | u64    |
+//!  0        8        12            16                                  C-8      C
+//!  | header | size   | incarnation | payload (size bytes, then zeros)  | footer |
+//!  | u64    | u32    | u32         |                                   | u64    |
 //! ```
 //!
-//! The header is an [`crate::Header`] word (lock, allocated, incarnation,
-//! version); the footer repeats the version. **Torn-read detection**: a
+//! The header is an [`crate::Header`] word (lock, allocated, version); the
+//! footer repeats the version; the incarnation counts the slot's frees
+//! (see [`crate::Addr`]). Size and incarnation are one word, written with
+//! one store. **Torn-read detection**: a
 //! READ is atomic only per 8-byte word, so a reader may see parts of two
 //! versions. Every writer of a slot writes the footer (the new version)
 //! first, then size and payload, then the header, each in increasing
@@ -31,19 +33,37 @@ use crate::limits::{CLASS_BYTES, OBJECT_OVERHEAD_BYTES};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct SlotPrefix {
     pub header: u64,
-    pub size: u64,
+    pub size: u32,
+    pub incarnation: u32,
 }
 
 const _: () = assert!(size_of::<SlotPrefix>() == 16);
 const _: () = assert!(offset_of!(SlotPrefix, header) == 0);
 const _: () = assert!(offset_of!(SlotPrefix, size) == 8);
+const _: () = assert!(offset_of!(SlotPrefix, incarnation) == 12);
 const _: () = assert!(size_of::<SlotPrefix>() + FOOTER_BYTES == OBJECT_OVERHEAD_BYTES as usize);
 const _: () = assert!(CLASS_BYTES[0] as usize >= OBJECT_OVERHEAD_BYTES as usize + 8);
 
 /// Offset of the header word in a slot.
 pub const HEADER_OFFSET: u64 = offset_of!(SlotPrefix, header) as u64;
-/// Offset of the size word in a slot.
+/// Offset of the word that holds size and incarnation.
 pub const SIZE_OFFSET: u64 = offset_of!(SlotPrefix, size) as u64;
+
+/// The word at [`SIZE_OFFSET`]: size and incarnation, as one store writes
+/// them.
+pub fn size_word(size: usize, incarnation: u32) -> u64 {
+    let size = u32::try_from(size).expect("a payload fits its slot");
+    u64::from_le_bytes(bytemuck::cast([
+        size.to_le_bytes(),
+        incarnation.to_le_bytes(),
+    ]))
+}
+
+/// The incarnation in a word read at [`SIZE_OFFSET`].
+pub fn incarnation_of(size_word: u64) -> u32 {
+    let [_, incarnation]: [[u8; 4]; 2] = bytemuck::cast(size_word.to_le_bytes());
+    u32::from_le_bytes(incarnation)
+}
 /// Offset of the payload in a slot.
 pub const PAYLOAD_OFFSET: u64 = size_of::<SlotPrefix>() as u64;
 /// Bytes of the footer word.
@@ -69,9 +89,16 @@ pub enum SlotState {
     Torn,
 }
 
-/// Checks a copy of a whole slot (one of the [`CLASS_BYTES`] sizes);
-/// returns its header and payload.
-pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), SlotState> {
+/// A consistent copy of a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot<'a> {
+    pub header: Header,
+    pub incarnation: u32,
+    pub payload: &'a [u8],
+}
+
+/// Checks a copy of a whole slot (one of the [`CLASS_BYTES`] sizes).
+pub fn decode(bytes: &[u8]) -> Result<Slot<'_>, SlotState> {
     if bytes.len() < OBJECT_OVERHEAD_BYTES as usize || !bytes.len().is_multiple_of(8) {
         return Err(SlotState::Torn);
     }
@@ -86,22 +113,32 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), SlotState> {
         return Err(SlotState::Torn);
     }
     let body = &bytes[PAYLOAD_OFFSET as usize..footer_at];
-    match usize::try_from(prefix.size) {
-        // A consistent copy never has a larger size; a never-written slot
-        // has 0.
-        Ok(size) if size <= body.len() => Ok((header, &body[..size])),
-        _ => Err(SlotState::Torn),
+    let size = prefix.size as usize;
+    // A consistent copy never has a larger size; a never-written slot has 0.
+    if size > body.len() {
+        return Err(SlotState::Torn);
     }
+    Ok(Slot {
+        header,
+        incarnation: prefix.incarnation,
+        payload: &body[..size],
+    })
 }
 
 /// Encodes a whole slot of `slot_bytes` bytes holding `payload` (what a
 /// writer's stores produce, for tests and the fuzzers' reference).
-pub fn encode(slot_bytes: u32, header: Header, payload: &[u8]) -> Vec<u8> {
+pub fn encode(slot_bytes: u32, slot: &Slot) -> Vec<u8> {
+    let Slot {
+        header,
+        incarnation,
+        payload,
+    } = *slot;
     assert!(payload.len() <= capacity(slot_bytes));
     let mut bytes = vec![0u8; slot_bytes as usize];
     let prefix = SlotPrefix {
         header: header.encode(),
-        size: payload.len() as u64,
+        size: payload.len() as u32,
+        incarnation,
     };
     bytes[..size_of::<SlotPrefix>()].copy_from_slice(bytemuck::bytes_of(&prefix));
     let payload_at = PAYLOAD_OFFSET as usize;
@@ -120,19 +157,30 @@ mod tests {
         let header = Header {
             locked: false,
             allocated: true,
-            incarnation: 3,
             version: 17,
         };
-        let bytes = encode(128, header, b"payload");
-        assert_eq!(decode(&bytes), Ok((header, &b"payload"[..])));
+        let slot = Slot {
+            header,
+            incarnation: 3,
+            payload: b"payload",
+        };
+        let bytes = encode(128, &slot);
+        assert_eq!(decode(&bytes), Ok(slot));
         let mut torn = bytes.clone();
         let footer_at = footer_offset(128) as usize;
         torn[footer_at] ^= 1;
         assert_eq!(decode(&torn), Err(SlotState::Torn));
-        let locked = encode(128, header.with_lock(true), b"x");
+        let locked = encode(
+            128,
+            &Slot {
+                header: header.with_lock(true),
+                ..slot
+            },
+        );
         assert_eq!(decode(&locked), Err(SlotState::Locked));
         let mut oversized = bytes;
         oversized[SIZE_OFFSET as usize] = 200;
         assert_eq!(decode(&oversized), Err(SlotState::Torn));
+        assert_eq!(incarnation_of(size_word(5, 77)), 77);
     }
 }

@@ -165,6 +165,9 @@ const COUNT_BYTES: usize = size_of::<CountHeader>();
 const ENTRY_HEADER_BYTES: usize = size_of::<EntryHeader>();
 const TXID_BYTES: usize = size_of::<u64>();
 
+const _: () = assert!(OVERHEAD_BYTES + COUNT_BYTES == crate::limits::RECORD_FIXED_BYTES);
+const _: () = assert!(ENTRY_HEADER_BYTES == crate::limits::ENTRY_FIXED_BYTES);
+
 /// The largest entry payload that still fits one record with its headers.
 const _: () = assert!(
     OVERHEAD_BYTES + COUNT_BYTES + ENTRY_HEADER_BYTES + OBJECT_PAYLOAD_MAX as usize
@@ -576,7 +579,6 @@ mod tests {
         let header = Header {
             locked: false,
             allocated: true,
-            incarnation: 4,
             version: 9,
         };
         writer.entry(

@@ -19,7 +19,9 @@ use bytemuck::{Pod, Zeroable};
 use super::{read_pod, DecodeError};
 use crate::limits::{CLASS_BYTES, REGION_HEADER_BYTES, SLAB_BYTES};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"FARMREG1");
+/// Version 2: the slot prefix holds the incarnation (version 1 kept it in
+/// the header word); files of version 1 are refused, not misread.
+const MAGIC: u64 = u64::from_le_bytes(*b"FARMREG2");
 
 /// The first bytes of a region.
 #[repr(C)]

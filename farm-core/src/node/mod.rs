@@ -28,7 +28,7 @@ use self::inbox::InboxHook;
 use self::send::{Destination, SendPath};
 use self::truncation::TruncationQueue;
 use crate::allocator::Allocators;
-use crate::config::{Faults, Placement};
+use crate::config::{Faults, Placement, RetryBudget};
 use crate::error::{Error, Result};
 use crate::region::Replicas;
 
@@ -87,6 +87,8 @@ pub(crate) struct NodeShared {
     /// The configuration this node is in (FaRM SOSP'15 §5); records carry
     /// it.
     pub(crate) configuration: u32,
+    /// How long `Node::run` retries.
+    pub(crate) retry: RetryBudget,
     pub(crate) fabric: Arc<dyn Fabric>,
     pub(crate) inbox: Arc<MemoryRegion>,
     pub(crate) replicas: Replicas,
@@ -106,7 +108,7 @@ impl NodeShared {
     pub(crate) fn new(
         id: usize,
         placement: Placement,
-        faults: Faults,
+        (faults, retry): (Faults, RetryBudget),
         fabric: Arc<dyn Fabric>,
         inbox: Arc<MemoryRegion>,
         replicas: Replicas,
@@ -119,6 +121,7 @@ impl NodeShared {
             placement,
             faults: AtomicU8::new(faults.bits()),
             configuration: 1,
+            retry,
             fabric,
             inbox,
             replicas,

@@ -98,9 +98,37 @@ impl SendPath {
             endpoint.wait(Duration::from_millis(REPLY_TIMEOUT_MS))?;
         }
         let Destination { target, inbox_key } = destination;
-        let (_sender, reservation) = self.reserve(fabric, target, len)?;
+        let (mut sender, reservation) = self.reserve(fabric, target, len)?;
         // The trailer's tag needs the position, known only now.
         record::seal(record, reservation.position).expect("the length was checked above");
+        let posted = Self::post(
+            record,
+            reservation,
+            scratch,
+            endpoint,
+            target,
+            inbox_key,
+            notify,
+        );
+        if posted.is_err() {
+            // Nothing was posted: give the space back (regression: a post
+            // that failed after its reservation left a hole, and the
+            // receiver waited at it for ever).
+            sender.cancel(reservation, len);
+        }
+        posted
+    }
+
+    /// Stages the sealed record (and its PAD) and posts the WRITEs.
+    fn post(
+        record: &[u8],
+        reservation: Reservation,
+        scratch: &Arc<MemoryRegion>,
+        endpoint: &mut dyn Endpoint,
+        target: usize,
+        inbox_key: u32,
+        notify: bool,
+    ) -> Result<()> {
         let staging = staging_offset(target);
         scratch.write(staging + STAGING_PAD_BYTES, record)?;
         let node = NodeId(target as u16);
