@@ -25,7 +25,8 @@ fn number(text: &str) -> u64 {
 
 #[test]
 fn readme_limits_table_matches_limits_rs() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let expected: [(&str, u64); 8] = [
         ("NODES_MAX", NODES_MAX as u64),
         ("COPIES_MAX", COPIES_MAX as u64),
@@ -44,7 +45,16 @@ fn readme_limits_table_matches_limits_rs() {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(number(cells[2]), value, "README row {row:?}");
     }
-    assert!(readme.contains(&format!("at most {RECORD_OBJECTS_LARGEST} objects of the largest")));
-    let smallest = format!("{},{:03}", RECORD_OBJECTS_SMALLEST / 1000, RECORD_OBJECTS_SMALLEST % 1000);
-    assert!(readme.contains(&format!("{smallest} objects of up to 8 bytes")), "{smallest}");
+    assert!(readme.contains(&format!(
+        "at most {RECORD_OBJECTS_LARGEST} objects of the largest"
+    )));
+    let smallest = format!(
+        "{},{:03}",
+        RECORD_OBJECTS_SMALLEST / 1000,
+        RECORD_OBJECTS_SMALLEST % 1000
+    );
+    assert!(
+        readme.contains(&format!("{smallest} objects of up to 8 bytes")),
+        "{smallest}"
+    );
 }
