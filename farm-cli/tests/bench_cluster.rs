@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 const NODES: usize = 3;
@@ -37,12 +37,7 @@ fn start(config: &Path) -> Nodes {
     Nodes(
         (0..NODES)
             .map(|id| {
-                Command::new(env!("CARGO_BIN_EXE_farm"))
-                    .args(["node", "--quiet", "--config"])
-                    .arg(config)
-                    .args(["--id", &id.to_string()])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
+                farm_tests::node_command(env!("CARGO_BIN_EXE_farm"), config, id)
                     .spawn()
                     .unwrap()
             })

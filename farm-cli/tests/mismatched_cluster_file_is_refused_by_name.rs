@@ -22,12 +22,7 @@ impl Drop for Node {
 
 fn start(config: &Path, id: usize) -> Node {
     Node(
-        Command::new(env!("CARGO_BIN_EXE_farm"))
-            .args(["node", "--quiet", "--config"])
-            .arg(config)
-            .args(["--id", &id.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        farm_tests::node_command(env!("CARGO_BIN_EXE_farm"), config, id)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),

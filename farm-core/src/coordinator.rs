@@ -301,16 +301,7 @@ pub(crate) fn lock(
         "every written object's primary is locked"
     );
     for (sent, &primary) in participants.primaries.iter().enumerate() {
-        let result = send_entries(
-            node,
-            context,
-            txid,
-            Kind::Lock,
-            primary,
-            writes,
-            true,
-            |p, w| p.primary(w.addr.region()) == primary,
-        );
+        let result = send_entries(node, context, (txid, Kind::Lock), primary, writes);
         if let Err(error) = result {
             // The primaries that got a LOCK may have granted it: release
             // them. (Regression: a LOCK refused as too large after another
@@ -452,16 +443,7 @@ pub(crate) fn commit_backup(
         "every backup of a written region gets a COMMIT-BACKUP"
     );
     for (sent, &backup) in participants.backups.iter().enumerate() {
-        let result = send_entries(
-            node,
-            context,
-            txid,
-            Kind::CommitBackup,
-            backup,
-            writes,
-            false,
-            |p, w| p.backups(w.addr.region()).any(|b| b == backup),
-        );
+        let result = send_entries(node, context, (txid, Kind::CommitBackup), backup, writes);
         match result {
             Ok(()) => {}
             // Nothing written anywhere but LOCKs: release them.
@@ -566,30 +548,33 @@ pub(crate) fn send_truncations(
     Ok(())
 }
 
-/// Sends a LOCK or COMMIT-BACKUP record to `target` with the writes
-/// `select` picks for it.
-#[allow(clippy::too_many_arguments)]
+/// Sends `target` the LOCK (the writes of the regions it is primary of)
+/// or the COMMIT-BACKUP (the writes of the regions it backs) of `txid`.
 fn send_entries(
     node: &NodeShared,
     context: &mut Context,
-    txid: TxnId,
-    kind: Kind,
+    (txid, kind): (TxnId, Kind),
     target: usize,
     writes: &[WriteEntry],
-    notify: bool,
-    select: impl Fn(&Placement, &WriteEntry) -> bool,
 ) -> Result<()> {
+    let placement = &node.placement;
+    let selected = |w: &&WriteEntry| match kind {
+        Kind::Lock => placement.primary(w.addr.region()) == target,
+        _ => placement.backups(w.addr.region()).any(|b| b == target),
+    };
     let mut writer =
         RecordWriter::new(&mut context.record, kind, node.id, node.configuration, txid);
-    for write in writes.iter().filter(|w| select(&node.placement, w)) {
+    for write in writes.iter().filter(selected) {
         writer.entry(write.addr, write.expected, write.new, &write.payload);
     }
+    // A LOCK is waited for (its primary is woken); a COMMIT-BACKUP only
+    // needs the fabric's acknowledgement.
     node.send(
         target,
         &mut context.record,
         &context.scratch,
         context.endpoints[target].as_mut(),
-        notify,
+        kind == Kind::Lock,
     )
 }
 

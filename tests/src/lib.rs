@@ -48,3 +48,17 @@ pub fn shm_cluster_file(dir: &Path, nodes: usize, region_bytes: u64) -> (PathBuf
     file.write(&path).expect("write the cluster file");
     (path, file)
 }
+
+/// `FARM node --quiet --config CONFIG --id ID`, with no standard input or
+/// output (standard error is the caller's to set), as a user starts one
+/// node of a cluster file.
+pub fn node_command(farm: &str, config: &Path, id: usize) -> std::process::Command {
+    let mut command = std::process::Command::new(farm);
+    command
+        .args(["node", "--quiet", "--config"])
+        .arg(config)
+        .args(["--id", &id.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    command
+}
