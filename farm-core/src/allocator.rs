@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rdma_transport::MemoryRegion;
 
@@ -141,27 +141,49 @@ impl Allocator {
     }
 }
 
-/// The allocators of the regions a node is primary of, by region id.
-pub struct Allocators(Vec<Option<Mutex<Allocator>>>);
+/// The allocators of the regions a node is primary of, by region id. A
+/// backup promoted to primary by a configuration change gets one then
+/// ([`Allocators::promote`]); none is ever taken away while the node runs.
+pub struct Allocators(Vec<OnceLock<Mutex<Allocator>>>);
 
 impl Allocators {
     /// Opens an allocator for every region of `replicas` that `is_primary`
     /// says this node is primary of.
     pub fn open(replicas: &Replicas, is_primary: impl Fn(u16) -> bool) -> Result<Allocators> {
-        let mut allocators = Vec::new();
+        let mut allocators: Vec<OnceLock<Mutex<Allocator>>> = Vec::new();
         for (region, mr) in replicas.iter() {
-            allocators.resize_with(usize::from(region) + 1, || None);
+            allocators.resize_with(usize::from(region) + 1, OnceLock::new);
             if is_primary(region) {
-                allocators[usize::from(region)] =
-                    Some(Mutex::new(Allocator::open(region, mr.clone())?));
+                let _ = allocators[usize::from(region)]
+                    .set(Mutex::new(Allocator::open(region, mr.clone())?));
             }
         }
         Ok(Allocators(allocators))
     }
 
+    /// Allocator recovery (FaRM SOSP'15 §5.5): this node became the
+    /// primary of `region`, whose replica `mr` it holds; the free lists
+    /// are rebuilt from the replicated slab table and the object headers.
+    /// Nothing happens if it already has the allocator.
+    ///
+    /// # Errors
+    /// As [`Allocator::open`]; [`Error::NotPrimary`]-like misuse (a region
+    /// this node holds no replica of) is [`Error::Config`].
+    pub fn promote(&self, region: u16, mr: &Arc<MemoryRegion>) -> Result<()> {
+        let Some(slot) = self.0.get(usize::from(region)) else {
+            return Err(Error::Config(format!(
+                "promoted to primary of region {region}, of which this node holds no replica"
+            )));
+        };
+        if slot.get().is_none() {
+            let _ = slot.set(Mutex::new(Allocator::open(region, mr.clone())?));
+        }
+        Ok(())
+    }
+
     /// The allocator of `region`, if this node is its primary.
     pub fn get(&self, region: u16) -> Option<&Mutex<Allocator>> {
-        self.0.get(usize::from(region)).and_then(Option::as_ref)
+        self.0.get(usize::from(region)).and_then(OnceLock::get)
     }
 
     /// Gives the slot of `addr` back to its region's allocator, if this

@@ -30,16 +30,18 @@ use rdma_transport::shm::{ShmConfig, ShmFabric};
 use rdma_transport::{Access, Backing, Fabric, FabricKind, MemoryRegion, NodeId};
 
 use crate::codec::inbox::inbox_bytes;
-use crate::config::{ClusterConfig, Faults, Placement, RetryBudget, VerbsDevice};
+use crate::config::{ClusterConfig, Configuration, Faults, Placement, RetryBudget, VerbsDevice};
 use crate::coordinator::send_truncations;
 use crate::error::TxnError;
 use crate::error::{Error, Result};
 use crate::node::inbox::InboxPoller;
-use crate::node::{Directory, NodeShared, NodeStats};
+use crate::node::{Directory, NodeShared, NodeStats, View};
 use crate::outcome::Outcome;
+use crate::reconfiguration::{decide, Decisions, RecoveryReport};
 use crate::region::{self, Replicas};
 use crate::server::Server;
 use crate::txn::Txn;
+use crate::txn_id::TxnId;
 
 /// A handle on a node of this process (of an in-process cluster, or a
 /// `farm node` process's own); clones are the same node.
@@ -61,9 +63,10 @@ impl Node {
         self.shared.id
     }
 
-    /// Where every region's replicas are.
-    pub fn placement(&self) -> &Placement {
-        &self.shared.placement
+    /// The configuration this node is in now: where every region's
+    /// replicas are.
+    pub fn placement(&self) -> Arc<Configuration> {
+        Arc::new(self.shared.view().config.clone())
     }
 
     /// The node's counters.
@@ -186,8 +189,10 @@ impl Node {
     /// The send path's.
     pub fn flush_truncations(&self) -> Result<()> {
         let mut context = self.shared.take_context()?;
+        let view = context.view.clone();
         let result = send_truncations(
             &self.shared,
+            &view,
             &context.scratch,
             &mut context.endpoints,
             &mut context.record,
@@ -220,9 +225,17 @@ impl Drop for Poller<'_> {
 }
 
 /// A node that serves: its handle and its server thread, stopped on drop.
+///
+/// A configuration change (FaRM SOSP'15 §5.2–5.3) drives every surviving
+/// member through four calls, each after every member finished the one
+/// before: [`ServingNode::fence`], [`ServingNode::report`],
+/// [`ServingNode::apply`], [`ServingNode::resume`]. A configuration
+/// manager makes those calls over the network; [`Cluster::remove_nodes`]
+/// makes them in-process.
 pub struct ServingNode {
     node: Node,
-    server: Option<JoinHandle<()>>,
+    server: Arc<Mutex<Server>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl ServingNode {
@@ -235,9 +248,10 @@ impl ServingNode {
             "a node has one server"
         );
         let id = shared.id;
+        let thread_server = server.clone();
         let handle = std::thread::Builder::new()
             .name(format!("farm-node-{id}"))
-            .spawn(move || Server::run(server))
+            .spawn(move || Server::run(thread_server))
             .map_err(|source| Error::File {
                 what: "spawn the server thread of",
                 path: PathBuf::from(format!("node-{id}")),
@@ -245,7 +259,8 @@ impl ServingNode {
             })?;
         Ok(ServingNode {
             node: Node::from_shared(shared),
-            server: Some(handle),
+            server,
+            thread: Some(handle),
         })
     }
 
@@ -253,12 +268,123 @@ impl ServingNode {
         &self.node
     }
 
+    /// Says whether a membership agent (leases and a configuration
+    /// manager) watches this node: then a commit that loses a peer parks
+    /// for recovery's decision instead of failing at once.
+    pub fn set_managed(&self, managed: bool) {
+        self.node.shared.gate.set_managed(managed);
+    }
+
+    /// NEW-CONFIG, first half (FaRM SOSP'15 §5.2 "apply the new
+    /// configuration ... block"): closes the node's gate and waits until
+    /// none of its commits runs: each finished, aborted, or parked for
+    /// recovery's decision. New transactions wait at `begin`. The node
+    /// sends no ring record from now until [`ServingNode::resume`].
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when commits still run after
+    /// [`crate::limits::RECOVERY_WAIT_MS`] (the gate stays closed).
+    pub fn fence(&self) -> Result<()> {
+        let gate = &self.node.shared.gate;
+        gate.close();
+        let waited = Duration::from_millis(crate::limits::RECOVERY_WAIT_MS);
+        if !gate.wait_quiet(waited) {
+            return Err(Error::Timeout {
+                what: "this node's commits to stop for a configuration change",
+                waited,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drains the node's rings (every member is fenced: nothing more
+    /// arrives) and reports what recovery needs (SOSP'15 §5.3 "drain logs",
+    /// "find recovering transactions"): the LOCKs and COMMIT-BACKUPs it
+    /// holds and the commits it parked.
+    ///
+    /// # Errors
+    /// A record that cannot be applied.
+    pub fn report(&self) -> Result<RecoveryReport> {
+        let mut server = self.server.lock().expect("server lock");
+        server.drain()?;
+        let (locks, backups) = server.held();
+        Ok(RecoveryReport {
+            node: self.node.id(),
+            locks,
+            backups,
+            parked: self.node.shared.gate.parked(),
+        })
+    }
+
+    /// Applies configuration `new` and recovery's `decisions` for this node
+    /// (SOSP'15 §5.3 "replicate transaction state", "decide"; §5.5
+    /// allocator recovery): settles every held LOCK and COMMIT-BACKUP,
+    /// installs the committed writes it lacks, answers its parked commits,
+    /// drops queued truncations (settled already), rebuilds the allocator
+    /// of every region it became primary of, and switches to `new` (records
+    /// of older configurations are ignored from now on).
+    ///
+    /// # Errors
+    /// File errors of the installs; [`Error::Config`] when `new` makes this
+    /// node primary of a region it holds no replica of.
+    pub fn apply(&self, new: &Configuration, decisions: &Decisions) -> Result<()> {
+        let shared = &self.node.shared;
+        let committed: std::collections::HashSet<TxnId> =
+            decisions.committed.iter().copied().collect();
+        {
+            let mut server = self.server.lock().expect("server lock");
+            server.settle(&committed)?;
+        }
+        for entry in &decisions.installs {
+            if shared.replicas.get(entry.addr.region()).is_some() {
+                shared.replicas.install_if_newer(entry)?;
+            }
+        }
+        let _ = shared.truncations.take();
+        let parked: Vec<(TxnId, bool)> = shared
+            .gate
+            .parked()
+            .into_iter()
+            .map(|(txid, _)| (txid, committed.contains(&txid)))
+            .collect();
+        shared.gate.decide(parked);
+        for region in new.primaried_by(shared.id) {
+            let mr = shared.replicas.get(region).ok_or_else(|| {
+                Error::Config(format!(
+                    "configuration {} makes node {} primary of region {region}, of which it holds no replica",
+                    new.id, shared.id
+                ))
+            })?;
+            shared.allocators.promote(region, mr)?;
+        }
+        let directory = shared.view().directory.clone();
+        shared.set_view(View {
+            config: new.clone(),
+            directory,
+        });
+        Ok(())
+    }
+
+    /// NEW-CONFIG-COMMIT (SOSP'15 §5.2): opens the gate; transactions go
+    /// on in the new configuration.
+    pub fn resume(&self) {
+        self.node.shared.gate.open();
+    }
+
+    /// Stops serving as a failed node would: the gate closes for good (its
+    /// commits park, its new transactions wait) and the server thread
+    /// ends. Its peers learn of it only through a configuration change.
+    pub fn crash(&mut self) {
+        self.node.shared.gate.abandon();
+        self.stop();
+    }
+
     /// Stops the server thread; transactions begun after this fail with
     /// [`Error::ShutDown`].
     pub fn stop(&mut self) {
         self.node.shared.stop.store(true, Ordering::Release);
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -273,6 +399,9 @@ impl Drop for ServingNode {
 pub struct Cluster {
     nodes: Vec<ServingNode>,
     handles: Vec<Node>,
+    /// Nodes failed with [`Cluster::fail_node`].
+    failed: Vec<usize>,
+    fault_plan: Option<Arc<rdma_transport::faulty::FaultPlan>>,
     data_dir: PathBuf,
     _temporary: Option<tempfile::TempDir>,
 }
@@ -305,7 +434,7 @@ impl Cluster {
         };
         let placement = config.placement();
         let fabrics = open_fabrics(&config, &data_dir)?;
-        let mut shared = Vec::new();
+        let mut memories = Vec::new();
         let mut directory = Directory::default();
         for (id, fabric) in fabrics.into_iter().enumerate() {
             let memory = NodeMemory::open(
@@ -317,27 +446,28 @@ impl Cluster {
             )?;
             directory.inbox_keys.push(memory.inbox.rkey());
             directory.region_keys.push(memory.replicas.keys());
-            shared.push(Arc::new(NodeShared::new(
+            memories.push((fabric, memory));
+        }
+        let mut nodes = Vec::new();
+        for (id, (fabric, memory)) in memories.into_iter().enumerate() {
+            let view = View {
+                config: placement.clone(),
+                directory: directory.clone(),
+            };
+            nodes.push(ServingNode::start(Arc::new(NodeShared::new(
                 id,
-                placement.clone(),
+                view,
                 (config.faults, config.retry),
                 fabric,
                 memory.inbox,
                 memory.replicas,
-            )?));
-        }
-        for node in &shared {
-            node.directory
-                .set(directory.clone())
-                .expect("the directory is set once");
-        }
-        let mut nodes = Vec::new();
-        for node in shared {
-            nodes.push(ServingNode::start(node)?);
+            )?))?);
         }
         Ok(Cluster {
             handles: nodes.iter().map(|n| n.node().clone()).collect(),
             nodes,
+            failed: Vec::new(),
+            fault_plan: config.fault_plan.clone(),
             data_dir,
             _temporary: temporary,
         })
@@ -355,6 +485,84 @@ impl Cluster {
         &self.data_dir
     }
 
+    /// Fails node `id` as a crash would: it stops serving (see
+    /// [`ServingNode::crash`]) and, when the cluster has a fault plan,
+    /// every link to and from it is cut. Its memory stays as the crash
+    /// left it. Nothing else changes until [`Cluster::remove_nodes`].
+    ///
+    /// # Panics
+    /// For a node that does not exist.
+    pub fn fail_node(&mut self, id: usize) {
+        self.nodes[id].crash();
+        if let Some(plan) = &self.fault_plan {
+            for other in 0..self.nodes.len() {
+                let (a, b) = (
+                    rdma_transport::NodeId(id as u16),
+                    rdma_transport::NodeId(other as u16),
+                );
+                plan.cut(a, b, true);
+                plan.cut(b, a, true);
+            }
+        }
+        if !self.failed.contains(&id) {
+            self.failed.push(id);
+        }
+    }
+
+    /// Reconfigures around the failed nodes `failed`, as a configuration
+    /// manager does (FaRM SOSP'15 §5.2–5.3), with every step in this
+    /// process: the next configuration (a surviving backup becomes primary
+    /// of each region a failed node was primary of), NEW-CONFIG to every
+    /// survivor (fence), drained rings and reports, decisions
+    /// ([`crate::reconfiguration::decide`]), apply, NEW-CONFIG-COMMIT
+    /// (resume). Returns the new configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a region would lose every replica, or no
+    /// member would be left; the steps' errors (every survivor is resumed
+    /// anyway, in whatever configuration it reached).
+    pub fn remove_nodes(&mut self, failed: &[usize]) -> Result<Arc<Configuration>> {
+        let survivors: Vec<usize> = (0..self.nodes.len())
+            .filter(|id| !failed.contains(id) && !self.failed.contains(id))
+            .collect();
+        let Some(&first) = survivors.first() else {
+            return Err(Error::Config("no node would be left".into()));
+        };
+        let old = self.handles[first].shared.view().config.clone();
+        let manager = if failed.contains(&old.manager) || self.failed.contains(&old.manager) {
+            first
+        } else {
+            old.manager
+        };
+        let gone: Vec<usize> = (0..self.nodes.len())
+            .filter(|id| !survivors.contains(id))
+            .collect();
+        let new = old.without(&gone, manager).ok_or_else(|| {
+            Error::Config(format!(
+                "removing nodes {gone:?} would leave a region with no replica"
+            ))
+        })?;
+        let result = (|| {
+            for &id in &survivors {
+                self.nodes[id].fence()?;
+            }
+            let mut reports = Vec::new();
+            for &id in &survivors {
+                reports.push(self.nodes[id].report()?);
+            }
+            let decisions = decide(&old, &new, &reports);
+            for &id in &survivors {
+                let decided = decisions.get(&id).cloned().unwrap_or_default();
+                self.nodes[id].apply(&new, &decided)?;
+            }
+            Ok(())
+        })();
+        for &id in &survivors {
+            self.nodes[id].resume();
+        }
+        result.map(|()| Arc::new(new))
+    }
+
     /// Flushes every node's pending truncations and waits until every ring
     /// is drained: then every backup's replica equals its primary's.
     ///
@@ -362,14 +570,19 @@ impl Cluster {
     /// [`Error::Timeout`] when the cluster does not go quiet within
     /// `timeout`; the send path's errors.
     pub fn quiesce(&self, timeout: Duration) -> Result<()> {
-        for node in &self.handles {
+        let live: Vec<&Node> = self
+            .handles
+            .iter()
+            .filter(|n| !self.failed.contains(&n.id()))
+            .collect();
+        for node in &live {
             node.flush_truncations()?;
         }
         let deadline = Instant::now() + timeout;
         loop {
             let before: u64 = self.processed();
             std::thread::sleep(Duration::from_millis(20));
-            if self.processed() == before && self.handles.iter().all(Node::rings_idle) {
+            if self.processed() == before && live.iter().all(|n| n.rings_idle()) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -399,6 +612,15 @@ impl Cluster {
         }
         for node in &mut self.nodes {
             node.stop();
+        }
+    }
+
+    /// Says on every node that failures are reconfigured around (see
+    /// [`ServingNode::set_managed`]): what a cluster whose failures
+    /// [`Cluster::remove_nodes`] handles wants.
+    pub fn set_managed(&self, managed: bool) {
+        for node in &self.nodes {
+            node.set_managed(managed);
         }
     }
 

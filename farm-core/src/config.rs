@@ -154,13 +154,9 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Where the regions of this configuration live.
-    pub fn placement(&self) -> Placement {
-        Placement {
-            nodes: self.nodes,
-            copies: self.copies,
-            regions_per_node: self.regions_per_node,
-        }
+    /// The cluster's first configuration: where its regions live.
+    pub fn placement(&self) -> Configuration {
+        Configuration::initial(self.nodes, self.copies, self.regions_per_node)
     }
 
     /// # Errors
@@ -201,29 +197,80 @@ impl ClusterConfig {
     }
 }
 
-/// Which nodes hold each region: `replicas(r)[0]` is the primary, the rest
-/// are backups, all distinct. Region r is primaried on node r / regions
-/// per node, its backups on the following nodes (FaRM spreads them with
-/// consistent hashing; a fixed rotation is enough until reconfiguration).
-#[derive(Clone, Debug)]
-pub struct Placement {
+/// A configuration (FaRM SOSP'15 §5.2): its id, the member nodes, their
+/// failure domains, the configuration manager (CM), and which nodes hold
+/// each region (the primary first, then the backups, all distinct). It
+/// changes only by a compare-and-swap from id c to c + 1 in the
+/// configuration store; ring records carry the id their sender was in.
+///
+/// The first configuration places region r's primary on node r /
+/// regions per node and its backups on the following nodes (FaRM spreads
+/// them with consistent hashing over failure domains; a rotation is what
+/// one host needs); later ones are made by [`Configuration::without`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configuration {
+    pub id: u32,
+    /// Node slots of the cluster (the cluster file's nodes), members or not.
     pub nodes: usize,
+    /// The member nodes, in order.
+    pub members: Vec<usize>,
+    /// Each node slot's failure domain (replicas of a region are kept in
+    /// different domains where they can be).
+    pub domains: Vec<u32>,
+    /// The configuration manager.
+    pub manager: usize,
+    /// Replicas each region should have.
     pub copies: usize,
-    pub regions_per_node: usize,
+    /// `regions[r]`: the nodes that hold region r, its primary first.
+    pub regions: Vec<Vec<usize>>,
 }
 
-impl Placement {
+impl Configuration {
+    /// Configuration 1 of a cluster: every node a member, each its own
+    /// failure domain, the last node the CM (so that node 0, where drivers
+    /// connect, is not also the CM by default).
+    pub fn initial(nodes: usize, copies: usize, regions_per_node: usize) -> Configuration {
+        let regions = (0..nodes * regions_per_node)
+            .map(|region| {
+                let primary = region / regions_per_node;
+                (0..copies).map(|k| (primary + k) % nodes).collect()
+            })
+            .collect();
+        Configuration {
+            id: 1,
+            nodes,
+            members: (0..nodes).collect(),
+            domains: (0..nodes as u32).collect(),
+            manager: nodes.saturating_sub(1),
+            copies,
+            regions,
+        }
+    }
+
     pub fn regions(&self) -> usize {
-        self.nodes * self.regions_per_node
+        self.regions.len()
     }
 
+    fn replica_list(&self, region: u16) -> &[usize] {
+        self.regions
+            .get(usize::from(region))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The nodes that hold `region`, its primary first.
     pub fn replicas(&self, region: u16) -> impl Iterator<Item = usize> + '_ {
-        let primary = usize::from(region) / self.regions_per_node;
-        (0..self.copies).map(move |k| (primary + k) % self.nodes)
+        self.replica_list(region).iter().copied()
     }
 
+    /// The primary of `region`.
+    ///
+    /// # Panics
+    /// For a region without replicas: callers check addresses against
+    /// [`Configuration::regions`] first.
     pub fn primary(&self, region: u16) -> usize {
-        usize::from(region) / self.regions_per_node
+        self.replica_list(region)[0]
     }
 
     pub fn backups(&self, region: u16) -> impl Iterator<Item = usize> + '_ {
@@ -235,8 +282,70 @@ impl Placement {
     }
 
     /// Regions whose primary is `node`.
-    pub fn primaried_by(&self, node: usize) -> impl Iterator<Item = u16> {
-        let per = self.regions_per_node;
-        (node * per..(node + 1) * per).map(|r| r as u16)
+    pub fn primaried_by(&self, node: usize) -> impl Iterator<Item = u16> + '_ {
+        (0..self.regions.len() as u16).filter(move |&region| self.primary(region) == node)
+    }
+
+    pub fn is_member(&self, node: usize) -> bool {
+        self.members.binary_search(&node).is_ok()
+    }
+
+    /// A majority of this configuration's members.
+    pub fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    /// Configuration `id + 1` without the `failed` nodes, managed by
+    /// `manager` (FaRM SOSP'15 §5.2 "remap regions"): a region whose
+    /// primary failed gets its first surviving backup as primary; failed
+    /// backups are dropped (re-replication adds new ones later). `None`
+    /// when a region would have no replica left.
+    pub fn without(&self, failed: &[usize], manager: usize) -> Option<Configuration> {
+        let regions = self
+            .regions
+            .iter()
+            .map(|replicas| {
+                let left: Vec<usize> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|n| !failed.contains(n))
+                    .collect();
+                (!left.is_empty()).then_some(left)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Configuration {
+            id: self.id + 1,
+            nodes: self.nodes,
+            members: self
+                .members
+                .iter()
+                .copied()
+                .filter(|n| !failed.contains(n))
+                .collect(),
+            domains: self.domains.clone(),
+            manager,
+            copies: self.copies,
+            regions,
+        })
+    }
+
+    /// Configuration `id + 1` with `node` (back) as a member.
+    pub fn with_member(&self, node: usize) -> Configuration {
+        let mut next = self.clone();
+        next.id += 1;
+        if !next.is_member(node) {
+            next.members.push(node);
+            next.members.sort_unstable();
+        }
+        next
+    }
+
+    /// Regions with fewer replicas than [`Configuration::copies`].
+    pub fn under_replicated(&self) -> impl Iterator<Item = u16> + '_ {
+        let wanted = self.copies.min(self.members.len());
+        (0..self.regions.len() as u16).filter(move |&r| self.replica_list(r).len() < wanted)
     }
 }
+
+/// Placement is what a configuration says about regions.
+pub type Placement = Configuration;

@@ -38,10 +38,11 @@ use crate::codec::record::{entries_record_bytes, Kind, RecordWriter, TRUNCATE_TX
 use crate::config::Placement;
 use crate::error::{Error, Result};
 use crate::header::{Addr, Header};
-use crate::limits::{NODES_MAX, RECORD_BYTES_MAX, REPLY_TIMEOUT_MS};
+use crate::limits::{NODES_MAX, RECORD_BYTES_MAX, RECOVERY_WAIT_MS, REPLY_TIMEOUT_MS};
 use crate::node::contexts::{Context, READ_AREA_BYTES};
+use crate::node::gate::{Active, CommitPhase};
 use crate::node::inbox::wait_lock_replies;
-use crate::node::NodeShared;
+use crate::node::{NodeShared, View};
 use crate::outcome::{AbortReason, Outcome, PhaseTimes};
 use crate::txn_id::TxnId;
 
@@ -66,6 +67,9 @@ pub(crate) struct WriteEntry {
 pub(crate) struct Participants {
     pub(crate) primaries: Vec<usize>,
     pub(crate) backups: Vec<usize>,
+    /// Every region the transaction writes, sorted: each LOCK and
+    /// COMMIT-BACKUP names them all.
+    pub(crate) regions: Vec<u16>,
 }
 
 impl Participants {
@@ -77,12 +81,14 @@ impl Participants {
     /// [`Error::TransactionTooLarge`] naming the record, its node, its size
     /// and the limit. Nothing has been sent then.
     pub(crate) fn plan(placement: &Placement, writes: &[WriteEntry]) -> Result<Participants> {
+        let participants = Participants::of(placement, writes);
         let mut lock_bytes = [0usize; NODES_MAX];
         let mut backup_bytes = [0usize; NODES_MAX];
         let mut lock_objects = [0usize; NODES_MAX];
         let mut backup_objects = [0usize; NODES_MAX];
         for write in writes {
-            let bytes = entries_record_bytes([write.payload.len()]) - entries_record_bytes([]);
+            let bytes =
+                entries_record_bytes(0, [write.payload.len()]) - entries_record_bytes(0, []);
             let region = write.addr.region();
             let primary = placement.primary(region);
             lock_bytes[primary] += bytes;
@@ -98,7 +104,7 @@ impl Participants {
         ];
         for (record, bytes, objects) in records {
             for node in 0..placement.nodes {
-                let total = bytes[node] + entries_record_bytes([]);
+                let total = bytes[node] + entries_record_bytes(participants.regions.len(), []);
                 if objects[node] > 0 && total > RECORD_BYTES_MAX {
                     return Err(Error::TransactionTooLarge {
                         record,
@@ -110,7 +116,7 @@ impl Participants {
                 }
             }
         }
-        Ok(Participants::of(placement, writes))
+        Ok(participants)
     }
 
     fn of(placement: &Placement, writes: &[WriteEntry]) -> Participants {
@@ -126,7 +132,14 @@ impl Participants {
             .collect();
         backups.sort_unstable();
         backups.dedup();
-        Participants { primaries, backups }
+        let mut regions: Vec<u16> = writes.iter().map(|w| w.addr.region()).collect();
+        regions.sort_unstable();
+        regions.dedup();
+        Participants {
+            primaries,
+            backups,
+            regions,
+        }
     }
 }
 
@@ -156,6 +169,8 @@ pub(crate) enum LockVote {
     Granted(Locked),
     /// At least one primary refused (an object changed or was locked).
     Refused,
+    /// The gate closed while waiting: recovery decides.
+    Stopped,
 }
 
 fn timeout() -> Duration {
@@ -170,9 +185,18 @@ fn elapsed_ns(started: Instant) -> u64 {
 /// steps for a read-write transaction, validation only for a read-only
 /// one. `phases` receives the time of each step.
 ///
+/// The commit runs inside the node's gate ([`crate::node::gate`]): it
+/// aborts with [`AbortReason::Unavailable`] at once if the configuration
+/// changed since the transaction began, and it parks for recovery's
+/// decision (FaRM SOSP'15 §5.3) if the gate closes between two steps, or
+/// if a step fails on a node whose membership agent will reconfigure
+/// around the failed peer.
+///
 /// # Errors
 /// A fabric error, a full ring, or a primary that did not answer the LOCK
-/// ([`Error::ReplyTimeout`], after its locks were released by ABORT).
+/// ([`Error::ReplyTimeout`], after its locks were released by ABORT), when
+/// no recovery decided the transaction within
+/// [`crate::limits::RECOVERY_WAIT_MS`].
 pub(crate) fn commit(
     node: &NodeShared,
     context: &mut Context,
@@ -181,36 +205,105 @@ pub(crate) fn commit(
     writes: &[WriteEntry],
     phases: &mut PhaseTimes,
 ) -> Result<Outcome> {
+    let active = node.gate.enter();
+    if !node.gate.is_open() || node.view_serial() != context.view_serial {
+        // Nothing sent: run again in the new configuration.
+        return Ok(Outcome::Aborted(AbortReason::Unavailable));
+    }
+    let mut phase = CommitPhase::BeforeCommitPrimary;
+    let mut backed_up = false;
+    let steps = commit_steps(
+        node,
+        context,
+        txid,
+        (reads, writes),
+        phases,
+        (&mut phase, &mut backed_up),
+    );
+    match steps {
+        Ok(Some(outcome)) => Ok(outcome),
+        Ok(None) => match park(node, active, txid, phase) {
+            Some(outcome) => Ok(outcome),
+            // No decision came. With a COMMIT-BACKUP written, recovery
+            // may yet commit it; without, its locks go at the next change.
+            None if backed_up => Err(Error::OutcomeUnknown {
+                txid,
+                step: "recovery",
+                source: Box::new(Error::Unavailable {
+                    node: node.id,
+                    waited: Duration::from_millis(RECOVERY_WAIT_MS),
+                }),
+            }),
+            None => Ok(Outcome::Aborted(AbortReason::Unavailable)),
+        },
+        Err(error) if node.gate.managed() || !node.gate.is_open() => {
+            park(node, active, txid, phase).ok_or(error)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Parks commit `txid` at `phase` for recovery's decision: `Some` outcome
+/// when recovery decided within [`crate::limits::RECOVERY_WAIT_MS`].
+fn park(node: &NodeShared, active: Active<'_>, txid: TxnId, phase: CommitPhase) -> Option<Outcome> {
+    node.gate.park(txid, phase);
+    // No longer active: the reconfiguration waiting for quiet goes on.
+    drop(active);
+    let decided = node
+        .gate
+        .await_decision(txid, Duration::from_millis(RECOVERY_WAIT_MS))?;
+    Some(if decided {
+        Outcome::Committed
+    } else {
+        Outcome::Aborted(AbortReason::Unavailable)
+    })
+}
+
+/// The steps of [`commit`]: `Some` outcome when they ran to the end or
+/// aborted, `None` when the gate closed between two steps (the commit
+/// parks at `phase`).
+fn commit_steps(
+    node: &NodeShared,
+    context: &mut Context,
+    txid: TxnId,
+    (reads, writes): (&[ReadEntry], &[WriteEntry]),
+    phases: &mut PhaseTimes,
+    (phase, backed_up): (&mut CommitPhase, &mut bool),
+) -> Result<Option<Outcome>> {
     if writes.is_empty() {
         if reads.len() <= 1 {
-            return Ok(Outcome::Committed);
+            return Ok(Some(Outcome::Committed));
         }
         let started = Instant::now();
         let valid = validate(node, context, txid, reads, writes, None)?;
         phases.validate_ns = elapsed_ns(started);
-        return Ok(match valid {
+        return Ok(Some(match valid {
             Some(_) => Outcome::Committed,
             None => Outcome::Aborted(AbortReason::Validation),
-        });
+        }));
     }
-    let participants = Participants::plan(&node.placement, writes)?;
+    let participants = Participants::plan(&context.view.config, writes)?;
 
     let started = Instant::now();
     let locked = match lock(node, context, txid, writes, &participants)? {
         LockVote::Granted(locked) => locked,
         LockVote::Refused => {
             abort(node, context, txid, &participants.primaries)?;
-            return Ok(Outcome::Aborted(AbortReason::LockConflict));
+            return Ok(Some(Outcome::Aborted(AbortReason::LockConflict)));
         }
+        LockVote::Stopped => return Ok(None),
     };
     phases.lock_ns = elapsed_ns(started);
+    if !node.gate.is_open() {
+        return Ok(None);
+    }
 
     let started = Instant::now();
     let validated = match validate(node, context, txid, reads, writes, Some(locked)) {
         Ok(Some(validated)) => validated,
         Ok(None) => {
             abort(node, context, txid, &participants.primaries)?;
-            return Ok(Outcome::Aborted(AbortReason::Validation));
+            return Ok(Some(Outcome::Aborted(AbortReason::Validation)));
         }
         // Nothing but LOCKs was sent: release them, report the error.
         Err(error) => {
@@ -224,18 +317,26 @@ pub(crate) fn commit(
         }
     };
     phases.validate_ns = elapsed_ns(started);
+    if !node.gate.is_open() {
+        return Ok(None);
+    }
 
     let started = Instant::now();
-    let backed_up = commit_backup(node, context, txid, writes, &participants, validated)?;
+    *backed_up = true;
+    let proof = commit_backup(node, context, txid, writes, &participants, validated)?;
     phases.commit_backup_ns = elapsed_ns(started);
+    if !node.gate.is_open() {
+        return Ok(None);
+    }
 
+    *phase = CommitPhase::CommitPrimarySent;
     let started = Instant::now();
-    let committed = commit_primary(node, context, txid, &participants, backed_up)
+    let committed = commit_primary(node, context, txid, &participants, proof)
         .map_err(|error| outcome_unknown(txid, "COMMIT-PRIMARY", error))?;
     phases.commit_primary_ns = elapsed_ns(started);
 
     truncate(node, context, &participants, committed)?;
-    Ok(Outcome::Committed)
+    Ok(Some(Outcome::Committed))
 }
 
 /// Sends ABORT to `primaries` after `error` stopped a commit before any
@@ -297,11 +398,18 @@ pub(crate) fn lock(
     assert!(
         writes.iter().all(|w| participants
             .primaries
-            .contains(&node.placement.primary(w.addr.region()))),
+            .contains(&context.view.config.primary(w.addr.region()))),
         "every written object's primary is locked"
     );
     for (sent, &primary) in participants.primaries.iter().enumerate() {
-        let result = send_entries(node, context, (txid, Kind::Lock), primary, writes);
+        let result = send_entries(
+            node,
+            context,
+            (txid, Kind::Lock),
+            primary,
+            writes,
+            &participants.regions,
+        );
         if let Err(error) = result {
             // The primaries that got a LOCK may have granted it: release
             // them. (Regression: a LOCK refused as too large after another
@@ -311,15 +419,14 @@ pub(crate) fn lock(
         }
     }
     let granted = wait_lock_replies(
-        &node.inbox,
-        &node.hook,
-        node.fabric.as_ref(),
+        (&node.inbox, &node.hook, node.fabric.as_ref(), &node.gate),
         context.index,
         txid,
         &participants.primaries,
         timeout(),
     );
     match granted {
+        None if !node.gate.is_open() => Ok(LockVote::Stopped),
         None => {
             let timeout = Error::ReplyTimeout {
                 node: participants.primaries[0],
@@ -375,7 +482,7 @@ pub(crate) fn validate(
     // One batch of 8-byte READs per remote primary, then wait.
     let mut remote: Vec<(usize, Vec<(usize, Addr)>)> = Vec::new();
     for (index, (addr, header)) in to_check.iter().enumerate() {
-        let primary = node.placement.primary(addr.region());
+        let primary = context.view.config.primary(addr.region());
         if primary == node.id {
             let word = node.replicas.header_word(*addr)?.load(Ordering::Acquire);
             if word != header.encode() {
@@ -401,7 +508,7 @@ pub(crate) fn validate(
                         .slice(slot as u64 * WORD_BYTES, WORD_BYTES as u32)?,
                     remote: RemoteAddr {
                         node: NodeId(*primary as u16),
-                        key: node.directory().region_key(*primary, addr.region())?,
+                        key: context.view.directory.region_key(*primary, addr.region())?,
                         offset: u64::from(addr.offset()) + crate::codec::object::HEADER_OFFSET,
                     },
                 });
@@ -436,14 +543,22 @@ pub(crate) fn commit_backup(
         "the validation was this transaction's"
     );
     assert!(
-        writes.iter().all(|w| node
-            .placement
+        writes.iter().all(|w| context
+            .view
+            .config
             .backups(w.addr.region())
             .all(|b| participants.backups.contains(&b))),
         "every backup of a written region gets a COMMIT-BACKUP"
     );
     for (sent, &backup) in participants.backups.iter().enumerate() {
-        let result = send_entries(node, context, (txid, Kind::CommitBackup), backup, writes);
+        let result = send_entries(
+            node,
+            context,
+            (txid, Kind::CommitBackup),
+            backup,
+            writes,
+            &participants.regions,
+        );
         match result {
             Ok(()) => {}
             // Nothing written anywhere but LOCKs: release them.
@@ -503,6 +618,7 @@ pub(crate) fn truncate(
     {
         send_truncations(
             node,
+            &context.view,
             &context.scratch,
             &mut context.endpoints,
             &mut context.record,
@@ -526,6 +642,7 @@ pub(crate) fn abort(
 /// the given endpoints (a context's, or the server's when it is idle).
 pub(crate) fn send_truncations(
     node: &NodeShared,
+    view: &View,
     scratch: &Arc<MemoryRegion>,
     endpoints: &mut [Box<dyn Endpoint>],
     record: &mut Vec<u8>,
@@ -536,13 +653,20 @@ pub(crate) fn send_truncations(
                 record,
                 Kind::Truncate,
                 node.id,
-                node.configuration,
+                view.config.id,
                 TxnId::default(),
             );
             for txid in chunk {
                 writer.truncated(*txid);
             }
-            node.send(backup, record, scratch, endpoints[backup].as_mut(), true)?;
+            node.send(
+                view,
+                backup,
+                record,
+                scratch,
+                endpoints[backup].as_mut(),
+                true,
+            )?;
         }
     }
     Ok(())
@@ -556,20 +680,23 @@ fn send_entries(
     (txid, kind): (TxnId, Kind),
     target: usize,
     writes: &[WriteEntry],
+    regions: &[u16],
 ) -> Result<()> {
-    let placement = &node.placement;
+    let view = context.view.clone();
+    let placement = &view.config;
     let selected = |w: &&WriteEntry| match kind {
         Kind::Lock => placement.primary(w.addr.region()) == target,
         _ => placement.backups(w.addr.region()).any(|b| b == target),
     };
-    let mut writer =
-        RecordWriter::new(&mut context.record, kind, node.id, node.configuration, txid);
+    let mut writer = RecordWriter::new(&mut context.record, kind, node.id, placement.id, txid);
+    writer.regions(regions);
     for write in writes.iter().filter(selected) {
         writer.entry(write.addr, write.expected, write.new, &write.payload);
     }
     // A LOCK is waited for (its primary is woken); a COMMIT-BACKUP only
     // needs the fabric's acknowledgement.
     node.send(
+        &view,
         target,
         &mut context.record,
         &context.scratch,
@@ -587,9 +714,11 @@ fn send_plain(
     kind: Kind,
     targets: &[usize],
 ) -> Result<()> {
+    let view = context.view.clone();
     for &target in targets {
-        RecordWriter::new(&mut context.record, kind, node.id, node.configuration, txid);
+        RecordWriter::new(&mut context.record, kind, node.id, view.config.id, txid);
         node.send(
+            &view,
             target,
             &mut context.record,
             &context.scratch,
@@ -608,18 +737,18 @@ fn send_plain(
 /// replica for a backup to take over. An assigned but unused slab is
 /// harmless, so this need not wait for the commit.
 pub(crate) fn replicate_slab_table(
-    node: &NodeShared,
     context: &mut Context,
     region: u16,
     change: crate::allocator::SlabChange,
 ) -> Result<()> {
     context.scratch.write(0, &[change.value])?;
-    for backup in node.placement.backups(region) {
+    let view = context.view.clone();
+    for backup in view.config.backups(region) {
         let op = Op::Write {
             local: context.scratch.slice(0, 1)?,
             remote: RemoteAddr {
                 node: NodeId(backup as u16),
-                key: node.directory().region_key(backup, region)?,
+                key: view.directory.region_key(backup, region)?,
                 offset: change.offset,
             },
         };
@@ -650,7 +779,7 @@ pub(crate) fn read_slot_copy(
         local: context.scratch.slice(0, copy.len() as u32)?,
         remote: RemoteAddr {
             node: NodeId(primary as u16),
-            key: node.directory().region_key(primary, addr.region())?,
+            key: context.view.directory.region_key(primary, addr.region())?,
             offset: u64::from(addr.offset()),
         },
     };

@@ -80,6 +80,13 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The node's configuration is changing (a node failed or joined) and
+    /// did not settle within `waited`: no transaction can begin.
+    #[error("node {node} is reconfiguring: no new configuration within {waited:?}")]
+    Unavailable {
+        node: usize,
+        waited: std::time::Duration,
+    },
     #[error("more than {max} concurrent transactions on node {node}")]
     TooManyContexts { node: usize, max: usize },
     #[error("ring to node {receiver} stayed full ({used} bytes in use, {needed} needed)")]

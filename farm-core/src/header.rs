@@ -40,7 +40,7 @@ use crate::limits::{
 };
 
 /// Decoded object header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Header {
     pub locked: bool,
     pub allocated: bool,
@@ -103,7 +103,10 @@ impl Header {
 /// The global address of an object: which region, which size class (so a
 /// reader knows how many bytes one READ must fetch), which incarnation of
 /// the slot, and which slot (its byte offset in the region / 64).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Addr(pub u64);
 
 impl Addr {

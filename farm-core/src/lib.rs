@@ -17,6 +17,7 @@
 //! | `coordinator` | the commit steps (`lock`, `validate`, `commit_backup`, `commit_primary`, `truncate`) |
 //! | [`txn`] | transactions: execution and commit |
 //! | `server`, `recovery` | the node's server thread; restart from the mapped files |
+//! | [`reconfiguration`] | deciding the transactions a failure left unfinished |
 //! | [`cluster`], [`startup`] | the embedded API (`Cluster`, `Node`); a node process's start-up steps |
 //! | [`kv`] | a transactional hash table |
 //!
@@ -41,6 +42,7 @@ mod allocator;
 mod coordinator;
 mod node;
 mod participant;
+pub mod reconfiguration;
 mod recovery;
 mod region;
 mod ring;

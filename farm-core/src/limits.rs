@@ -15,8 +15,9 @@
 //!
 //! A transaction's writes travel in one LOCK record per primary and one
 //! COMMIT-BACKUP record per backup, each at most [`RECORD_BYTES_MAX`]
-//! bytes: 40 bytes of record, then 32 bytes and the payload (rounded up to
-//! 8) per object. So one node can be sent at most 15 objects of the
+//! bytes: 48 bytes of record (for a transaction that writes up to 4
+//! regions; 8 more per 4 more regions), then 32 bytes and the payload
+//! (rounded up to 8) per object. So one node can be sent at most 15 objects of the
 //! largest size ([`RECORD_OBJECTS_LARGEST`]), or 1,637 objects of up to 8
 //! bytes ([`RECORD_OBJECTS_SMALLEST`]); a backup receives the writes of
 //! every region it backs, so on 3 nodes with 3 copies that is the bound of
@@ -52,8 +53,10 @@ pub const RECORD_BYTES_MAX: usize = 64 * 1024;
 pub const OBJECT_OVERHEAD_BYTES: u32 = 24;
 /// The largest payload of one object.
 pub const OBJECT_PAYLOAD_MAX: u32 = CLASS_BYTES[CLASS_BYTES.len() - 1] - OBJECT_OVERHEAD_BYTES;
-/// Bytes of a record's header and trailer, and of its count of entries.
-pub(crate) const RECORD_FIXED_BYTES: usize = 24 + 8 + 8;
+/// Bytes of a LOCK or COMMIT-BACKUP record beyond its entries, for a
+/// transaction that writes up to 4 regions: header and trailer, counts,
+/// one word of region ids.
+pub(crate) const RECORD_FIXED_BYTES: usize = 24 + 8 + 8 + 8;
 /// Bytes of one entry's header in a LOCK or COMMIT-BACKUP record.
 pub(crate) const ENTRY_FIXED_BYTES: usize = 32;
 /// Objects of the largest size one LOCK or COMMIT-BACKUP record carries.
@@ -76,6 +79,10 @@ pub const REPLY_TIMEOUT_MS: u64 = 10_000;
 /// How long `Node::run` retries a transaction that keeps aborting (the
 /// default [`crate::config::RetryBudget`]).
 pub const RUN_RETRY_MS: u64 = 10_000;
+/// How long a commit stopped by a configuration change (or by a failed
+/// peer, on a node with a membership agent) waits for recovery's decision,
+/// and how long a new transaction waits for the change to end.
+pub const RECOVERY_WAIT_MS: u64 = 10_000;
 /// How long a sender waits for ring space before reporting a full ring.
 pub const RING_WAIT_MS: u64 = 10_000;
 /// Reads of a locked or torn object retried at once (spinning) before the

@@ -18,25 +18,31 @@ pub enum AbortReason {
     ReadConflict,
     /// The application gave up.
     Requested,
+    /// The configuration changed under the transaction (a node failed or
+    /// joined, FaRM SOSP'15 §5): recovery aborted it, or it had not sent
+    /// anything yet. Retrying runs it in the new configuration.
+    Unavailable,
 }
 
 impl AbortReason {
     /// Every reason, in the order [`AbortCounts`] keeps them.
-    pub const ALL: [AbortReason; 4] = [
+    pub const ALL: [AbortReason; 5] = [
         AbortReason::LockConflict,
         AbortReason::Validation,
         AbortReason::ReadConflict,
         AbortReason::Requested,
+        AbortReason::Unavailable,
     ];
 
     /// The short name reports use (`lock`, `validate`, `read`,
-    /// `requested`).
+    /// `requested`, `unavailable`).
     pub fn name(self) -> &'static str {
         match self {
             AbortReason::LockConflict => "lock",
             AbortReason::Validation => "validate",
             AbortReason::ReadConflict => "read",
             AbortReason::Requested => "requested",
+            AbortReason::Unavailable => "unavailable",
         }
     }
 
@@ -60,7 +66,7 @@ impl fmt::Display for AbortReason {
 /// count (`{"lock": 3, "validate": 0, "read": 1, "requested": 0}`), which
 /// is the `aborted_by_reason` field of `farm bench --json`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AbortCounts([u64; 4]);
+pub struct AbortCounts([u64; AbortReason::ALL.len()]);
 
 impl AbortCounts {
     pub fn add(&mut self, reason: AbortReason, count: u64) {
@@ -89,7 +95,7 @@ impl AbortCounts {
 }
 
 impl fmt::Display for AbortCounts {
-    /// `lock 3, validate 0, read 1, requested 0`.
+    /// `lock 3, validate 0, read 1, requested 0, unavailable 0`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (index, (reason, count)) in self.iter().enumerate() {
             if index > 0 {
@@ -158,7 +164,7 @@ mod tests {
         assert_eq!(more.total(), 8);
         assert_eq!(
             counts.to_string(),
-            "lock 3, validate 0, read 1, requested 0"
+            "lock 3, validate 0, read 1, requested 0, unavailable 0"
         );
         for reason in AbortReason::ALL {
             assert_eq!(AbortReason::from_name(reason.name()), Some(reason));

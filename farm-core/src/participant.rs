@@ -35,6 +35,7 @@ use crate::codec::DecodeError;
 use crate::config::Faults;
 use crate::error::{Error, Result};
 use crate::node::NodeStats;
+use crate::reconfiguration::Held;
 use crate::region::{check_slot, class_bytes, Replicas};
 use crate::txn_id::TxnId;
 
@@ -85,6 +86,8 @@ impl Incoming<'_> {
 struct PendingLock {
     ring: usize,
     position: u64,
+    /// Every region the transaction writes (for recovery).
+    regions: Vec<u16>,
     entries: Vec<Entry>,
     /// False under the `skip_lock` fault: nothing to unlock then.
     locked: bool,
@@ -94,6 +97,7 @@ struct PendingLock {
 struct PendingBackup {
     ring: usize,
     position: u64,
+    regions: Vec<u16>,
     entries: Vec<Entry>,
 }
 
@@ -128,6 +132,11 @@ impl Participant {
         }
     }
 
+    /// Takes records of configuration `id` from now on.
+    pub(crate) fn set_configuration(&mut self, id: u32) {
+        self.configuration = id;
+    }
+
     /// What the last handler asked for.
     pub(crate) fn effects(&self) -> &Effects {
         &self.effects
@@ -140,6 +149,16 @@ impl Participant {
         self.effects.reply = None;
         if let Some(stats) = env.stats {
             stats.records_processed.fetch_add(1, Ordering::Relaxed);
+        }
+        if incoming.record.configuration < self.configuration {
+            // Sent in an earlier configuration and arriving after this node
+            // applied a newer one (FaRM SOSP'15 §5.2: records of a stale
+            // configuration are ignored): retired unread, counted.
+            if let Some(stats) = env.stats {
+                stats.stale_records.fetch_add(1, Ordering::Relaxed);
+            }
+            self.retire(incoming.ring, incoming.position);
+            return Ok(());
         }
         match incoming.record.kind {
             Kind::Lock => self.on_lock(env, incoming),
@@ -204,6 +223,15 @@ impl Participant {
         Ok(entries)
     }
 
+    /// The regions a LOCK or COMMIT-BACKUP says its transaction writes.
+    fn regions(incoming: &Incoming) -> Result<Vec<u16>> {
+        Ok(incoming
+            .record
+            .regions()
+            .map_err(|e| incoming.corrupt(e))?
+            .collect())
+    }
+
     fn retire(&mut self, ring: usize, position: u64) {
         self.effects.retire.push((ring, position));
     }
@@ -235,6 +263,7 @@ impl Participant {
                 PendingLock {
                     ring,
                     position: incoming.position,
+                    regions: Self::regions(incoming)?,
                     entries,
                     locked,
                 },
@@ -260,6 +289,7 @@ impl Participant {
             PendingBackup {
                 ring,
                 position: incoming.position,
+                regions: Self::regions(incoming)?,
                 entries,
             },
         );
@@ -404,5 +434,59 @@ impl Participant {
             self.apply_backup(env, txid)?;
         }
         Ok(())
+    }
+
+    /// What this participant holds, for reconfiguration's recovery: its
+    /// pending LOCKs and COMMIT-BACKUPs (FaRM SOSP'15 §5.3 "find recovering
+    /// transactions").
+    pub(crate) fn held(&self) -> (Vec<Held>, Vec<Held>) {
+        let locks = self
+            .locks
+            .iter()
+            .map(|(txid, lock)| Held {
+                txid: *txid,
+                regions: lock.regions.clone(),
+                entries: lock.entries.clone(),
+            })
+            .collect();
+        let backups = self
+            .backups
+            .iter()
+            .map(|(txid, backup)| Held {
+                txid: *txid,
+                regions: backup.regions.clone(),
+                entries: backup.entries.clone(),
+            })
+            .collect();
+        (locks, backups)
+    }
+
+    /// Reconfiguration's decisions: every held LOCK and COMMIT-BACKUP of a
+    /// transaction in `committed` is installed (version-guarded), every
+    /// other is released or dropped; nothing stays held.
+    pub(crate) fn settle(&mut self, env: &Env, committed: &HashSet<TxnId>) -> Result<()> {
+        self.effects.retire.clear();
+        let mode = std::mem::replace(&mut self.mode, Mode::Replay);
+        let result = (|| {
+            let held: Vec<TxnId> = self.locks.keys().copied().collect();
+            for txid in held {
+                if committed.contains(&txid) {
+                    self.install_locked(env, txid)?;
+                } else {
+                    self.release_locked(env, txid)?;
+                }
+            }
+            let held: Vec<TxnId> = self.backups.keys().copied().collect();
+            for txid in held {
+                if committed.contains(&txid) {
+                    self.apply_backup(env, txid)?;
+                } else if let Some(backup) = self.backups.remove(&txid) {
+                    self.retire(backup.ring, backup.position);
+                }
+            }
+            Ok(())
+        })();
+        self.mode = mode;
+        result
     }
 }

@@ -141,16 +141,13 @@ impl Replayed {
 pub(crate) fn copy_from_primaries(node: &NodeShared) -> Result<()> {
     let mut context = node.take_context()?;
     let result = (|| {
-        for region in 0..node.placement.regions() as u16 {
-            if !node
-                .placement
-                .backups(region)
-                .any(|backup| backup == node.id)
-            {
+        let view = context.view.clone();
+        for region in 0..view.config.regions() as u16 {
+            if !view.config.backups(region).any(|backup| backup == node.id) {
                 continue;
             }
-            let primary = node.placement.primary(region);
-            let key = node.directory().region_key(primary, region)?;
+            let primary = view.config.primary(region);
+            let key = view.directory.region_key(primary, region)?;
             let replica = node
                 .replicas
                 .get(region)

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::limits::{RECORD_BYTES_MAX, REPLY_TIMEOUT_MS, RING_BYTES};
 use crate::node::contexts::{connect_all, Links};
 use crate::node::inbox::InboxPoller;
-use crate::node::NodeShared;
+use crate::node::{NodeShared, View};
 use crate::participant::{Env, Incoming, Mode, Participant};
 use crate::ring::{Polled, RingReceiver};
 use crate::txn_id::TxnId;
@@ -43,6 +43,9 @@ fn reply_staging(coordinator: usize) -> u64 {
 /// The server's state.
 pub(crate) struct Server {
     node: Arc<NodeShared>,
+    /// The view and its serial when the server last looked.
+    view: Arc<View>,
+    view_serial: u64,
     receivers: Vec<RingReceiver>,
     participant: Participant,
     endpoints: Vec<Box<dyn Endpoint>>,
@@ -63,13 +66,17 @@ impl Server {
     /// The server of `node`, taking its rings from the persisted retired
     /// positions.
     pub(crate) fn new(node: Arc<NodeShared>) -> Result<Server> {
-        let nodes = node.placement.nodes;
+        let nodes = node.nodes;
+        let view_serial = node.view_serial();
+        let view = node.view();
         let receivers = (0..nodes)
             .map(|sender| RingReceiver::new(sender, node.inbox.clone()))
             .collect();
         let Links { endpoints, scratch } = connect_all(node.fabric.as_ref(), nodes)?;
         Ok(Server {
-            participant: Participant::new(Mode::Serve, node.configuration),
+            participant: Participant::new(Mode::Serve, view.config.id),
+            view,
+            view_serial,
             node,
             receivers,
             endpoints,
@@ -129,9 +136,12 @@ impl Server {
         if let Err(error) = self.publish_heads(true) {
             eprintln!("farm node {id}: publishing ring heads failed: {error}");
         }
-        if !self.node.truncations.is_empty() {
+        // While the configuration changes, nothing more goes into rings:
+        // recovery settles what the truncations would have.
+        if !self.node.truncations.is_empty() && self.node.gate.is_open() {
             if let Err(error) = send_truncations(
                 &self.node,
+                &self.view,
                 &self.scratch,
                 &mut self.endpoints,
                 &mut self.record,
@@ -143,8 +153,19 @@ impl Server {
 
     /// One pass over every ring; returns how many records it processed.
     pub(crate) fn poll_once(&mut self) -> Result<usize> {
+        let serial = self.node.view_serial();
+        if serial != self.view_serial {
+            self.view = self.node.view();
+            self.view_serial = serial;
+            self.participant.set_configuration(self.view.config.id);
+        }
         let mut worked = 0;
         for sender in 0..self.receivers.len() {
+            // A node outside the configuration is not listened to (FaRM
+            // SOSP'15 §5.2: "stop talking to non-members").
+            if !self.view.config.is_member(sender) {
+                continue;
+            }
             loop {
                 let mut buffer = std::mem::take(&mut self.buffer);
                 let result = match self.receivers[sender].poll(&mut buffer) {
@@ -192,6 +213,46 @@ impl Server {
         Ok(worked)
     }
 
+    /// Processes every record in the rings until none is left: with every
+    /// member fenced, nothing more arrives (FaRM SOSP'15 §5.3 "drain
+    /// logs").
+    ///
+    /// # Errors
+    /// As [`Server::poll_once`].
+    pub(crate) fn drain(&mut self) -> Result<()> {
+        while self.poll_once()? > 0 {}
+        Ok(())
+    }
+
+    /// The LOCKs and COMMIT-BACKUPs the participant holds.
+    pub(crate) fn held(
+        &self,
+    ) -> (
+        Vec<crate::reconfiguration::Held>,
+        Vec<crate::reconfiguration::Held>,
+    ) {
+        self.participant.held()
+    }
+
+    /// Carries out recovery's decisions on what the participant holds (see
+    /// [`Participant::settle`]) and retires the settled records.
+    ///
+    /// # Errors
+    /// As [`Participant::settle`].
+    pub(crate) fn settle(&mut self, committed: &std::collections::HashSet<TxnId>) -> Result<()> {
+        let env = Env {
+            replicas: &self.node.replicas,
+            allocators: Some(&self.node.allocators),
+            faults: self.node.faults(),
+            stats: Some(&self.node.stats),
+        };
+        self.participant.settle(&env, committed)?;
+        for &(ring, position) in &self.participant.effects().retire {
+            self.receivers[ring].retire(position);
+        }
+        self.publish_heads(true)
+    }
+
     /// Carries out what the participant's last handler asked for.
     fn carry_out(&mut self) -> Result<()> {
         let effects = self.participant.effects();
@@ -199,7 +260,13 @@ impl Server {
             self.receivers[ring].retire(position);
         }
         if let Some((coordinator, txid, granted)) = effects.reply {
-            self.reply(coordinator, txid, granted)?;
+            match self.reply(coordinator, txid, granted) {
+                // Draining for a configuration change: the coordinator may
+                // be the node that failed, and its commit is recovery's to
+                // decide now.
+                Err(_) if !self.node.gate.is_open() => {}
+                result => result?,
+            }
         }
         Ok(())
     }
@@ -212,6 +279,9 @@ impl Server {
             if !idle && receiver.unpublished_bytes() < RING_BYTES / 8 {
                 continue;
             }
+            if !self.view.config.is_member(sender) {
+                continue;
+            }
             let Some(head) = receiver.take_publishable() else {
                 continue;
             };
@@ -221,11 +291,16 @@ impl Server {
                 local: self.scratch.slice(staging, WORD_BYTES as u32)?,
                 remote: RemoteAddr {
                     node: NodeId(sender as u16),
-                    key: self.node.directory().inbox_keys[sender],
+                    key: self.view.inbox_key(sender),
                     offset: head_offset(self.node.id),
                 },
             };
-            self.endpoints[sender].execute(&[op], Duration::from_millis(REPLY_TIMEOUT_MS))?;
+            match self.endpoints[sender].execute(&[op], Duration::from_millis(REPLY_TIMEOUT_MS)) {
+                // Draining for a configuration change: the sender may be
+                // the node that failed.
+                Err(_) if !self.node.gate.is_open() => {}
+                result => result?,
+            }
         }
         Ok(())
     }
@@ -241,7 +316,7 @@ impl Server {
             local: self.scratch.slice(staging, WORD_BYTES as u32)?,
             remote: RemoteAddr {
                 node: NodeId(coordinator as u16),
-                key: self.node.directory().inbox_keys[coordinator],
+                key: self.view.inbox_key(coordinator),
                 offset: reply_offset(txid.context(), self.node.id),
             },
         };

@@ -21,7 +21,7 @@ use rdma_transport::Fabric;
 use crate::cluster::{node_dir, Node, NodeMemory, ServingNode};
 use crate::config::{ClusterConfig, Faults, Placement, RetryBudget};
 use crate::error::Result;
-use crate::node::{Directory, NodeShared};
+use crate::node::{Directory, NodeShared, View};
 use crate::recovery::{self, Replayed};
 use crate::ring;
 use crate::txn_id::TxnId;
@@ -141,18 +141,19 @@ impl NodeStartup {
     /// # Errors
     /// Errors of opening the allocators or connecting the server.
     pub fn serve(self, directory: Directory, faults: Faults) -> Result<ServingNode> {
+        let view = View {
+            config: self.placement,
+            directory,
+        };
         let shared = Arc::new(NodeShared::new(
             self.id,
-            self.placement,
+            view,
             (faults, self.retry),
             self.fabric,
             self.memory.inbox,
             self.memory.replicas,
         )?);
-        shared
-            .directory
-            .set(directory)
-            .expect("the directory is set once");
+
         ServingNode::start(shared)
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Configuration;
 use crate::coordinator::{self, ReadEntry, WriteEntry};
 use crate::error::TxnError;
 use crate::error::{Error, Result};
@@ -36,6 +37,15 @@ pub struct Txn {
 
 impl Txn {
     pub(crate) fn begin(node: Arc<NodeShared>) -> Result<Txn> {
+        // While the configuration changes, wait for the new one (FaRM
+        // SOSP'15 §5.2: new transactions are blocked, not failed).
+        let waited = Duration::from_millis(crate::limits::RECOVERY_WAIT_MS);
+        if !node.gate.wait_open(waited) {
+            return Err(Error::Unavailable {
+                node: node.id,
+                waited,
+            });
+        }
         let mut context = node.take_context()?;
         context.sequence = context.sequence.wrapping_add(1);
         let txid = TxnId::new(node.id, context.index, context.sequence);
@@ -54,6 +64,16 @@ impl Txn {
         self.txid
     }
 
+    /// The configuration this transaction runs in.
+    fn config(&self) -> &Configuration {
+        &self
+            .context
+            .as_ref()
+            .expect("a live transaction has its context")
+            .view
+            .config
+    }
+
     fn context(&mut self) -> &mut Context {
         self.context
             .as_mut()
@@ -61,7 +81,7 @@ impl Txn {
     }
 
     fn check_addr(&self, addr: Addr) -> Result<()> {
-        if usize::from(addr.region()) >= self.node.placement.regions() {
+        if usize::from(addr.region()) >= self.config().regions() {
             return Err(Error::BadAddress {
                 addr,
                 why: "no such region",
@@ -75,14 +95,27 @@ impl Txn {
     /// retrying while it is locked or torn.
     fn read_slot(&mut self, addr: Addr) -> Result<(Header, Vec<u8>), TxnError> {
         self.check_addr(addr)?;
-        let primary = self.node.placement.primary(addr.region());
+        let primary = self.config().primary(addr.region());
         let mut copy = std::mem::take(&mut self.buffer);
         copy.resize(class_bytes(addr.class()) as usize, 0);
         let mut result = Err(TxnError::Conflict(AbortReason::ReadConflict));
         let node = self.node.clone();
         let mut waiting_since: Option<Instant> = None;
         for attempt in 0u32.. {
-            coordinator::read_slot_copy(&node, self.context(), primary, addr, &mut copy)?;
+            if let Err(error) =
+                coordinator::read_slot_copy(&node, self.context(), primary, addr, &mut copy)
+            {
+                self.buffer = copy;
+                // On a node whose membership agent reconfigures around a
+                // failed primary, the read is retried in the new
+                // configuration.
+                return Err(match error {
+                    Error::Fabric(_) if node.gate.managed() => {
+                        TxnError::Conflict(AbortReason::Unavailable)
+                    }
+                    error => error.into(),
+                });
+            }
             match object::decode(&copy) {
                 Ok(slot) => {
                     result = if !slot.header.allocated || slot.incarnation != addr.incarnation() {
@@ -236,7 +269,8 @@ impl Txn {
         let class = region::class_for(value.len())?;
         let node = self.node.clone();
         let mut last_error = None;
-        for region in node.placement.primaried_by(node.id) {
+        let primaried: Vec<u16> = self.config().primaried_by(node.id).collect();
+        for region in primaried {
             let Some(allocator) = node.allocators.get(region) else {
                 continue;
             };
@@ -259,7 +293,7 @@ impl Txn {
                         }
                     };
                 if let Some(change) = slab_change {
-                    coordinator::replicate_slab_table(&node, self.context(), region, change)?;
+                    coordinator::replicate_slab_table(self.context(), region, change)?;
                 }
                 let header =
                     Header::decode(region::header_word(mr, offset)?.load(Ordering::Acquire));

@@ -19,7 +19,10 @@ use std::fmt;
 use crate::limits::{CONTEXTS_MAX, NODES_MAX};
 
 /// A transaction's identifier, as records carry it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct TxnId(u64);
 
 impl TxnId {

@@ -60,6 +60,8 @@ fn entries_record(
 ) -> Vec<u8> {
     let mut buffer = Vec::new();
     let mut writer = RecordWriter::new(&mut buffer, kind, sender, 1, txid);
+    let regions: Vec<u16> = entries.iter().map(|e| e.addr.region()).collect();
+    writer.regions(&regions);
     for entry in entries {
         writer.entry(entry.addr, entry.expected, entry.new, &entry.payload);
     }
@@ -71,6 +73,9 @@ fn entries_record(
 /// panic.
 fn decode_all(bytes: &[u8], position: u64) {
     if let Ok(record) = Record::decode(bytes, position) {
+        if let Ok(regions) = record.regions() {
+            regions.for_each(drop);
+        }
         if let Ok(entries) = record.entries() {
             for entry in entries {
                 let _ = entry.map(|e| e.to_owned());
@@ -95,14 +100,14 @@ proptest! {
     fn records_with_arbitrary_payloads_never_panic(
         kind in prop::sample::select(vec![Kind::Lock, Kind::CommitBackup, Kind::Truncate, Kind::Abort]),
         payload in vec(any::<u8>(), 0..600),
-        count in prop::option::of(any::<u32>()),
+        count in prop::option::of((any::<u32>(), 0u32..40)),
     ) {
         let mut buffer = Vec::new();
         RecordWriter::new(&mut buffer, kind, 1, 1, TxnId::new(1, 2, 3));
         buffer.truncate(record::HEADER_BYTES);
-        if let Some(count) = count {
+        if let Some((count, regions)) = count {
             buffer.extend_from_slice(&count.to_le_bytes());
-            buffer.extend_from_slice(&0u32.to_le_bytes());
+            buffer.extend_from_slice(&regions.to_le_bytes());
         }
         buffer.extend_from_slice(&payload);
         buffer.resize(buffer.len().next_multiple_of(8), 0);
@@ -130,6 +135,8 @@ proptest! {
         let record = Record::decode(&bytes, position).unwrap();
         prop_assert_eq!((record.kind, record.sender, record.txid, record.configuration), (kind, sender, txid, 1));
         let decoded: Vec<Entry> = record.entries().unwrap().map(|e| e.unwrap().to_owned()).collect();
+        let regions: Vec<u16> = entries.iter().map(|e| e.addr.region()).collect();
+        prop_assert_eq!(record.regions().unwrap().collect::<Vec<_>>(), regions);
         prop_assert_eq!(decoded, entries);
     }
 

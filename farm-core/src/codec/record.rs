@@ -13,8 +13,10 @@
 //!  | checksum u32 (of every byte before it) | tag u32 (the ring position's)         |
 //!
 //! LOCK and COMMIT-BACKUP payload:       TRUNCATE payload:
-//!  | count u32 | reserved u32 |          | count u32 | reserved u32 |
-//!  then `count` entries:                 then `count` txids (u64 each)
+//!  | count u32 | regions u32 |           | count u32 | reserved u32 |
+//!  | the transaction's written regions   then `count` txids (u64 each)
+//!  | (u16 each, zero-padded to 8)        |
+//!  then `count` entries:
 //!  | addr u64 | expected header u64 | new header u64 | len u32 | reserved u32 |
 //!  | payload (len bytes, zero-padded to 8)                                    |
 //!
@@ -122,12 +124,15 @@ pub struct RecordTrailer {
     pub tag: u32,
 }
 
-/// The count that opens LOCK, COMMIT-BACKUP and TRUNCATE payloads.
+/// The counts that open LOCK, COMMIT-BACKUP and TRUNCATE payloads: of
+/// entries (or txids), and of written regions (LOCK, COMMIT-BACKUP: every
+/// region the transaction writes, so that recovery knows the whole write
+/// set's reach from any one record, FaRM SOSP'15 §5.3; 0 for TRUNCATE).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct CountHeader {
     pub count: u32,
-    pub reserved: u32,
+    pub regions: u32,
 }
 
 /// One object write of a LOCK or COMMIT-BACKUP, before its payload.
@@ -164,8 +169,9 @@ pub const PLAIN_RECORD_BYTES: usize = OVERHEAD_BYTES;
 const COUNT_BYTES: usize = size_of::<CountHeader>();
 const ENTRY_HEADER_BYTES: usize = size_of::<EntryHeader>();
 const TXID_BYTES: usize = size_of::<u64>();
+const REGION_ID_BYTES: usize = size_of::<u16>();
 
-const _: () = assert!(OVERHEAD_BYTES + COUNT_BYTES == crate::limits::RECORD_FIXED_BYTES);
+const _: () = assert!(OVERHEAD_BYTES + COUNT_BYTES + 8 == crate::limits::RECORD_FIXED_BYTES);
 const _: () = assert!(ENTRY_HEADER_BYTES == crate::limits::ENTRY_FIXED_BYTES);
 
 /// The largest entry payload that still fits one record with its headers.
@@ -237,12 +243,21 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     state as u32
 }
 
-/// Bytes of a LOCK or COMMIT-BACKUP record whose entries carry payloads of
-/// `payload_lens` bytes (trailer included): what a commit checks against
-/// [`RECORD_BYTES_MAX`] before it sends anything.
-pub fn entries_record_bytes(payload_lens: impl IntoIterator<Item = usize>) -> usize {
+/// Bytes of the list of `regions` written regions in a record.
+pub fn regions_bytes(regions: usize) -> usize {
+    (regions * REGION_ID_BYTES).next_multiple_of(8)
+}
+
+/// Bytes of a LOCK or COMMIT-BACKUP record naming `regions` regions whose
+/// entries carry payloads of `payload_lens` bytes (trailer included): what
+/// a commit checks against [`RECORD_BYTES_MAX`] before it sends anything.
+pub fn entries_record_bytes(
+    regions: usize,
+    payload_lens: impl IntoIterator<Item = usize>,
+) -> usize {
     OVERHEAD_BYTES
         + COUNT_BYTES
+        + regions_bytes(regions)
         + payload_lens
             .into_iter()
             .map(|len| ENTRY_HEADER_BYTES + len.next_multiple_of(8))
@@ -262,7 +277,9 @@ pub const TRUNCATE_TXIDS_MAX: usize =
 /// its ring position is known.
 pub struct RecordWriter<'a> {
     buffer: &'a mut Vec<u8>,
+    kind: Kind,
     count: u32,
+    regions: u32,
 }
 
 impl<'a> RecordWriter<'a> {
@@ -288,14 +305,43 @@ impl<'a> RecordWriter<'a> {
         if kind.has_count() {
             buffer.extend_from_slice(bytemuck::bytes_of(&CountHeader::zeroed()));
         }
-        RecordWriter { buffer, count: 0 }
+        RecordWriter {
+            buffer,
+            kind,
+            count: 0,
+            regions: 0,
+        }
+    }
+
+    /// Names the regions the transaction writes (LOCK, COMMIT-BACKUP; once,
+    /// before the entries).
+    pub fn regions(&mut self, regions: &[u16]) {
+        assert!(
+            matches!(self.kind, Kind::Lock | Kind::CommitBackup),
+            "only LOCK and COMMIT-BACKUP name regions"
+        );
+        assert!(
+            self.count == 0 && self.regions == 0,
+            "regions come first, once"
+        );
+        for region in regions {
+            self.buffer.extend_from_slice(&region.to_le_bytes());
+        }
+        let padded = self.buffer.len().next_multiple_of(8);
+        self.buffer.resize(padded, 0);
+        self.regions = regions.len() as u32;
+        self.write_counts();
     }
 
     fn counted(&mut self) {
         self.count += 1;
+        self.write_counts();
+    }
+
+    fn write_counts(&mut self) {
         let count = CountHeader {
             count: self.count,
-            reserved: 0,
+            regions: self.regions,
         };
         self.buffer[HEADER_BYTES..HEADER_BYTES + COUNT_BYTES]
             .copy_from_slice(bytemuck::bytes_of(&count));
@@ -425,26 +471,53 @@ impl<'a> Record<'a> {
         })
     }
 
-    fn counted(&self) -> Result<(usize, &'a [u8]), DecodeError> {
+    /// The counts, the written regions (LOCK, COMMIT-BACKUP) and the rest.
+    fn counted(&self) -> Result<(usize, &'a [u8], &'a [u8]), DecodeError> {
         let count: CountHeader = read_pod(self.payload, "record count")?;
-        if count.reserved != 0 {
+        let rest = &self.payload[COUNT_BYTES..];
+        let regions = count.regions as usize;
+        if self.kind == Kind::Truncate && regions != 0 {
             return Err(DecodeError::ReservedBits {
-                what: "record count",
+                what: "TRUNCATE count",
             });
         }
-        Ok((count.count as usize, &self.payload[COUNT_BYTES..]))
+        let list_bytes = regions_bytes(regions);
+        if rest.len() < list_bytes {
+            return Err(DecodeError::Truncated {
+                what: "record's region list",
+                needed: list_bytes,
+                available: rest.len(),
+            });
+        }
+        let list = &rest[..regions * REGION_ID_BYTES];
+        Ok((count.count as usize, list, &rest[list_bytes..]))
+    }
+
+    fn writes_objects(&self) -> Result<(), DecodeError> {
+        if matches!(self.kind, Kind::Lock | Kind::CommitBackup) {
+            Ok(())
+        } else {
+            Err(DecodeError::Invalid {
+                what: self.kind.name(),
+                why: "carries no object writes",
+            })
+        }
     }
 
     /// The object writes of a LOCK or COMMIT-BACKUP, each checked.
     pub fn entries(&self) -> Result<Entries<'a>, DecodeError> {
-        if !matches!(self.kind, Kind::Lock | Kind::CommitBackup) {
-            return Err(DecodeError::Invalid {
-                what: self.kind.name(),
-                why: "carries no object writes",
-            });
-        }
-        let (left, rest) = self.counted()?;
+        self.writes_objects()?;
+        let (left, _, rest) = self.counted()?;
         Ok(Entries { rest, left })
+    }
+
+    /// Every region the transaction of a LOCK or COMMIT-BACKUP writes.
+    pub fn regions(&self) -> Result<impl Iterator<Item = u16> + 'a, DecodeError> {
+        self.writes_objects()?;
+        let (_, list, _) = self.counted()?;
+        Ok(list
+            .chunks_exact(REGION_ID_BYTES)
+            .map(|id| u16::from_le_bytes(id.try_into().expect("2 bytes"))))
     }
 
     /// The transactions a TRUNCATE names.
@@ -455,7 +528,7 @@ impl<'a> Record<'a> {
                 why: "names no truncated transactions",
             });
         }
-        let (count, rest) = self.counted()?;
+        let (count, _, rest) = self.counted()?;
         if count.checked_mul(TXID_BYTES) != Some(rest.len()) {
             return Err(DecodeError::BadLength {
                 what: "TRUNCATE",
@@ -491,7 +564,7 @@ impl EntryRef<'_> {
 
 /// One object write, owned: what a participant keeps from a LOCK until
 /// COMMIT-PRIMARY or ABORT, and from a COMMIT-BACKUP until TRUNCATE.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub addr: Addr,
     pub expected: Header,
@@ -581,6 +654,7 @@ mod tests {
             allocated: true,
             version: 9,
         };
+        writer.regions(&[1, 5]);
         writer.entry(
             Addr::new(1, 0, 4, 65536),
             header,
@@ -589,7 +663,7 @@ mod tests {
         );
         writer.entry(Addr::new(1, 0, 4, 65600), header, header.after_write(), b"");
         let len = writer.sealed_len();
-        assert_eq!(len, entries_record_bytes([5, 0]));
+        assert_eq!(len, entries_record_bytes(2, [5, 0]));
         assert_eq!(seal(&mut buffer, position).unwrap(), len);
         assert_eq!(buffer.len(), len);
         buffer
@@ -609,6 +683,7 @@ mod tests {
             (Kind::Lock, 7, 2, TxnId::new(1, 3, 0xabc))
         );
         let entries: Vec<EntryRef> = record.entries().unwrap().map(Result::unwrap).collect();
+        assert_eq!(record.regions().unwrap().collect::<Vec<_>>(), [1, 5]);
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].payload, b"hello");
         assert_eq!(entries[1].addr, Addr::new(1, 0, 4, 65600));

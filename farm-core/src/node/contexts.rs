@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use rdma_transport::{Access, Backing, Endpoint, Fabric, MemoryRegion, NodeId};
 
+use super::view::View;
 use crate::error::{Error, Result};
 use crate::limits::{CONTEXTS_MAX, RECORD_BYTES_MAX};
 
@@ -37,6 +38,12 @@ pub(crate) struct Context {
     pub(crate) sequence: u32,
     /// The record being built (reused: no allocation per transaction).
     pub(crate) record: Vec<u8>,
+    /// The configuration and directory the transaction runs in (taken when
+    /// the context is).
+    pub(crate) view: Arc<View>,
+    /// The node's view serial when `view` was taken: a commit goes on only
+    /// while it is unchanged (see [`crate::node::gate`]).
+    pub(crate) view_serial: u64,
 }
 
 /// A thread's links to every node: one endpoint per node, and registered
@@ -46,11 +53,20 @@ pub(crate) struct Links {
     pub(crate) scratch: Arc<MemoryRegion>,
 }
 
-/// Endpoints to every node of `nodes`, and scratch memory for them.
+/// Endpoints to every node of `nodes`, and scratch memory for them. A
+/// node that cannot be reached now (it failed, and the configuration has
+/// not changed yet, or it never will be a member again) gets an endpoint
+/// whose every post fails: transactions that need it abort or park, and
+/// the others go on.
 pub(crate) fn connect_all(fabric: &dyn Fabric, nodes: usize) -> Result<Links> {
     let endpoints = (0..nodes)
-        .map(|node| fabric.connect(NodeId(node as u16)))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|node| {
+            let peer = NodeId(node as u16);
+            fabric
+                .connect(peer)
+                .unwrap_or_else(|_| Box::new(Unreachable { peer }))
+        })
+        .collect::<Vec<_>>();
     let scratch = fabric.register(
         Backing::Anonymous {
             len: scratch_bytes(nodes),
@@ -58,6 +74,35 @@ pub(crate) fn connect_all(fabric: &dyn Fabric, nodes: usize) -> Result<Links> {
         Access::LOCAL_WRITE,
     )?;
     Ok(Links { endpoints, scratch })
+}
+
+/// The endpoint to a peer that could not be connected.
+struct Unreachable {
+    peer: NodeId,
+}
+
+impl Endpoint for Unreachable {
+    fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    fn post(&mut self, _: &[rdma_transport::Op]) -> rdma_transport::error::Result<()> {
+        Err(rdma_transport::Error::PeerUnreachable { node: self.peer })
+    }
+
+    fn wait(&mut self, _: std::time::Duration) -> rdma_transport::error::Result<()> {
+        Ok(())
+    }
+
+    fn outstanding(&self) -> usize {
+        0
+    }
+
+    fn remote_regions(
+        &mut self,
+    ) -> rdma_transport::error::Result<Vec<rdma_transport::op::RemoteRegion>> {
+        Err(rdma_transport::Error::PeerUnreachable { node: self.peer })
+    }
 }
 
 #[derive(Default)]
@@ -72,7 +117,13 @@ impl ContextPool {
     /// # Errors
     /// [`Error::TooManyContexts`] when [`CONTEXTS_MAX`] are in use; the
     /// fabric's error when connecting fails.
-    pub(crate) fn take(&self, node: usize, fabric: &dyn Fabric, nodes: usize) -> Result<Context> {
+    pub(crate) fn take(
+        &self,
+        node: usize,
+        fabric: &dyn Fabric,
+        nodes: usize,
+        view: &Arc<View>,
+    ) -> Result<Context> {
         if let Some(context) = self.take_idle() {
             return Ok(context);
         }
@@ -94,6 +145,8 @@ impl ContextPool {
             scratch,
             sequence: 0,
             record: Vec::with_capacity(RECORD_BYTES_MAX),
+            view: view.clone(),
+            view_serial: 0,
         })
     }
 

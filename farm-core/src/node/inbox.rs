@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use rdma_transport::{Fabric, MemoryRegion};
 
+use super::gate::Gate;
+
 use crate::codec::inbox::{reply_offset, LockReply};
 use crate::error::Result;
 use crate::txn_id::TxnId;
@@ -92,12 +94,11 @@ impl InboxHook {
 
 /// Waits until every primary of `primaries` answered the LOCK of `txid`
 /// (sent from `context`); returns how many granted it, or `None` after
-/// `timeout`. The primaries WRITE their answers into this node's inbox, so
-/// the client polls memory: no thread of this node needs to wake for it.
+/// `timeout` or once `node`'s gate closes. The primaries WRITE their
+/// answers into this node's inbox, so the client polls memory: no thread
+/// of this node needs to wake for it.
 pub(crate) fn wait_lock_replies(
-    inbox: &MemoryRegion,
-    hook: &InboxHook,
-    fabric: &dyn Fabric,
+    (inbox, hook, fabric, gate): (&MemoryRegion, &InboxHook, &dyn Fabric, &Gate),
     context: usize,
     txid: TxnId,
     primaries: &[usize],
@@ -139,7 +140,9 @@ pub(crate) fn wait_lock_replies(
         }
         if spins.is_multiple_of(64) {
             let now = Instant::now();
-            if now.duration_since(started) >= timeout {
+            // A closed gate: the configuration is changing, and a primary
+            // that failed will never answer; recovery decides instead.
+            if now.duration_since(started) >= timeout || !gate.is_open() {
                 return None;
             }
             if now.duration_since(last_progress) >= Duration::from_millis(1) {

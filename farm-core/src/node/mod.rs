@@ -14,54 +14,28 @@
 //! in the inbox, helping the server while they wait.
 
 pub(crate) mod contexts;
+pub(crate) mod gate;
 pub(crate) mod inbox;
 pub(crate) mod send;
 pub(crate) mod truncation;
+pub(crate) mod view;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rdma_transport::{Endpoint, Fabric, MemoryRegion};
 
 use self::contexts::{Context, ContextPool};
+use self::gate::Gate;
 use self::inbox::InboxHook;
 use self::send::{Destination, SendPath};
 use self::truncation::TruncationQueue;
+pub use self::view::Directory;
+pub(crate) use self::view::View;
 use crate::allocator::Allocators;
-use crate::config::{Faults, Placement, RetryBudget};
+use crate::config::{Faults, RetryBudget};
 use crate::error::{Error, Result};
 use crate::region::Replicas;
-
-/// Remote keys of every node's inbox and region replicas, the same on
-/// every node (exchanged at start-up).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Directory {
-    /// `inbox_keys[node]`: the key of `node`'s inbox.
-    pub inbox_keys: Vec<u32>,
-    /// `region_keys[node][region]`: the key of `node`'s replica of
-    /// `region`, `None` where it holds none.
-    pub region_keys: Vec<Vec<Option<u32>>>,
-}
-
-impl Directory {
-    /// The key of `node`'s replica of `region`.
-    ///
-    /// # Errors
-    /// [`Error::Peer`] when the directory has none: the placement says the
-    /// node holds the region, so its start-up part was wrong.
-    pub fn region_key(&self, node: usize, region: u16) -> Result<u32> {
-        self.region_keys
-            .get(node)
-            .and_then(|keys| keys.get(usize::from(region)))
-            .copied()
-            .flatten()
-            .ok_or_else(|| {
-                Error::Peer(format!(
-                    "node {node} advertised no memory for region {region}"
-                ))
-            })
-    }
-}
 
 /// Counters a node keeps about itself.
 #[derive(Debug, Default)]
@@ -74,30 +48,35 @@ pub struct NodeStats {
     pub torn_reads: AtomicU64,
     /// Object copies rejected because the object was locked.
     pub locked_reads: AtomicU64,
+    /// Records of an earlier configuration, retired unread.
+    pub stale_records: AtomicU64,
 }
 
 /// The state of one node that its server thread and its application
 /// threads share.
 pub(crate) struct NodeShared {
     pub(crate) id: usize,
-    pub(crate) placement: Placement,
+    /// Node slots of the cluster (what rings and inboxes are sized for).
+    pub(crate) nodes: usize,
+    view: RwLock<Arc<View>>,
+    /// Counts view changes, so that a holder of a snapshot can tell it is
+    /// old without taking the lock.
+    view_serial: AtomicU64,
     /// Injected protocol faults; switchable at run time (tests load
     /// correctly, then break the protocol).
     faults: AtomicU8,
-    /// The configuration this node is in (FaRM SOSP'15 §5); records carry
-    /// it.
-    pub(crate) configuration: u32,
     /// How long `Node::run` retries.
     pub(crate) retry: RetryBudget,
     pub(crate) fabric: Arc<dyn Fabric>,
     pub(crate) inbox: Arc<MemoryRegion>,
     pub(crate) replicas: Replicas,
     pub(crate) allocators: Allocators,
-    pub(crate) directory: OnceLock<Directory>,
     send: SendPath,
     pub(crate) contexts: ContextPool,
     pub(crate) truncations: TruncationQueue,
     pub(crate) hook: InboxHook,
+    /// Closed while the configuration changes.
+    pub(crate) gate: Gate,
     pub(crate) stop: AtomicBool,
     pub(crate) stats: NodeStats,
     /// The last corrupt record seen, for people.
@@ -107,28 +86,30 @@ pub(crate) struct NodeShared {
 impl NodeShared {
     pub(crate) fn new(
         id: usize,
-        placement: Placement,
+        view: View,
         (faults, retry): (Faults, RetryBudget),
         fabric: Arc<dyn Fabric>,
         inbox: Arc<MemoryRegion>,
         replicas: Replicas,
     ) -> Result<NodeShared> {
-        let allocators = Allocators::open(&replicas, |region| placement.primary(region) == id)?;
+        let nodes = view.config.nodes;
+        let allocators = Allocators::open(&replicas, |region| view.config.primary(region) == id)?;
         Ok(NodeShared {
             id,
-            send: SendPath::new(id, placement.nodes, &inbox),
-            truncations: TruncationQueue::new(placement.nodes),
-            placement,
+            nodes,
+            send: SendPath::new(id, nodes, &inbox),
+            truncations: TruncationQueue::new(nodes),
+            view: RwLock::new(Arc::new(view)),
+            view_serial: AtomicU64::new(0),
             faults: AtomicU8::new(faults.bits()),
-            configuration: 1,
             retry,
             fabric,
             inbox,
             replicas,
             allocators,
-            directory: OnceLock::new(),
             contexts: ContextPool::default(),
             hook: InboxHook::new(),
+            gate: Gate::new(),
             stop: AtomicBool::new(false),
             stats: NodeStats::default(),
             last_corruption: Mutex::new(None),
@@ -143,10 +124,23 @@ impl NodeShared {
         self.faults.store(faults.bits(), Ordering::Relaxed);
     }
 
-    pub(crate) fn directory(&self) -> &Directory {
-        self.directory
-            .get()
-            .expect("the directory is set before the node serves")
+    /// The configuration and directory now.
+    pub(crate) fn view(&self) -> Arc<View> {
+        self.view.read().expect("view lock").clone()
+    }
+
+    /// Switches to another configuration and directory (reconfiguration,
+    /// with no commit running).
+    pub(crate) fn set_view(&self, view: View) {
+        *self.view.write().expect("view lock") = Arc::new(view);
+        // Release: pairs with the Acquire in `view_serial`; whoever sees the
+        // new count finds the new view under the lock.
+        self.view_serial.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes when the view does (see [`NodeShared::set_view`]).
+    pub(crate) fn view_serial(&self) -> u64 {
+        self.view_serial.load(Ordering::Acquire)
     }
 
     /// A context for a transaction of this node.
@@ -157,8 +151,16 @@ impl NodeShared {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::ShutDown(self.id));
         }
-        self.contexts
-            .take(self.id, self.fabric.as_ref(), self.placement.nodes)
+        // The serial first: a change between the two reads makes the
+        // snapshot look old (a needless retry), never new.
+        let serial = self.view_serial();
+        let view = self.view();
+        let mut context = self
+            .contexts
+            .take(self.id, self.fabric.as_ref(), self.nodes, &view)?;
+        context.view = view;
+        context.view_serial = serial;
+        Ok(context)
     }
 
     pub(crate) fn return_context(&self, context: Context) {
@@ -169,6 +171,7 @@ impl NodeShared {
     /// [`SendPath::send`]).
     pub(crate) fn send(
         &self,
+        view: &View,
         target: usize,
         record: &mut Vec<u8>,
         scratch: &Arc<MemoryRegion>,
@@ -177,7 +180,7 @@ impl NodeShared {
     ) -> Result<()> {
         let destination = Destination {
             target,
-            inbox_key: self.directory().inbox_keys[target],
+            inbox_key: view.inbox_key(target),
         };
         self.send.send(
             self.fabric.as_ref(),
@@ -194,8 +197,10 @@ impl NodeShared {
         self.hook.help();
     }
 
-    /// True when every ring this node sends on has been retired.
+    /// True when every ring this node sends on to a member of its
+    /// configuration has been retired.
     pub(crate) fn rings_idle(&self) -> bool {
-        self.send.rings_idle()
+        let view = self.view();
+        self.send.rings_idle(|target| view.config.is_member(target))
     }
 }

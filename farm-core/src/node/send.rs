@@ -162,11 +162,15 @@ impl SendPath {
 
     /// True when every ring this node sends on has been fully retired by
     /// its receiver (as the receivers last told us).
-    pub(crate) fn rings_idle(&self) -> bool {
-        self.senders.iter().all(|sender| {
-            let mut sender = sender.lock().expect("ring sender lock");
-            sender.refresh_head();
-            sender.used() == 0
-        })
+    pub(crate) fn rings_idle(&self, counted: impl Fn(usize) -> bool) -> bool {
+        self.senders
+            .iter()
+            .enumerate()
+            .filter(|(target, _)| counted(*target))
+            .all(|(_, sender)| {
+                let mut sender = sender.lock().expect("ring sender lock");
+                sender.refresh_head();
+                sender.used() == 0
+            })
     }
 }

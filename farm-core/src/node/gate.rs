@@ -1,0 +1,207 @@
+//! The gate a node's transactions pass: open while the node serves a
+//! configuration, closed while it changes (FaRM SOSP'15 §5.2: "apply the
+//! new configuration ... block new transactions"). While it is closed,
+//! new transactions wait at `begin`, commits that have not written a
+//! COMMIT-BACKUP give up at their next step, and commits whose outcome
+//! recovery must decide wait here for the decision.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::txn_id::TxnId;
+
+/// How far a commit got when the gate closed: what recovery decides by
+/// when its coordinator survived.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum CommitPhase {
+    /// LOCKs, VALIDATE, and maybe some COMMIT-BACKUPs: no primary was told
+    /// to commit. Recovery aborts it.
+    BeforeCommitPrimary,
+    /// COMMIT-PRIMARY was sent to at least one primary (every
+    /// COMMIT-BACKUP had been acknowledged). Recovery commits it.
+    CommitPrimarySent,
+}
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    /// The node failed ([`Gate::abandon`]): no decision will come.
+    abandoned: bool,
+    /// Commits parked for recovery's decision, with their phase.
+    in_doubt: HashMap<TxnId, CommitPhase>,
+    /// Decisions recovery made for parked commits: committed or not.
+    decided: HashMap<TxnId, bool>,
+}
+
+pub(crate) struct Gate {
+    /// `!closed`, read on every begin and commit step without the lock.
+    open: AtomicBool,
+    /// Commits between their start and their end (or parking).
+    active: AtomicUsize,
+    /// A membership agent (leases, a configuration manager) watches this
+    /// node: a commit that loses a peer waits for recovery's decision
+    /// instead of failing.
+    managed: AtomicBool,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// A commit counted as active until dropped.
+pub(crate) struct Active<'a> {
+    gate: &'a Gate,
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        if self.gate.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Whoever waits for the commits to stop looks again.
+            let _state = self.gate.state.lock().expect("gate lock");
+            self.gate.changed.notify_all();
+        }
+    }
+}
+
+impl Gate {
+    pub(crate) fn new() -> Gate {
+        Gate {
+            open: AtomicBool::new(true),
+            active: AtomicUsize::new(0),
+            managed: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// True while the node serves its configuration.
+    pub(crate) fn is_open(&self) -> bool {
+        // SeqCst with `enter` and `close`: a commit counts itself active,
+        // then looks at the gate; `close` shuts it, then counts the
+        // active. One of the two sees the other (store-load order).
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// True when a membership agent will reconfigure around a failed peer.
+    pub(crate) fn managed(&self) -> bool {
+        self.managed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_managed(&self, managed: bool) {
+        self.managed.store(managed, Ordering::Relaxed);
+    }
+
+    /// Waits until the gate is open, up to `timeout`; false if it stayed
+    /// closed.
+    pub(crate) fn wait_open(&self, timeout: Duration) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().expect("gate lock");
+        while state.closed {
+            if state.abandoned {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self.changed.wait_timeout(state, left).expect("gate lock").0;
+        }
+        true
+    }
+
+    /// Counts a commit as active until the guard goes.
+    pub(crate) fn enter(&self) -> Active<'_> {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Active { gate: self }
+    }
+
+    /// Closes the gate: new transactions wait, commits stop at their next
+    /// step.
+    pub(crate) fn close(&self) {
+        let mut state = self.state.lock().expect("gate lock");
+        state.closed = true;
+        self.open.store(false, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` until no commit is active (each finished,
+    /// gave up, or parked); false if some still run.
+    pub(crate) fn wait_quiet(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().expect("gate lock");
+        while self.active.load(Ordering::SeqCst) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self.changed.wait_timeout(state, left).expect("gate lock").0;
+        }
+        drop(state);
+        true
+    }
+
+    /// Parks commit `txid` (its phase for recovery); the caller then waits
+    /// in [`Gate::await_decision`].
+    pub(crate) fn park(&self, txid: TxnId, phase: CommitPhase) {
+        let mut state = self.state.lock().expect("gate lock");
+        state.in_doubt.insert(txid, phase);
+    }
+
+    /// The commits parked now, with their phases.
+    pub(crate) fn parked(&self) -> Vec<(TxnId, CommitPhase)> {
+        let state = self.state.lock().expect("gate lock");
+        state.in_doubt.iter().map(|(t, p)| (*t, *p)).collect()
+    }
+
+    /// Recovery's decision for parked commits.
+    pub(crate) fn decide(&self, decisions: impl IntoIterator<Item = (TxnId, bool)>) {
+        let mut state = self.state.lock().expect("gate lock");
+        for (txid, committed) in decisions {
+            if state.in_doubt.remove(&txid).is_some() {
+                state.decided.insert(txid, committed);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` for the decision on parked commit `txid`:
+    /// `Some(true)` committed, `Some(false)` aborted, `None` unknown.
+    pub(crate) fn await_decision(&self, txid: TxnId, timeout: Duration) -> Option<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().expect("gate lock");
+        loop {
+            if let Some(committed) = state.decided.remove(&txid) {
+                return Some(committed);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || state.abandoned {
+                state.in_doubt.remove(&txid);
+                return None;
+            }
+            state = self.changed.wait_timeout(state, left).expect("gate lock").0;
+        }
+    }
+
+    /// The node failed (or was removed): closes the gate for good, and
+    /// every parked commit and waiting transaction gives up at once.
+    pub(crate) fn abandon(&self) {
+        let mut state = self.state.lock().expect("gate lock");
+        state.closed = true;
+        state.abandoned = true;
+        self.open.store(false, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Opens the gate: transactions go on in the new configuration.
+    pub(crate) fn open(&self) {
+        let mut state = self.state.lock().expect("gate lock");
+        state.closed = false;
+        self.open.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+}
