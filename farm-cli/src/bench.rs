@@ -69,6 +69,11 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// With --processes: kill (SIGKILL) node process NODE this many
+    /// seconds into the measured time, and go on measuring (repeatable).
+    /// The report gains `recovery`, one entry per kill.
+    #[arg(long, value_name = "NODE@SECONDS")]
+    pub kill: Vec<farm_benches::bench::command::Kill>,
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration, String> {
@@ -104,6 +109,7 @@ pub fn run(args: Args) -> CommandResult {
         json: args.json,
         plot: args.plot,
         quiet: args.quiet,
+        kill: args.kill,
     })?;
     Ok(())
 }

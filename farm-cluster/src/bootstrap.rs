@@ -29,6 +29,11 @@ pub struct Bootstrap {
     coordinator: Option<BufReader<TcpStream>>,
     /// Node 0: the listener stays open for drivers (`farm bench --cluster`).
     listener: Option<TcpListener>,
+    /// Once serving with a membership agent, a node that dies leaves the
+    /// rounds instead of failing them (see [`Bootstrap::tolerate_departures`]).
+    tolerant: bool,
+    /// Node 0: nodes that left (their connection closed).
+    departed: Vec<bool>,
 }
 
 fn node_name(node: usize) -> String {
@@ -95,6 +100,8 @@ impl Bootstrap {
                 peers,
                 coordinator: None,
                 listener: Some(listener),
+                tolerant: false,
+                departed: vec![false; nodes],
             });
         }
         let target = addresses[0];
@@ -127,6 +134,8 @@ impl Bootstrap {
             peers: Vec::new(),
             coordinator: Some(BufReader::new(stream)),
             listener: None,
+            tolerant: false,
+            departed: vec![false; nodes],
         })
     }
 
@@ -208,6 +217,33 @@ impl Bootstrap {
 
     pub fn id(&self) -> usize {
         self.id
+    }
+
+    /// From now on, node 0 takes a node whose connection breaks as gone:
+    /// rounds go on with the others, and their parts are those of the
+    /// nodes still there, in id order. (The membership agent reconfigures
+    /// the engine around it.)
+    pub fn tolerate_departures(&mut self) {
+        self.tolerant = true;
+    }
+
+    /// Node 0: the nodes still in the rounds.
+    pub fn present(&self) -> Vec<usize> {
+        (0..self.nodes)
+            .filter(|&n| !self.departed.get(n).copied().unwrap_or(false))
+            .collect()
+    }
+
+    /// Node 0: `peer` left; a round goes on without it if departures are
+    /// tolerated, else fails with `error`.
+    fn depart(&mut self, peer: usize, error: Error) -> Result<()> {
+        if !self.tolerant {
+            return Err(error);
+        }
+        eprintln!("farm node 0: node {peer} left the rounds ({error})");
+        self.departed[peer] = true;
+        self.peers[peer] = None;
+        Ok(())
     }
 
     /// How long a round may wait for the other nodes: [`BOOTSTRAP_TIMEOUT`]
@@ -356,10 +392,15 @@ impl Bootstrap {
                     "node 0",
                     format!("answered round {answered} to round {round}"),
                 )),
-                FromNode0::Parts { parts, .. } if parts.len() != self.nodes => Err(Error::peer(
-                    "node 0",
-                    format!("sent {} parts for {} nodes", parts.len(), self.nodes),
-                )),
+                FromNode0::Parts { parts, .. }
+                    if parts.len() > self.nodes
+                        || (!self.tolerant && parts.len() != self.nodes) =>
+                {
+                    Err(Error::peer(
+                        "node 0",
+                        format!("sent {} parts for {} nodes", parts.len(), self.nodes),
+                    ))
+                }
                 FromNode0::Parts { parts, .. } if share => Ok(Some(parts)),
                 FromNode0::Gathered { round: answered } if !share && answered == round => Ok(None),
                 other => Err(Error::peer(
@@ -371,8 +412,18 @@ impl Bootstrap {
         let mut parts = vec![part];
         for peer in 1..self.nodes {
             let name = node_name(peer);
-            let reader = self.peers[peer].as_mut().expect("every node joined");
-            match read_message::<ToNode0>(reader, &name)? {
+            let Some(reader) = self.peers[peer].as_mut() else {
+                continue;
+            };
+            let message = match read_message::<ToNode0>(reader, &name) {
+                Ok(message) => message,
+                Err(error) => {
+                    self.depart(peer, error)?;
+                    continue;
+                }
+            };
+            let reader = self.peers[peer].as_mut().expect("present");
+            match message {
                 ToNode0::Failed { error, .. } => {
                     return Err(Error::NodeFailed { node: peer, error })
                 }
@@ -409,8 +460,12 @@ impl Bootstrap {
             }
         };
         for peer in 1..self.nodes {
-            let reader = self.peers[peer].as_mut().expect("every node joined");
-            write_message(reader.get_mut(), &answer, &node_name(peer))?;
+            let Some(reader) = self.peers[peer].as_mut() else {
+                continue;
+            };
+            if let Err(error) = write_message(reader.get_mut(), &answer, &node_name(peer)) {
+                self.depart(peer, error)?;
+            }
         }
         Ok(Some(parts))
     }

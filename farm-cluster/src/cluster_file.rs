@@ -40,6 +40,11 @@ pub struct ClusterFile {
     pub device: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid_index: Option<u8>,
+    /// The lease time of the membership agents, in milliseconds: a node
+    /// whose lease at the configuration manager is not renewed for this
+    /// long is removed from the configuration (FaRM SOSP'15 §5.1).
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
 }
@@ -51,6 +56,18 @@ pub struct NodeEntry {
     pub bootstrap: SocketAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verbs: Option<SocketAddr>,
+}
+
+/// The default lease time; see the README's "Failures" for how it was
+/// chosen.
+pub const LEASE_MS_DEFAULT: u64 = 200;
+/// The shortest lease a cluster file may ask for.
+pub const LEASE_MS_MIN: u64 = 5;
+/// The longest.
+pub const LEASE_MS_MAX: u64 = 60_000;
+
+fn default_lease_ms() -> u64 {
+    LEASE_MS_DEFAULT
 }
 
 fn default_copies() -> usize {
@@ -113,6 +130,12 @@ impl ClusterFile {
     /// # Errors
     /// What is wrong, in words.
     pub fn check(&self) -> std::result::Result<(), String> {
+        if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&self.lease_ms) {
+            return Err(format!(
+                "lease_ms must be {LEASE_MS_MIN} to {LEASE_MS_MAX} milliseconds, got {}",
+                self.lease_ms
+            ));
+        }
         for (index, node) in self.nodes.iter().enumerate() {
             if node.id != index {
                 return Err(format!(

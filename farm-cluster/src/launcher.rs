@@ -168,6 +168,7 @@ impl LocalCluster {
             region_bytes: self.region_bytes,
             device: self.verbs.device.clone(),
             gid_index: self.verbs.gid_index,
+            lease_ms: crate::cluster_file::LEASE_MS_DEFAULT,
             nodes,
         };
         let config = dir.join("cluster.toml");

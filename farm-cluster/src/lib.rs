@@ -10,12 +10,14 @@
 //! | [`serve`] | the serve loop and the [`Service`] trait that benchmarks and checker plug into |
 //! | [`driver`] | the driver's side: run a service's request on a cluster |
 //! | [`launcher`] | start N local node processes with race-free ports; killed on drop |
+//! | [`membership`] | leases, failure detection, the configuration manager and its store |
 
 pub mod bootstrap;
 pub mod cluster_file;
 pub mod driver;
 pub mod error;
 pub mod launcher;
+pub mod membership;
 pub mod process;
 pub mod protocol;
 pub mod serve;

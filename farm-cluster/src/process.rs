@@ -18,6 +18,7 @@ use crate::bootstrap::Bootstrap;
 use crate::cluster_file::ClusterFile;
 use crate::error::{Error, Result};
 use crate::launcher::inherited_listener;
+use crate::membership::{Agent, Contact, FileStore, Sockets};
 use crate::protocol::ClusterShape;
 
 /// A node's part of the directory round.
@@ -25,6 +26,8 @@ use crate::protocol::ClusterShape;
 struct KeysPart {
     inbox: u32,
     regions: Vec<Option<u32>>,
+    /// Where its membership agent listens.
+    contact: Contact,
 }
 
 /// A node's part of the recovery round.
@@ -37,6 +40,8 @@ struct RecoveryPart {
 }
 
 pub struct NodeProcess {
+    /// Dropped first: its threads stop before the node does.
+    agent: Option<Agent>,
     serving: ServingNode,
     pub file: ClusterFile,
     bootstrap: Bootstrap,
@@ -70,6 +75,7 @@ impl NodeProcess {
             None
         };
         let mut bootstrap = Bootstrap::join(id, &ClusterShape::of(&file), listener)?;
+        let sockets = Sockets::bind(entry.bootstrap.ip())?;
 
         let keys = startup.keys();
         let parts = bootstrap.exchange(
@@ -77,12 +83,21 @@ impl NodeProcess {
             &KeysPart {
                 inbox: keys.inbox,
                 regions: keys.regions,
+                contact: sockets.contact()?,
             },
         )?;
         let mut directory = Directory::default();
+        let mut contacts = Vec::new();
         for part in parts {
             directory.inbox_keys.push(part.inbox);
             directory.region_keys.push(part.regions);
+            contacts.push(part.contact);
+        }
+        // The store starts at configuration 1 (restart recovery, below,
+        // assumes it; see the README).
+        let store = Arc::new(FileStore::new(&file.data_dir));
+        if id == 0 {
+            store.reset(&config.placement())?;
         }
 
         // Restart recovery (see farm_core::recovery): replay, share
@@ -128,7 +143,18 @@ impl NodeProcess {
         }
         // Nobody sends before every node serves (and has its copies).
         bootstrap.exchange("serving", &())?;
+        let agent = Agent::start(
+            id,
+            serving.control(),
+            store,
+            (config.placement(), contacts),
+            sockets,
+            Duration::from_millis(file.lease_ms),
+        )?;
+        // From now on a node that dies leaves the rounds; the others go on.
+        bootstrap.tolerate_departures();
         Ok(NodeProcess {
+            agent: Some(agent),
             serving,
             file,
             bootstrap,
@@ -215,8 +241,15 @@ impl NodeProcess {
     pub fn finish(mut self) -> Result<()> {
         self.drain()?;
         self.bootstrap.exchange("finished", &())?;
+        self.agent = None;
         self.serving.stop();
         Ok(())
+    }
+
+    /// The reconfigurations this node managed (see
+    /// [`crate::membership::Event`]).
+    pub fn membership_events(&self) -> Vec<crate::membership::Event> {
+        self.agent.as_ref().map(Agent::events).unwrap_or_default()
     }
 
     /// Sends pending truncations and waits until every ring this node

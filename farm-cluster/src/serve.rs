@@ -167,6 +167,15 @@ impl ServiceSite<'_> {
         Ok(())
     }
 
+    /// The configuration changes this node managed (see
+    /// [`crate::membership::Event`]).
+    pub fn membership_events(&self) -> Vec<crate::membership::Event> {
+        self.process
+            .lock()
+            .expect("rounds are not poisoned")
+            .membership_events()
+    }
+
     /// Sends this node's pending truncations and waits until every ring it
     /// sends on is drained (what it wrote is installed everywhere).
     ///

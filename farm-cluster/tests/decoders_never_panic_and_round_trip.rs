@@ -59,6 +59,7 @@ fn cluster_file() -> impl Strategy<Value = ClusterFile> {
                     region_bytes,
                     device,
                     gid_index,
+                    lease_ms: region_bytes % 1000 + 5,
                     nodes: nodes
                         .into_iter()
                         .enumerate()

@@ -268,6 +268,89 @@ impl ServingNode {
         &self.node
     }
 
+    /// A handle that carries out configuration changes on this node (see
+    /// [`NodeControl`]); clones are the same node.
+    pub fn control(&self) -> NodeControl {
+        NodeControl {
+            node: self.node.clone(),
+            server: self.server.clone(),
+        }
+    }
+
+    /// See [`NodeControl::set_managed`].
+    pub fn set_managed(&self, managed: bool) {
+        self.control().set_managed(managed);
+    }
+
+    /// See [`NodeControl::fence`].
+    ///
+    /// # Errors
+    /// As [`NodeControl::fence`].
+    pub fn fence(&self) -> Result<()> {
+        self.control().fence()
+    }
+
+    /// See [`NodeControl::report`].
+    ///
+    /// # Errors
+    /// As [`NodeControl::report`].
+    pub fn report(&self) -> Result<RecoveryReport> {
+        self.control().report()
+    }
+
+    /// See [`NodeControl::apply`].
+    ///
+    /// # Errors
+    /// As [`NodeControl::apply`].
+    pub fn apply(&self, new: &Configuration, decisions: &Decisions) -> Result<()> {
+        self.control().apply(new, decisions)
+    }
+
+    /// See [`NodeControl::resume`].
+    pub fn resume(&self) {
+        self.control().resume();
+    }
+
+    /// Stops serving as a failed node would: the gate closes for good (its
+    /// commits park, its new transactions wait) and the server thread
+    /// ends. Its peers learn of it only through a configuration change.
+    pub fn crash(&mut self) {
+        self.node.shared.gate.abandon();
+        self.stop();
+    }
+
+    /// Stops the server thread; transactions begun after this fail with
+    /// [`Error::ShutDown`].
+    pub fn stop(&mut self) {
+        self.node.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ServingNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What a configuration manager drives on one node during a configuration
+/// change (FaRM SOSP'15 §5.2–5.3): [`NodeControl::fence`],
+/// [`NodeControl::report`], [`NodeControl::apply`], [`NodeControl::resume`],
+/// each called on every surviving member after every member finished the
+/// one before. Cloneable, for the threads of a membership agent.
+#[derive(Clone)]
+pub struct NodeControl {
+    node: Node,
+    server: Arc<Mutex<Server>>,
+}
+
+impl NodeControl {
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
     /// Says whether a membership agent (leases and a configuration
     /// manager) watches this node: then a commit that loses a peer parks
     /// for recovery's decision instead of failing at once.
@@ -369,29 +452,6 @@ impl ServingNode {
     /// on in the new configuration.
     pub fn resume(&self) {
         self.node.shared.gate.open();
-    }
-
-    /// Stops serving as a failed node would: the gate closes for good (its
-    /// commits park, its new transactions wait) and the server thread
-    /// ends. Its peers learn of it only through a configuration change.
-    pub fn crash(&mut self) {
-        self.node.shared.gate.abandon();
-        self.stop();
-    }
-
-    /// Stops the server thread; transactions begun after this fail with
-    /// [`Error::ShutDown`].
-    pub fn stop(&mut self) {
-        self.node.shared.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for ServingNode {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

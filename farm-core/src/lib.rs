@@ -51,7 +51,7 @@ mod server;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use cluster::{Cluster, Node, Poller, ServingNode};
+pub use cluster::{Cluster, Node, NodeControl, Poller, ServingNode};
 pub use config::{ClusterConfig, FabricKind, Fault, Faults, Placement, RetryBudget, VerbsDevice};
 pub use error::{Error, Result, TxnError};
 pub use header::{Addr, Header};

@@ -36,6 +36,7 @@ pub fn shm_cluster_file(dir: &Path, nodes: usize, region_bytes: u64) -> (PathBuf
         region_bytes,
         device: None,
         gid_index: None,
+        lease_ms: farm_cluster::cluster_file::LEASE_MS_DEFAULT,
         nodes: (0..nodes)
             .map(|id| NodeEntry {
                 id,

@@ -53,6 +53,71 @@ pub struct BenchOptions {
     pub json: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub quiet: bool,
+    /// Node processes to kill (SIGKILL) during the first measured run
+    /// (`--processes` only).
+    pub kill: Vec<Kill>,
+}
+
+/// `--kill NODE@SECONDS`: kill node process NODE that many seconds into
+/// the measured time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Kill {
+    pub node: usize,
+    pub at_s: f64,
+}
+
+impl std::str::FromStr for Kill {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Kill, String> {
+        let (node, at) = text
+            .split_once('@')
+            .ok_or_else(|| format!("{text:?}: expected NODE@SECONDS, like 2@3"))?;
+        let node = node
+            .parse()
+            .map_err(|_| format!("{text:?}: {node:?} is not a node id"))?;
+        let at_s: f64 = at
+            .parse()
+            .map_err(|_| format!("{text:?}: {at:?} is not a number of seconds"))?;
+        if !(at_s.is_finite() && at_s >= 0.0) {
+            return Err(format!("{text:?}: seconds must be 0 or more"));
+        }
+        Ok(Kill { node, at_s })
+    }
+}
+
+/// Refuses kills that cannot be carried out.
+fn check_kills(options: &BenchOptions) -> Result<()> {
+    if options.kill.is_empty() {
+        return Ok(());
+    }
+    if !matches!(options.target, Target::Processes { .. }) {
+        return Err(Error::InvalidOptions(
+            "--kill needs --processes (it kills node processes this command started)".into(),
+        ));
+    }
+    for kill in &options.kill {
+        if kill.node == 0 {
+            return Err(Error::InvalidOptions(
+                "--kill 0@…: node 0 carries this command's session with the cluster; kill another node".into(),
+            ));
+        }
+        if let Some(&nodes) = node_counts(options).iter().find(|&&n| kill.node >= n) {
+            return Err(Error::InvalidOptions(format!(
+                "--kill {}@…: a cluster of {nodes} nodes has nodes 0 to {}",
+                kill.node,
+                nodes - 1
+            )));
+        }
+        if kill.at_s >= options.duration.as_secs_f64() {
+            return Err(Error::InvalidOptions(format!(
+                "--kill …@{}: after the measured time ({} s) ends",
+                kill.at_s,
+                options.duration.as_secs_f64()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `farm bench` as `options` say; returns the reports it printed.
@@ -62,6 +127,7 @@ pub struct BenchOptions {
 /// [`Error::Consistency`] when a run's consistency check failed (after the
 /// reports were printed and written).
 pub fn run(options: &BenchOptions) -> Result<Vec<BenchReport>> {
+    check_kills(options)?;
     let mut reports = Vec::new();
     match &options.target {
         Target::Cluster { file, stop_nodes } => {
@@ -74,7 +140,7 @@ pub fn run(options: &BenchOptions) -> Result<Vec<BenchReport>> {
                 )));
             }
             let driver = driver(cluster.nodes[0].bootstrap, Duration::from_secs(20), options);
-            let result = drive(options, &driver, &cluster, &mut || true);
+            let result = drive(options, &driver, &cluster, &mut || true, &mut |_| {});
             if *stop_nodes {
                 let stopped = driver.stop();
                 if result.is_ok() {
@@ -176,6 +242,7 @@ fn drive(
     driver: &Driver,
     cluster: &ClusterFile,
     alive: &mut dyn FnMut() -> bool,
+    on_progress: &mut dyn FnMut(&farm_cluster::Progress),
 ) -> Result<Vec<BenchReport>> {
     let request = request(options);
     request.check().map_err(Error::InvalidOptions)?;
@@ -190,6 +257,9 @@ fn drive(
     let mut bar = false;
     let quiet = options.quiet;
     let mut on_event = |event: &Event| {
+        if let Event::Progress(progress) = event {
+            on_progress(progress);
+        }
         if quiet {
             return;
         }
@@ -241,16 +311,103 @@ fn run_processes(options: &BenchOptions, program: &Path, nodes: usize) -> Result
     );
     let mut launched = launched;
     let file = launched.file().clone();
-    let reports = match drive(options, &driver, &file, &mut || launched.all_alive()) {
+    let killer = Killer::start(&options.kill, &launched);
+    let result = drive(
+        options,
+        &driver,
+        &file,
+        &mut || launched.all_alive() || !options.kill.is_empty(),
+        &mut |progress| killer.measuring(progress),
+    );
+    let killed = killer.finish();
+    let mut reports = match result {
         Ok(reports) => reports,
         Err(Error::Cluster(error)) => return Err(Error::Cluster(launched.explain(error))),
         Err(error) => return Err(error),
     };
+    if let Some(report) = reports.first_mut() {
+        report.recovery = killed
+            .iter()
+            .map(|&(node, unix_ms)| super::Recovery::of(report, node, unix_ms))
+            .collect();
+        for recovery in &report.recovery {
+            let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+            println!(
+                "killed node {} at {:.2} s: suspected after {} ms, new configuration {} ms, active {} ms, back to 80% throughput {} ms",
+                recovery.node,
+                recovery.killed_at_s,
+                ms(recovery.suspected_ms),
+                ms(recovery.new_config_ms),
+                ms(recovery.active_ms),
+                ms(recovery.back_to_80pct_ms)
+            );
+        }
+    }
     driver.stop()?;
     // They finish (drain their rings, meet once more) and exit; the rest
     // are killed when `launched` goes.
     launched.wait(Duration::from_secs(30))?;
     Ok(reports)
+}
+
+/// Kills node processes on schedule once measuring began (learned from the
+/// first progress report of the first run).
+struct Killer {
+    start: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Option<(usize, f64)>>>,
+}
+
+impl Killer {
+    fn start(kills: &[Kill], launched: &farm_cluster::Launched) -> Killer {
+        let start = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = kills
+            .iter()
+            .filter_map(|kill| Some((*kill, launched.pid(kill.node)?)))
+            .map(|(kill, pid)| {
+                let (start, done) = (start.clone(), done.clone());
+                std::thread::spawn(move || loop {
+                    if done.load(std::sync::atomic::Ordering::Acquire) {
+                        return None;
+                    }
+                    let begun = *start.lock().expect("kill clock lock");
+                    if let Some(begun) = begun {
+                        let at = begun + Duration::from_secs_f64(kill.at_s);
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                        // SAFETY: a signal to a child this process started
+                        // and has not reaped (the launcher reaps at the end).
+                        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                        let killed = super::unix_ms_now();
+                        eprintln!("farm bench: killed node {} (pid {pid})", kill.node);
+                        return Some((kill.node, killed));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                })
+            })
+            .collect();
+        Killer {
+            start,
+            done,
+            threads,
+        }
+    }
+
+    fn measuring(&self, progress: &farm_cluster::Progress) {
+        let mut start = self.start.lock().expect("kill clock lock");
+        if progress.run == 0 && start.is_none() {
+            *start = Instant::now().checked_sub(Duration::from_secs_f64(progress.done));
+        }
+    }
+
+    /// The kills made: (node, when, ms since the Unix epoch).
+    fn finish(self) -> Vec<(usize, f64)> {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.threads
+            .into_iter()
+            .filter_map(|t| t.join().ok().flatten())
+            .collect()
+    }
 }
 
 /// One in-process cluster of `nodes` nodes per thread count of the sweep.

@@ -169,6 +169,76 @@ pub struct BenchReport {
     /// (`farm plot` uses the file's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// When measuring began (node 0's clock), ms since the Unix epoch.
+    #[serde(default)]
+    pub started_unix_ms: f64,
+    /// Commits in each millisecond of the measured time: `[ms, committed]`.
+    #[serde(default)]
+    pub timeline: Vec<(u64, u64)>,
+    /// Configuration changes during the run, as their managers saw them.
+    #[serde(default)]
+    pub events: Vec<farm_cluster::membership::Event>,
+    /// One entry per node killed during the run (`farm bench --kill`).
+    #[serde(default)]
+    pub recovery: Vec<Recovery>,
+}
+
+/// How the cluster came back from one kill (FaRM SOSP'15 §6.4), in
+/// milliseconds after the kill; `None` where it did not happen within the
+/// run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    pub node: usize,
+    /// Seconds after measuring began.
+    pub killed_at_s: f64,
+    /// The configuration manager suspected the node.
+    pub suspected_ms: Option<f64>,
+    /// The next configuration was in the store.
+    pub new_config_ms: Option<f64>,
+    /// Every member resumed (NEW-CONFIG-COMMIT).
+    pub active_ms: Option<f64>,
+    /// Throughput over the last 10 ms was back to 80% of the second
+    /// before the kill.
+    pub back_to_80pct_ms: Option<f64>,
+}
+
+impl Recovery {
+    /// What `report` shows of a kill of `node` at `killed_unix_ms`.
+    pub fn of(report: &BenchReport, node: usize, killed_unix_ms: f64) -> Recovery {
+        let after = |what: &str| {
+            report
+                .events
+                .iter()
+                .filter(|e| {
+                    e.what == what && e.nodes.contains(&node) && e.unix_ms >= killed_unix_ms - 1.0
+                })
+                .map(|e| e.unix_ms - killed_unix_ms)
+                .reduce(f64::min)
+        };
+        let kill_ms = (killed_unix_ms - report.started_unix_ms).max(0.0) as u64;
+        let rate = |from: u64, to: u64| -> f64 {
+            let sum: u64 = report
+                .timeline
+                .iter()
+                .filter(|(ms, _)| *ms >= from && *ms < to)
+                .map(|(_, c)| c)
+                .sum();
+            sum as f64 / (to.saturating_sub(from)).max(1) as f64
+        };
+        let before = rate(kill_ms.saturating_sub(1000), kill_ms);
+        let end = report.timeline.last().map(|(ms, _)| *ms + 1).unwrap_or(0);
+        let back = (kill_ms + 10..=end)
+            .find(|&t| before > 0.0 && rate(t - 10, t) >= 0.8 * before)
+            .map(|t| (t - kill_ms) as f64);
+        Recovery {
+            node,
+            killed_at_s: (killed_unix_ms - report.started_unix_ms) / 1000.0,
+            suspected_ms: after("suspected"),
+            new_config_ms: after("new-config"),
+            active_ms: after("active"),
+            back_to_80pct_ms: back,
+        }
+    }
 }
 
 /// What the client threads of one process measured: counts by type and
@@ -184,6 +254,13 @@ pub struct Measured {
     histograms: Vec<Histogram<u64>>,
     phases: [u64; 4],
     phase_count: u64,
+    /// When measuring began, in milliseconds since the Unix epoch (this
+    /// process's clock).
+    #[serde(default)]
+    pub started_unix_ms: f64,
+    /// Commits in each millisecond since `started_unix_ms`.
+    #[serde(default)]
+    pub timeline: Vec<u64>,
 }
 
 /// Histograms travel as their (value, count) pairs.
@@ -235,6 +312,36 @@ impl Measured {
             histograms: (0..types).map(|_| histogram()).collect(),
             phases: [0; 4],
             phase_count: 0,
+            started_unix_ms: 0.0,
+            timeline: Vec::new(),
+        }
+    }
+
+    /// Counts one commit in millisecond `ms` of the timeline.
+    fn count_at(&mut self, ms: usize) {
+        if self.timeline.len() <= ms {
+            self.timeline.resize(ms + 1, 0);
+        }
+        self.timeline[ms] += 1;
+    }
+
+    /// Adds `other`'s timeline, lined up by the clocks' start times.
+    fn merge_timeline(&mut self, other: &Measured) {
+        if other.timeline.is_empty() {
+            return;
+        }
+        if self.timeline.is_empty() && self.started_unix_ms == 0.0 {
+            self.started_unix_ms = other.started_unix_ms;
+        }
+        let offset = (other.started_unix_ms - self.started_unix_ms).round() as i64;
+        for (ms, &count) in other.timeline.iter().enumerate() {
+            let Ok(at) = usize::try_from(ms as i64 + offset) else {
+                continue;
+            };
+            if self.timeline.len() <= at {
+                self.timeline.resize(at + 1, 0);
+            }
+            self.timeline[at] += count;
         }
     }
 
@@ -264,6 +371,7 @@ impl Measured {
             self.phases[i] += other.phases[i];
         }
         self.phase_count += other.phase_count;
+        self.merge_timeline(other);
         Ok(())
     }
 
@@ -322,11 +430,16 @@ pub fn measure(
     let measuring = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
+    // The timeline's clock: milliseconds since `base`, less `offset_ms`
+    // (when measuring began).
+    let base = Instant::now();
+    let offset_ms = AtomicU64::new(0);
+    let mut started_unix_ms = 0.0;
     std::thread::scope(|scope| -> farm_core::Result<Measured> {
         let mut handles = Vec::new();
         for thread in 0..threads {
             let node = nodes[thread % nodes.len()];
-            let (measuring, stop, done) = (&measuring, &stop, &done);
+            let (measuring, stop, done, offset_ms) = (&measuring, &stop, &done, &offset_ms);
             handles.push(scope.spawn(move || -> farm_core::Result<Measured> {
                 let mut stats = Measured::new(types, 1);
                 let seed = (node.id() * 1000 + thread) as u64 + 1;
@@ -336,11 +449,16 @@ pub fn measure(
                 while !stop.load(Ordering::Relaxed) {
                     let begun = Instant::now();
                     let attempt = workload.run_one(node, &mut rng)?;
-                    let elapsed = begun.elapsed().as_nanos() as u64;
+                    let now = Instant::now();
+                    let elapsed = now.duration_since(begun).as_nanos() as u64;
                     node.poll();
-                    if measuring.load(Ordering::Relaxed) {
+                    // Acquire: pairs with the Release that set `offset_ms`.
+                    if measuring.load(Ordering::Acquire) {
                         if attempt.outcome == Outcome::Committed {
                             done.fetch_add(1, Ordering::Relaxed);
+                            let ms = now.duration_since(base).as_millis() as u64;
+                            let ms = ms.saturating_sub(offset_ms.load(Ordering::Relaxed));
+                            stats.count_at(ms as usize);
                         }
                         stats.count(&attempt, elapsed);
                     }
@@ -354,8 +472,13 @@ pub fn measure(
             while Instant::now() < warmed && handles.iter().all(|h| !h.is_finished()) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            measuring.store(true, Ordering::Relaxed);
             let measured = Instant::now();
+            offset_ms.store(
+                measured.duration_since(base).as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            measuring.store(true, Ordering::Release);
+            started_unix_ms = unix_ms_now();
             let mut last = Instant::now();
             while measured.elapsed() < options.duration && handles.iter().all(|h| !h.is_finished())
             {
@@ -369,11 +492,23 @@ pub fn measure(
         }
         stop.store(true, Ordering::Relaxed);
         let mut all = Measured::new(types, 0);
+        all.started_unix_ms = started_unix_ms;
         for handle in handles {
-            all.merge(&handle.join().expect("bench thread panicked")?)?;
+            let mut part = handle.join().expect("bench thread panicked")?;
+            // Threads share this process's clock.
+            part.started_unix_ms = started_unix_ms;
+            all.merge(&part)?;
         }
         Ok(all)
     })
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_ms_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 /// What a report says about where it ran.
@@ -439,6 +574,15 @@ pub fn report(
             Err(text) => format!("VIOLATED: {text}"),
         },
         label: None,
+        started_unix_ms: measured.started_unix_ms,
+        timeline: measured
+            .timeline
+            .iter()
+            .enumerate()
+            .map(|(ms, count)| (ms as u64, *count))
+            .collect(),
+        events: Vec::new(),
+        recovery: Vec::new(),
     }
 }
 

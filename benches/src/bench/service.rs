@@ -84,6 +84,8 @@ impl BenchRequest {
 struct Part {
     measured: Measured,
     tally: i64,
+    /// The configuration changes this node managed.
+    events: Vec<farm_cluster::membership::Event>,
 }
 
 type Loaded = (
@@ -179,13 +181,16 @@ impl Service for BenchService {
                 &Part {
                     measured,
                     tally: workload.tally(),
+                    events: site.membership_events(),
                 },
             )?;
             if id == 0 {
                 let mut tallies = Vec::new();
+                let mut events = Vec::new();
                 let mut all: Option<Measured> = None;
                 for part in parts {
                     tallies.push(part.tally);
+                    events.extend(part.events);
                     match &mut all {
                         None => all = Some(part.measured),
                         Some(all) => all.merge(&part.measured)?,
@@ -194,7 +199,7 @@ impl Service for BenchService {
                 let all = all.expect("node 0's own part");
                 site.status("checking");
                 let consistency = workload.check(&node, &tallies)?;
-                site.output(&report(
+                let mut report = report(
                     workload,
                     &all,
                     consistency,
@@ -204,7 +209,10 @@ impl Service for BenchService {
                         copies,
                         duration: options.duration,
                     },
-                ));
+                );
+                events.sort_by(|a, b| a.unix_ms.total_cmp(&b.unix_ms));
+                report.events = events;
+                site.output(&report);
             }
             // Nobody runs again before node 0's check is done.
             workload_site.barrier("bench-checked")?;

@@ -1,0 +1,658 @@
+//! Membership of a cluster of node processes (FaRM SOSP'15 §5.1–5.2):
+//! leases, failure detection, and the configuration manager (CM) that
+//! reconfigures around a failed node through the configuration store.
+//!
+//! Every node runs an [`Agent`] with three threads of its own, apart from
+//! the engine's, so that transactions cannot delay them:
+//! - **leases** (UDP): every member renews its lease at the CM every fifth
+//!   of the lease time, and the CM's grant renews the CM's lease at that
+//!   member (FaRM's leases in both directions, in two messages instead of
+//!   a three-way handshake);
+//! - **control** (TCP): the CM's requests: probe, NEW-CONFIG (fence),
+//!   report, apply (decisions), NEW-CONFIG-COMMIT (resume);
+//! - **monitor**: the CM suspects a member whose lease expired; a member
+//!   suspects the CM when its grants stop, and the first surviving member
+//!   (by id) then takes over as CM.
+//!
+//! A reconfiguration (at the CM): suspect, probe the other members (go on
+//! only with a majority of the old configuration), compare-and-swap the
+//! next configuration into the store (a surviving backup becomes primary
+//! of each region the failed node was primary of), NEW-CONFIG to every
+//! member (each closes its gate and stops its commits), drain and report,
+//! decide ([`farm_core::reconfiguration::decide`]), apply, NEW-CONFIG-COMMIT.
+//! The store makes two would-be CMs agree: only one CAS from c to c + 1
+//! succeeds.
+//!
+//! The embedded store ([`FileStore`]) is a file in the cluster's data
+//! directory, changed under an exclusive `flock`: it serves node processes
+//! on one host. Not built yet: the ZooKeeper store for several hosts,
+//! re-replication, and a removed node rejoining (see the README).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use farm_core::config::Configuration;
+use farm_core::reconfiguration::{decide, Decisions, RecoveryReport};
+use farm_core::NodeControl;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where configurations are agreed: read the current one, and replace it
+/// by the next only if it is still the one expected.
+pub trait ConfigStore: Send + Sync {
+    /// The configuration in the store, if any.
+    ///
+    /// # Errors
+    /// The store cannot be read, or holds something else.
+    fn load(&self) -> Result<Option<Configuration>>;
+
+    /// Stores `next` if the store holds configuration `expected` (`None`:
+    /// holds none); false, and nothing changed, otherwise.
+    ///
+    /// # Errors
+    /// The store cannot be read or written.
+    fn compare_and_swap(&self, expected: Option<u32>, next: &Configuration) -> Result<bool>;
+}
+
+/// The embedded store: `<dir>/configuration.json`, replaced by rename
+/// under an exclusive `flock` of `<dir>/configuration.lock`. Node
+/// processes on one host share it through the cluster's data directory.
+pub struct FileStore {
+    path: PathBuf,
+    lock: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(dir: &std::path::Path) -> FileStore {
+        FileStore {
+            path: dir.join("configuration.json"),
+            lock: dir.join("configuration.lock"),
+        }
+    }
+
+    fn file_error(&self, what: &'static str, source: std::io::Error) -> Error {
+        Error::File {
+            what,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn read(&self) -> Result<Option<Configuration>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::peer(self.path.display(), format!("not a configuration: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.file_error("read", e)),
+        }
+    }
+}
+
+impl FileStore {
+    /// Starts the store afresh at `first` (a cluster's start).
+    ///
+    /// # Errors
+    /// The file cannot be removed or written.
+    pub fn reset(&self, first: &Configuration) -> Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.file_error("remove", e)),
+        }
+        if !self.compare_and_swap(None, first)? {
+            return Err(Error::peer(
+                self.path.display(),
+                "another process wrote a configuration while the cluster started",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ConfigStore for FileStore {
+    fn load(&self) -> Result<Option<Configuration>> {
+        self.read()
+    }
+
+    fn compare_and_swap(&self, expected: Option<u32>, next: &Configuration) -> Result<bool> {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(|e| self.file_error("open the lock of", e))?;
+        // SAFETY: flock on a descriptor we own; released when `lock` closes.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(self.file_error("lock", std::io::Error::last_os_error()));
+        }
+        if self.read()?.map(|c| c.id) != expected {
+            return Ok(false);
+        }
+        let temporary = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(next).expect("a configuration serializes");
+        std::fs::write(&temporary, bytes).map_err(|e| self.file_error("write", e))?;
+        std::fs::rename(&temporary, &self.path).map_err(|e| self.file_error("replace", e))?;
+        Ok(true)
+    }
+}
+
+/// Where a node's agent listens: leases (UDP) and control (TCP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub lease: SocketAddr,
+    pub control: SocketAddr,
+}
+
+/// One step of a reconfiguration, as the CM saw it (milliseconds since the
+/// Unix epoch, so that a driver can line it up with its own clock).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `suspected`, `new-config` (stored), `active` (every member resumed).
+    pub what: String,
+    pub unix_ms: f64,
+    /// The configuration it concerns (the new one, from `new-config` on).
+    pub configuration: u32,
+    /// The nodes suspected or removed.
+    pub nodes: Vec<usize>,
+}
+
+/// The CM's requests on the control connection, one JSON line each.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Request {
+    Probe {
+        configuration: u32,
+    },
+    /// NEW-CONFIG: close the gate, stop commits.
+    Fence {
+        configuration: u32,
+    },
+    Report,
+    Apply {
+        configuration: Configuration,
+        decisions: Decisions,
+    },
+    /// NEW-CONFIG-COMMIT.
+    Resume,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Answer {
+    Ok,
+    Report(RecoveryReport),
+    Error(String),
+}
+
+/// Lease messages: `[kind, from (u16 le), configuration (u32 le)]`.
+const RENEW: u8 = 1;
+const GRANT: u8 = 2;
+
+fn unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// Sockets an agent listens on, bound before the cluster's directory
+/// round so that their addresses travel with it.
+pub struct Sockets {
+    lease: UdpSocket,
+    control: TcpListener,
+}
+
+impl Sockets {
+    /// Binds both on `ip` with ports the system picks.
+    ///
+    /// # Errors
+    /// [`Error::Peer`] when a socket cannot be bound.
+    pub fn bind(ip: std::net::IpAddr) -> Result<Sockets> {
+        let lease = UdpSocket::bind((ip, 0)).map_err(|e| Error::peer("lease socket", e))?;
+        let control = TcpListener::bind((ip, 0)).map_err(|e| Error::peer("control socket", e))?;
+        Ok(Sockets { lease, control })
+    }
+
+    /// # Errors
+    /// [`Error::Peer`] when the system does not say.
+    pub fn contact(&self) -> Result<Contact> {
+        Ok(Contact {
+            lease: self
+                .lease
+                .local_addr()
+                .map_err(|e| Error::peer("lease socket", e))?,
+            control: self
+                .control
+                .local_addr()
+                .map_err(|e| Error::peer("control socket", e))?,
+        })
+    }
+}
+
+struct Shared {
+    id: usize,
+    control: NodeControl,
+    store: Arc<dyn ConfigStore>,
+    lease: Duration,
+    contacts: Vec<Contact>,
+    config: Mutex<Configuration>,
+    /// The CM: when each member last renewed. A member: `[manager]`, when
+    /// the CM last granted.
+    heard: Mutex<Vec<Instant>>,
+    events: Mutex<Vec<Event>>,
+    reconfiguring: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// A node's membership agent; its threads stop when it is dropped.
+pub struct Agent {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Starts the agent of node `id` in configuration `config`, with every
+    /// node's `contacts`, on `sockets` (see [`Sockets::bind`]).
+    ///
+    /// # Errors
+    /// [`Error::Peer`] when a thread or socket cannot be set up.
+    pub fn start(
+        id: usize,
+        control: NodeControl,
+        store: Arc<dyn ConfigStore>,
+        (config, contacts): (Configuration, Vec<Contact>),
+        sockets: Sockets,
+        lease: Duration,
+    ) -> Result<Agent> {
+        let now = Instant::now();
+        control.set_managed(true);
+        let shared = Arc::new(Shared {
+            id,
+            control,
+            store,
+            lease,
+            heard: Mutex::new(vec![now; config.nodes]),
+            config: Mutex::new(config),
+            contacts,
+            events: Mutex::new(Vec::new()),
+            reconfiguring: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(format!("farm-{name}-{id}"))
+                .spawn(body)
+                .map_err(|e| Error::peer("membership agent", e))
+        };
+        sockets
+            .lease
+            .set_read_timeout(Some((lease / 5).max(Duration::from_millis(1))))
+            .map_err(|e| Error::peer("lease socket", e))?;
+        let s = shared.clone();
+        threads.push(spawn(
+            "lease",
+            Box::new(move || lease_loop(&s, &sockets.lease)),
+        )?);
+        let s = shared.clone();
+        sockets
+            .control
+            .set_nonblocking(true)
+            .map_err(|e| Error::peer("control socket", e))?;
+        threads.push(spawn(
+            "control",
+            Box::new(move || control_loop(&s, &sockets.control)),
+        )?);
+        let s = shared.clone();
+        threads.push(spawn("monitor", Box::new(move || monitor_loop(&s)))?);
+        Ok(Agent { shared, threads })
+    }
+
+    /// The configuration this node is in.
+    pub fn configuration(&self) -> Configuration {
+        self.shared.config.lock().expect("config lock").clone()
+    }
+
+    /// The reconfigurations this node managed, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.shared.events.lock().expect("events lock").clone()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lease_loop(shared: &Shared, socket: &UdpSocket) {
+    let mut next_renewal = Instant::now();
+    let mut buffer = [0u8; 16];
+    while !shared.stop.load(Ordering::Acquire) {
+        let (manager, configuration, member) = {
+            let config = shared.config.lock().expect("config lock");
+            (config.manager, config.id, config.is_member(shared.id))
+        };
+        if manager != shared.id && member && Instant::now() >= next_renewal {
+            next_renewal = Instant::now() + shared.lease / 5;
+            let mut message = [0u8; 7];
+            message[0] = RENEW;
+            message[1..3].copy_from_slice(&(shared.id as u16).to_le_bytes());
+            message[3..7].copy_from_slice(&configuration.to_le_bytes());
+            let _ = socket.send_to(&message, shared.contacts[manager].lease);
+        }
+        let Ok((len, from)) = socket.recv_from(&mut buffer) else {
+            continue;
+        };
+        if len != 7 {
+            continue;
+        }
+        let sender = usize::from(u16::from_le_bytes([buffer[1], buffer[2]]));
+        let their = u32::from_le_bytes([buffer[3], buffer[4], buffer[5], buffer[6]]);
+        match buffer[0] {
+            RENEW if manager == shared.id => {
+                let is_member = shared.config.lock().expect("config lock").is_member(sender);
+                // A node outside the configuration gets no grant: its lease
+                // runs out and it stops.
+                if is_member && their == configuration {
+                    shared.heard.lock().expect("heard lock")[sender] = Instant::now();
+                    let mut grant = buffer;
+                    grant[0] = GRANT;
+                    grant[1..3].copy_from_slice(&(shared.id as u16).to_le_bytes());
+                    let _ = socket.send_to(&grant[..7], from);
+                }
+            }
+            GRANT if sender == manager && their == configuration => {
+                shared.heard.lock().expect("heard lock")[manager] = Instant::now();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn control_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    while !shared.stop.load(Ordering::Acquire) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                let _ = std::thread::Builder::new()
+                    .name(format!("farm-control-{}", shared.id))
+                    .spawn(move || serve_control(&shared, stream));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+fn serve_control(shared: &Shared, stream: TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let reader = BufReader::new(stream);
+    for line in reader.lines() {
+        let Ok(line) = line else { return };
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Answer::Error(format!("not a control request: {e}")),
+            Ok(request) => handle(shared, request),
+        };
+        let mut text = serde_json::to_string(&answer).expect("answers serialize");
+        text.push('\n');
+        if writer.write_all(text.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn handle(shared: &Shared, request: Request) -> Answer {
+    let result = match request {
+        Request::Probe { .. } => Ok(Answer::Ok),
+        Request::Fence { .. } => shared.control.fence().map(|()| Answer::Ok),
+        Request::Report => shared.control.report().map(Answer::Report),
+        Request::Apply {
+            configuration,
+            decisions,
+        } => shared.control.apply(&configuration, &decisions).map(|()| {
+            adopt(shared, configuration);
+            Answer::Ok
+        }),
+        Request::Resume => {
+            shared.control.resume();
+            Ok(Answer::Ok)
+        }
+    };
+    result.unwrap_or_else(|e| Answer::Error(e.to_string()))
+}
+
+/// Takes `configuration` as this agent's: a fresh lease period for every
+/// member.
+fn adopt(shared: &Shared, configuration: Configuration) {
+    *shared.heard.lock().expect("heard lock") = vec![Instant::now(); configuration.nodes];
+    *shared.config.lock().expect("config lock") = configuration;
+}
+
+fn monitor_loop(shared: &Shared) {
+    while !shared.stop.load(Ordering::Acquire) {
+        std::thread::sleep((shared.lease / 10).max(Duration::from_millis(1)));
+        let config = shared.config.lock().expect("config lock").clone();
+        if !config.is_member(shared.id) {
+            continue;
+        }
+        let heard = shared.heard.lock().expect("heard lock").clone();
+        let expired = |node: usize| heard[node].elapsed() > shared.lease;
+        let suspects: Vec<usize> = if config.manager == shared.id {
+            config
+                .members
+                .iter()
+                .copied()
+                .filter(|&n| n != shared.id && expired(n))
+                .collect()
+        } else if expired(config.manager) {
+            // The CM is suspected: the first other member takes over; the
+            // next ones wait a lease period each before they try (the
+            // store's CAS keeps two from both succeeding).
+            let rank = config
+                .members
+                .iter()
+                .filter(|&&n| n != config.manager)
+                .position(|&n| n == shared.id)
+                .unwrap_or(0) as u32;
+            if heard[config.manager].elapsed() > shared.lease * (1 + rank) {
+                vec![config.manager]
+            } else {
+                Vec::new()
+            }
+        } else {
+            Vec::new()
+        };
+        if suspects.is_empty() {
+            continue;
+        }
+        shared.reconfiguring.store(true, Ordering::Release);
+        if let Err(error) = reconfigure(shared, &config, suspects) {
+            eprintln!("farm node {}: reconfiguration failed: {error}", shared.id);
+            // Try again after a lease period.
+            *shared.heard.lock().expect("heard lock") = vec![Instant::now(); config.nodes];
+        }
+        shared.reconfiguring.store(false, Ordering::Release);
+    }
+}
+
+fn event(shared: &Shared, what: &str, configuration: u32, nodes: &[usize]) {
+    shared.events.lock().expect("events lock").push(Event {
+        what: what.to_string(),
+        unix_ms: unix_ms(),
+        configuration,
+        nodes: nodes.to_vec(),
+    });
+}
+
+/// One control request to `node`, answered within `timeout`.
+fn call(shared: &Shared, node: usize, request: &Request, timeout: Duration) -> Result<Answer> {
+    let name = format!("node {node}'s control");
+    let address = shared.contacts[node].control;
+    let stream =
+        TcpStream::connect_timeout(&address, timeout).map_err(|e| Error::peer(&name, e))?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| Error::peer(&name, e))?;
+    let mut text = serde_json::to_string(request).expect("requests serialize");
+    text.push('\n');
+    (&stream)
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::peer(&name, e))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| Error::peer(&name, e))?;
+    match serde_json::from_str::<Answer>(&line) {
+        Ok(Answer::Error(error)) => Err(Error::peer(&name, error)),
+        Ok(answer) => Ok(answer),
+        Err(e) => Err(Error::peer(&name, format!("answered garbage: {e}"))),
+    }
+}
+
+/// Calls `request` on every node of `nodes` at once (this node directly);
+/// the answers in the same order.
+fn call_all(
+    shared: &Shared,
+    nodes: &[usize],
+    request: impl Fn(usize) -> Request + Sync,
+    timeout: Duration,
+) -> Result<Vec<Answer>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|&node| {
+                let request = &request;
+                scope.spawn(move || {
+                    if node == shared.id {
+                        match handle(shared, request(node)) {
+                            Answer::Error(error) => Err(Error::peer("this node", error)),
+                            answer => Ok(answer),
+                        }
+                    } else {
+                        call(shared, node, &request(node), timeout)
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("control call panicked"))
+            .collect()
+    })
+}
+
+/// The CM's side of a configuration change that removes `suspects`.
+fn reconfigure(shared: &Shared, old: &Configuration, mut suspects: Vec<usize>) -> Result<()> {
+    event(shared, "suspected", old.id, &suspects);
+    eprintln!(
+        "farm node {}: suspecting {suspects:?} in configuration {}",
+        shared.id, old.id
+    );
+    // Probe: go on only with a majority of the old configuration.
+    let others: Vec<usize> = old
+        .members
+        .iter()
+        .copied()
+        .filter(|n| *n != shared.id && !suspects.contains(n))
+        .collect();
+    let probe_timeout = shared.lease.max(Duration::from_millis(50));
+    let probes: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = others
+            .iter()
+            .map(|&node| {
+                scope.spawn(move || {
+                    call(
+                        shared,
+                        node,
+                        &Request::Probe {
+                            configuration: old.id,
+                        },
+                        probe_timeout,
+                    )
+                    .is_ok()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(false))
+            .collect()
+    });
+    for (node, answered) in others.iter().zip(&probes) {
+        if !answered {
+            suspects.push(*node);
+        }
+    }
+    let reachable = 1 + probes.iter().filter(|a| **a).count();
+    if reachable < old.majority() {
+        return Err(Error::peer(
+            "probe",
+            format!(
+                "only {reachable} of {} members answered: no majority, no change",
+                old.members.len()
+            ),
+        ));
+    }
+    let Some(new) = old.without(&suspects, shared.id) else {
+        return Err(Error::peer(
+            "configuration",
+            format!("removing {suspects:?} would leave a region with no replica"),
+        ));
+    };
+    if !shared.store.compare_and_swap(Some(old.id), &new)? {
+        return Err(Error::peer(
+            "configuration store",
+            format!("configuration {} was replaced by another manager", old.id),
+        ));
+    }
+    event(shared, "new-config", new.id, &suspects);
+    let members = new.members.clone();
+    let step = Duration::from_millis(farm_core::limits::RECOVERY_WAIT_MS);
+    call_all(
+        shared,
+        &members,
+        |_| Request::Fence {
+            configuration: new.id,
+        },
+        step,
+    )?;
+    let reports: Vec<RecoveryReport> = call_all(shared, &members, |_| Request::Report, step)?
+        .into_iter()
+        .filter_map(|answer| match answer {
+            Answer::Report(report) => Some(report),
+            _ => None,
+        })
+        .collect();
+    let decisions = decide(old, &new, &reports);
+    call_all(
+        shared,
+        &members,
+        |node| Request::Apply {
+            configuration: new.clone(),
+            decisions: decisions.get(&node).cloned().unwrap_or_default(),
+        },
+        step,
+    )?;
+    call_all(shared, &members, |_| Request::Resume, step)?;
+    event(shared, "active", new.id, &suspects);
+    eprintln!(
+        "farm node {}: configuration {} active: members {:?}, manager {}",
+        shared.id, new.id, new.members, new.manager
+    );
+    Ok(())
+}
