@@ -132,6 +132,7 @@ fn run_processes(
         copies: options.copies,
         region_bytes: options.region_bytes,
         verbs: options.verbs.clone(),
+        lease_ms: farm_cluster::cluster_file::LEASE_MS_DEFAULT,
     }
     .launch_in_temporary_dir("farm-check-", program, &|_| vec!["--quiet".into()])?;
     let driver = Driver {

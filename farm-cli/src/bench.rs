@@ -74,6 +74,10 @@ pub struct Args {
     /// The report gains `recovery`, one entry per kill.
     #[arg(long, value_name = "NODE@SECONDS")]
     pub kill: Vec<farm_benches::bench::command::Kill>,
+    /// With --processes: the lease time of the node processes' membership
+    /// agents, in milliseconds (a node silent this long is removed).
+    #[arg(long, default_value_t = farm_cluster::cluster_file::LEASE_MS_DEFAULT)]
+    pub lease_ms: u64,
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration, String> {
@@ -110,6 +114,7 @@ pub fn run(args: Args) -> CommandResult {
         plot: args.plot,
         quiet: args.quiet,
         kill: args.kill,
+        lease_ms: args.lease_ms,
     })?;
     Ok(())
 }

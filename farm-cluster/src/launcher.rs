@@ -106,6 +106,8 @@ pub struct LocalCluster {
     pub copies: usize,
     pub region_bytes: u64,
     pub verbs: VerbsDevice,
+    /// The membership agents' lease time (the cluster file's `lease_ms`).
+    pub lease_ms: u64,
 }
 
 /// The sockets reserved for one node.
@@ -168,7 +170,7 @@ impl LocalCluster {
             region_bytes: self.region_bytes,
             device: self.verbs.device.clone(),
             gid_index: self.verbs.gid_index,
-            lease_ms: crate::cluster_file::LEASE_MS_DEFAULT,
+            lease_ms: self.lease_ms,
             nodes,
         };
         let config = dir.join("cluster.toml");

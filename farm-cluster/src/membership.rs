@@ -459,6 +459,7 @@ fn monitor_loop(shared: &Shared) {
                 .filter(|&n| n != shared.id && expired(n))
                 .collect()
         } else if expired(config.manager) {
+            leave_if_removed(shared, &config);
             // The CM is suspected: the first other member takes over; the
             // next ones wait a lease period each before they try (the
             // store's CAS keeps two from both succeeding).
@@ -482,10 +483,27 @@ fn monitor_loop(shared: &Shared) {
         shared.reconfiguring.store(true, Ordering::Release);
         if let Err(error) = reconfigure(shared, &config, suspects) {
             eprintln!("farm node {}: reconfiguration failed: {error}", shared.id);
+            leave_if_removed(shared, &config);
             // Try again after a lease period.
             *shared.heard.lock().expect("heard lock") = vec![Instant::now(); config.nodes];
         }
         shared.reconfiguring.store(false, Ordering::Release);
+    }
+}
+
+/// A node the store's configuration no longer names was removed while it
+/// lived (its lease ran out at a CM that went on without it): it must not
+/// serve, and it exits; restarted, it would start afresh.
+fn leave_if_removed(shared: &Shared, mine: &Configuration) {
+    let Ok(Some(stored)) = shared.store.load() else {
+        return;
+    };
+    if stored.id > mine.id && !stored.is_member(shared.id) {
+        eprintln!(
+            "farm node {}: removed from the cluster by configuration {} (members {:?}); exiting",
+            shared.id, stored.id, stored.members
+        );
+        std::process::exit(3);
     }
 }
 

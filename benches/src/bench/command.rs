@@ -56,6 +56,8 @@ pub struct BenchOptions {
     /// Node processes to kill (SIGKILL) during the first measured run
     /// (`--processes` only).
     pub kill: Vec<Kill>,
+    /// The lease time of `--processes` clusters, ms.
+    pub lease_ms: u64,
 }
 
 /// `--kill NODE@SECONDS`: kill node process NODE that many seconds into
@@ -301,6 +303,7 @@ fn run_processes(options: &BenchOptions, program: &Path, nodes: usize) -> Result
         copies: options.copies.min(nodes),
         region_bytes: options.region_bytes,
         verbs: options.verbs.clone(),
+        lease_ms: options.lease_ms,
     }
     .launch_in_temporary_dir("farm-bench-", program, &|_| vec!["--quiet".into()])?;
     // The nodes start (and, over verbs, connect) before node 0 answers.
