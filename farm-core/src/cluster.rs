@@ -396,6 +396,7 @@ impl NodeControl {
             locks,
             backups,
             parked: self.node.shared.gate.parked(),
+            truncated: server.truncated(),
         })
     }
 

@@ -110,8 +110,18 @@ pub(crate) struct Participant {
     /// Replay only: transactions known to have committed (a COMMIT-PRIMARY
     /// or a TRUNCATE was seen).
     committed: HashSet<TxnId>,
+    /// The last [`TRUNCATED_REMEMBERED`] transactions each coordinator
+    /// truncated here: evidence of commit for recovery once their
+    /// COMMIT-BACKUP is gone from this node (see [`Participant::held`]).
+    truncated: HashMap<usize, std::collections::VecDeque<TxnId>>,
     effects: Effects,
 }
+
+/// Truncated transactions a participant remembers per coordinator: more
+/// than one TRUNCATE pass of a coordinator holds (they are at most a few
+/// records of [`crate::codec::record::TRUNCATE_TXIDS_MAX`] each), so a
+/// coordinator that dies in the middle of a pass leaves its evidence.
+pub(crate) const TRUNCATED_REMEMBERED: usize = 4096;
 
 fn corrupt(ring: usize, position: u64, source: DecodeError) -> Error {
     Error::Corrupt {
@@ -128,6 +138,7 @@ impl Participant {
             locks: HashMap::new(),
             backups: HashMap::new(),
             committed: HashSet::new(),
+            truncated: HashMap::new(),
             effects: Effects::default(),
         }
     }
@@ -335,6 +346,11 @@ impl Participant {
             if self.mode == Mode::Replay {
                 self.committed.insert(txid);
             }
+            let remembered = self.truncated.entry(ring).or_default();
+            if remembered.len() == TRUNCATED_REMEMBERED {
+                remembered.pop_front();
+            }
+            remembered.push_back(txid);
             self.apply_backup(env, txid)?;
         }
         self.retire(ring, incoming.position);
@@ -440,6 +456,23 @@ impl Participant {
     /// pending LOCKs and COMMIT-BACKUPs (FaRM SOSP'15 §5.3 "find recovering
     /// transactions").
     pub(crate) fn held(&self) -> (Vec<Held>, Vec<Held>) {
+        self.held_records()
+    }
+
+    /// The transactions recently truncated here (by every coordinator):
+    /// a coordinator truncates only after every COMMIT-PRIMARY was
+    /// acknowledged, so each is committed, even where no record of it is
+    /// left. (Regression: a coordinator that died between two backups'
+    /// TRUNCATEs left one COMMIT-BACKUP behind; with its primary dead too,
+    /// recovery found a region's writes nowhere, aborted a reported commit
+    /// and dropped that COMMIT-BACKUP, so the backup missed writes its
+    /// primary had installed. Found by the model check
+    /// `recovery_decides_safely_after_a_crash_at_every_step`.)
+    pub(crate) fn truncated(&self) -> Vec<TxnId> {
+        self.truncated.values().flatten().copied().collect()
+    }
+
+    fn held_records(&self) -> (Vec<Held>, Vec<Held>) {
         let locks = self
             .locks
             .iter()

@@ -18,8 +18,9 @@
 //!   acknowledged before), aborted if it parked earlier; one it no longer
 //!   runs committed if any COMMIT-BACKUP of it is held (it is waiting for
 //!   its lazy TRUNCATE), else it aborted.
-//! - A transaction whose coordinator failed commits if some survivor holds
-//!   a COMMIT-BACKUP of it (its coordinator validated it with every lock
+//! - A transaction whose coordinator failed commits if some survivor
+//!   truncated it (a coordinator truncates only after every COMMIT-PRIMARY
+//!   was acknowledged), or if some survivor holds a COMMIT-BACKUP of it (its coordinator validated it with every lock
 //!   held: it may have committed, and must if a primary installed it) and
 //!   the writes of each region it wrote survive: the region's old primary
 //!   survived (it holds the LOCK, or installed it already), or a survivor
@@ -60,6 +61,10 @@ pub struct RecoveryReport {
     pub backups: Vec<Held>,
     /// Commits it coordinates that parked for recovery's decision.
     pub parked: Vec<(TxnId, CommitPhase)>,
+    /// Transactions it truncated recently as a backup: each committed
+    /// (TRUNCATE follows every COMMIT-PRIMARY's acknowledgement).
+    #[serde(default)]
+    pub truncated: Vec<TxnId>,
 }
 
 /// What one node is to do: the fate of every transaction, and the writes
@@ -90,6 +95,10 @@ pub fn decide(
     reports: &[RecoveryReport],
 ) -> BTreeMap<usize, Decisions> {
     let mut seen: HashMap<TxnId, Seen> = HashMap::new();
+    let truncated: BTreeSet<TxnId> = reports
+        .iter()
+        .flat_map(|r| r.truncated.iter().copied())
+        .collect();
     for report in reports {
         for held in &report.locks {
             let entry = seen.entry(held.txid).or_default();
@@ -118,11 +127,14 @@ pub fn decide(
                 None => !seen.backups.is_empty(),
             }
         } else {
-            !seen.backups.is_empty()
-                && seen
-                    .regions
-                    .iter()
-                    .all(|&region| region_survives(old, new, region, seen))
+            // Truncated somewhere: committed, and every region's writes are
+            // installed at that backup or held by the others.
+            truncated.contains(txid)
+                || (!seen.backups.is_empty()
+                    && seen
+                        .regions
+                        .iter()
+                        .all(|&region| region_survives(old, new, region, seen)))
         };
         for (node, decided) in decisions.iter_mut() {
             if committed {

@@ -234,6 +234,11 @@ impl Server {
         self.participant.held()
     }
 
+    /// The transactions recently truncated here.
+    pub(crate) fn truncated(&self) -> Vec<TxnId> {
+        self.participant.truncated()
+    }
+
     /// Carries out recovery's decisions on what the participant holds (see
     /// [`Participant::settle`]) and retires the settled records.
     ///
