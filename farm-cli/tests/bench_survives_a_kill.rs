@@ -3,8 +3,9 @@
 //! the configuration manager, the store; FaRM SOSP'15 §5) and go on. The
 //! run must end well, the workload's consistency check must pass, commits
 //! must go on after the kill, and the report must say how the cluster came
-//! back. Both a plain node and the configuration manager (node 3, the last
-//! node, in configuration 1) are killed.
+//! back (and `--plot` must mark the kill on the throughput timeline). Both
+//! a plain node and the configuration manager (node 3, the last node, in
+//! configuration 1) are killed.
 
 use std::process::Command;
 
@@ -19,6 +20,8 @@ fn bench_with_kill(node: usize) {
         .arg(format!("{node}@1"))
         .arg("--json")
         .arg(&json)
+        .arg("--plot")
+        .arg(dir.path().join("r.svg"))
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -54,6 +57,12 @@ fn bench_with_kill(node: usize) {
         .map(|pair| pair[1].as_u64().unwrap())
         .sum();
     assert!(after > 0, "no commit after the cluster came back: {stderr}");
+    // The plot marks the kill on the throughput timeline.
+    let svg = std::fs::read_to_string(dir.path().join("r.svg")).unwrap();
+    assert!(
+        svg.contains(&format!("node {node} killed")),
+        "no kill marked"
+    );
 }
 
 #[test]

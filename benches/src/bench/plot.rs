@@ -68,6 +68,63 @@ pub fn plot_files(files: &[std::path::PathBuf], out: &Path) -> PlotResult {
     Ok(())
 }
 
+/// The throughput of `report` over its measured time, per millisecond (as
+/// transactions per second), with each kill marked by a red line.
+fn draw_timeline(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    report: &BenchReport,
+) -> PlotResult {
+    let points: Vec<(f64, f64)> = report
+        .timeline
+        .iter()
+        .map(|(ms, committed)| (*ms as f64 / 1000.0, *committed as f64 * 1000.0))
+        .collect();
+    let end_s = points.last().map(|p| p.0).unwrap_or(1.0).max(0.001);
+    let max_tps = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "{} throughput, 1 ms buckets (kills in red)",
+                report.workload
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..end_s, 0f64..max_tps)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the measured time")
+        .y_desc("committed transactions per second")
+        .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+        .draw()?;
+    chart.draw_series(LineSeries::new(points, color(0).stroke_width(1)))?;
+    for recovery in &report.recovery {
+        let at = recovery.killed_at_s;
+        chart
+            .draw_series(LineSeries::new(
+                [(at, 0.0), (at, max_tps)],
+                RED.stroke_width(2),
+            ))?
+            .label(format!(
+                "node {} killed; back to 80% after {}",
+                recovery.node,
+                recovery
+                    .back_to_80pct_ms
+                    .map_or("-".to_string(), |ms| format!("{ms:.0} ms"))
+            ))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
 /// Draws `reports` into the SVG file `path`.
 ///
 /// # Errors
@@ -75,12 +132,25 @@ pub fn plot_files(files: &[std::path::PathBuf], out: &Path) -> PlotResult {
 pub fn write_svg(path: &Path, reports: &[BenchReport]) -> PlotResult {
     assert!(!reports.is_empty());
     let sweep = reports.len() > 1;
-    let root =
-        SVGBackend::new(path, if sweep { (1200, 480) } else { (720, 480) }).into_drawing_area();
+    // A run with kills gets its throughput timeline beside the CDF.
+    let killed = !sweep && !reports[0].recovery.is_empty();
+    let root = SVGBackend::new(
+        path,
+        if sweep || killed {
+            (1200, 480)
+        } else {
+            (720, 480)
+        },
+    )
+    .into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = if sweep {
         let (l, r) = root.split_horizontally(600);
         (l, Some(r))
+    } else if killed {
+        let (l, r) = root.split_horizontally(600);
+        draw_timeline(&r, &reports[0])?;
+        (l, None)
     } else {
         (root.clone(), None)
     };
