@@ -191,7 +191,8 @@ enum Answer {
     Error(String),
 }
 
-/// Lease messages: `[kind, from (u16 le), configuration (u32 le)]`.
+/// Lease messages: `[kind, from (u16 le), configuration (u32 le), sequence
+/// (u32 le)]`; a grant echoes the renewal's sequence.
 const RENEW: u8 = 1;
 const GRANT: u8 = 2;
 
@@ -273,6 +274,7 @@ impl Agent {
     ) -> Result<Agent> {
         let now = Instant::now();
         control.set_managed(true);
+        control.set_lease_until(Some(now + lease));
         let shared = Arc::new(Shared {
             id,
             control,
@@ -335,28 +337,39 @@ impl Drop for Agent {
     }
 }
 
+const LEASE_MESSAGE_BYTES: usize = 11;
+/// Renewals whose send time a member remembers, by sequence.
+const RENEWALS_REMEMBERED: usize = 64;
+
 fn lease_loop(shared: &Shared, socket: &UdpSocket) {
     let mut next_renewal = Instant::now();
     let mut buffer = [0u8; 16];
+    let mut sequence: u32 = 0;
+    let mut sent = [None::<Instant>; RENEWALS_REMEMBERED];
     while !shared.stop.load(Ordering::Acquire) {
         let (manager, configuration, member) = {
             let config = shared.config.lock().expect("config lock");
             (config.manager, config.id, config.is_member(shared.id))
         };
         if manager != shared.id && member && Instant::now() >= next_renewal {
-            next_renewal = Instant::now() + shared.lease / 5;
-            let mut message = [0u8; 7];
+            let now = Instant::now();
+            next_renewal = now + shared.lease / 5;
+            sequence = sequence.wrapping_add(1);
+            sent[sequence as usize % RENEWALS_REMEMBERED] = Some(now);
+            let mut message = [0u8; LEASE_MESSAGE_BYTES];
             message[0] = RENEW;
             message[1..3].copy_from_slice(&(shared.id as u16).to_le_bytes());
             message[3..7].copy_from_slice(&configuration.to_le_bytes());
+            message[7..11].copy_from_slice(&sequence.to_le_bytes());
             let _ = socket.send_to(&message, shared.contacts[manager].lease);
         }
         let Ok((len, from)) = socket.recv_from(&mut buffer) else {
             continue;
         };
-        if len != 7 {
+        if len != LEASE_MESSAGE_BYTES {
             continue;
         }
+        let their_sequence = u32::from_le_bytes([buffer[7], buffer[8], buffer[9], buffer[10]]);
         let sender = usize::from(u16::from_le_bytes([buffer[1], buffer[2]]));
         let their = u32::from_le_bytes([buffer[3], buffer[4], buffer[5], buffer[6]]);
         match buffer[0] {
@@ -369,11 +382,17 @@ fn lease_loop(shared: &Shared, socket: &UdpSocket) {
                     let mut grant = buffer;
                     grant[0] = GRANT;
                     grant[1..3].copy_from_slice(&(shared.id as u16).to_le_bytes());
-                    let _ = socket.send_to(&grant[..7], from);
+                    let _ = socket.send_to(&grant[..LEASE_MESSAGE_BYTES], from);
                 }
             }
             GRANT if sender == manager && their == configuration => {
                 shared.heard.lock().expect("heard lock")[manager] = Instant::now();
+                // The lease runs from when the renewal left: the CM counts
+                // from when it arrived, later, so this node's lease ends
+                // first (FaRM SOSP'15 §5.1).
+                if let Some(renewed) = sent[their_sequence as usize % RENEWALS_REMEMBERED] {
+                    shared.control.set_lease_until(Some(renewed + shared.lease));
+                }
             }
             _ => {}
         }
@@ -436,9 +455,11 @@ fn handle(shared: &Shared, request: Request) -> Answer {
 }
 
 /// Takes `configuration` as this agent's: a fresh lease period for every
-/// member.
+/// member (the CM that sent it just heard from all of them).
 fn adopt(shared: &Shared, configuration: Configuration) {
-    *shared.heard.lock().expect("heard lock") = vec![Instant::now(); configuration.nodes];
+    let now = Instant::now();
+    shared.control.set_lease_until(Some(now + shared.lease));
+    *shared.heard.lock().expect("heard lock") = vec![now; configuration.nodes];
     *shared.config.lock().expect("config lock") = configuration;
 }
 
@@ -451,6 +472,27 @@ fn monitor_loop(shared: &Shared) {
         }
         let heard = shared.heard.lock().expect("heard lock").clone();
         let expired = |node: usize| heard[node].elapsed() > shared.lease;
+        if config.manager == shared.id {
+            // The CM's own lease: it holds while a majority of members
+            // (itself included) renewed within a lease time.
+            let mut times: Vec<Instant> = config
+                .members
+                .iter()
+                .map(|&n| {
+                    if n == shared.id {
+                        Instant::now()
+                    } else {
+                        heard[n]
+                    }
+                })
+                .collect();
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(&majority) = times.get(config.majority() - 1) {
+                shared
+                    .control
+                    .set_lease_until(Some(majority + shared.lease));
+            }
+        }
         let suspects: Vec<usize> = if config.manager == shared.id {
             config
                 .members

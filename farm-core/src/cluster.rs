@@ -351,6 +351,14 @@ impl NodeControl {
         &self.node
     }
 
+    /// Sets when this node's lease ends (FaRM SOSP'15 §5.1; `None`: it has
+    /// none): from then on, until renewed, its commits abort with
+    /// [`crate::AbortReason::Unavailable`] before sending anything, and a
+    /// read-only commit that validated fails at its commit point.
+    pub fn set_lease_until(&self, until: Option<Instant>) {
+        self.node.shared.gate.set_lease_until(until);
+    }
+
     /// Says whether a membership agent (leases and a configuration
     /// manager) watches this node: then a commit that loses a peer parks
     /// for recovery's decision instead of failing at once.

@@ -206,7 +206,10 @@ pub(crate) fn commit(
     phases: &mut PhaseTimes,
 ) -> Result<Outcome> {
     let active = node.gate.enter();
-    if !node.gate.is_open() || node.view_serial() != context.view_serial {
+    // A node whose lease ran out may have been removed already: it must
+    // not commit in a configuration that is no longer the cluster's.
+    if !node.gate.is_open() || node.view_serial() != context.view_serial || !node.gate.lease_valid()
+    {
         // Nothing sent: run again in the new configuration.
         return Ok(Outcome::Aborted(AbortReason::Unavailable));
     }
@@ -278,6 +281,9 @@ fn commit_steps(
         let valid = validate(node, context, txid, reads, writes, None)?;
         phases.validate_ns = elapsed_ns(started);
         return Ok(Some(match valid {
+            // The commit point of a read-only transaction: its reads are
+            // the cluster's only if this node's lease still holds.
+            Some(_) if !node.gate.lease_valid() => Outcome::Aborted(AbortReason::Unavailable),
             Some(_) => Outcome::Committed,
             None => Outcome::Aborted(AbortReason::Validation),
         }));

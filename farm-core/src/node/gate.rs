@@ -26,6 +26,12 @@ pub enum CommitPhase {
     CommitPrimarySent,
 }
 
+/// The clock leases are kept in: this process's first look at it.
+fn lease_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 #[derive(Default)]
 struct State {
     closed: bool,
@@ -42,6 +48,9 @@ pub(crate) struct Gate {
     open: AtomicBool,
     /// Commits between their start and their end (or parking).
     active: AtomicUsize,
+    /// When this node's lease ends, in ns after [`lease_epoch`];
+    /// `u64::MAX`: no lease.
+    lease_until_ns: std::sync::atomic::AtomicU64,
     /// A membership agent (leases, a configuration manager) watches this
     /// node: a commit that loses a peer waits for recovery's decision
     /// instead of failing.
@@ -71,6 +80,7 @@ impl Gate {
             open: AtomicBool::new(true),
             active: AtomicUsize::new(0),
             managed: AtomicBool::new(false),
+            lease_until_ns: std::sync::atomic::AtomicU64::new(u64::MAX),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         }
@@ -82,6 +92,23 @@ impl Gate {
         // then looks at the gate; `close` shuts it, then counts the
         // active. One of the two sees the other (store-load order).
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// Sets the end of this node's lease (FaRM SOSP'15 §5.1): from then
+    /// on, until renewed, no commit begins and no read-only commit
+    /// finishes. `None`: no lease (a node no membership agent watches).
+    pub(crate) fn set_lease_until(&self, until: Option<Instant>) {
+        let ns = match until {
+            None => u64::MAX,
+            Some(until) => until.saturating_duration_since(lease_epoch()).as_nanos() as u64,
+        };
+        self.lease_until_ns.store(ns, Ordering::Release);
+    }
+
+    /// True while this node's lease holds (always, without a lease).
+    pub(crate) fn lease_valid(&self) -> bool {
+        let until = self.lease_until_ns.load(Ordering::Acquire);
+        until == u64::MAX || (lease_epoch().elapsed().as_nanos() as u64) < until
     }
 
     /// True when a membership agent will reconfigure around a failed peer.
