@@ -74,6 +74,12 @@ pub struct Args {
     /// The report gains `recovery`, one entry per kill.
     #[arg(long, value_name = "NODE@SECONDS")]
     pub kill: Vec<farm_benches::bench::command::Kill>,
+    /// With --processes: stop (SIGSTOP) node process NODE this many seconds
+    /// into the measured time for three lease times, then let it go on
+    /// (SIGCONT): the others remove it while it lives, and it must stop
+    /// serving and exit on its own (repeatable).
+    #[arg(long, value_name = "NODE@SECONDS")]
+    pub pause: Vec<farm_benches::bench::command::Kill>,
     /// With --processes: the lease time of the node processes' membership
     /// agents, in milliseconds (a node silent this long is removed).
     #[arg(long, default_value_t = farm_cluster::cluster_file::LEASE_MS_DEFAULT)]
@@ -113,7 +119,14 @@ pub fn run(args: Args) -> CommandResult {
         json: args.json,
         plot: args.plot,
         quiet: args.quiet,
-        kill: args.kill,
+        kill: args
+            .kill
+            .into_iter()
+            .chain(args.pause.into_iter().map(|mut pause| {
+                pause.pause = true;
+                pause
+            }))
+            .collect(),
         lease_ms: args.lease_ms,
     })?;
     Ok(())

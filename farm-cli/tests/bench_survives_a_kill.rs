@@ -10,13 +10,19 @@
 use std::process::Command;
 
 fn bench_with_kill(node: usize) {
+    bench_with("--kill", node);
+}
+
+/// Runs a 4-node bench with `fault` (`--kill` or `--pause`) of `node` at
+/// 1 s; returns the nodes' and the driver's stderr.
+fn bench_with(fault: &str, node: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let output = Command::new(env!("CARGO_BIN_EXE_farm"))
         .args(["bench", "--processes", "--nodes", "4", "--quiet"])
         .args(["--scale", "0.2", "--warmup", "0.5", "--duration", "3"])
         .args(["--region-bytes", "16777216", "--threads", "1"])
-        .arg("--kill")
+        .arg(fault)
         .arg(format!("{node}@1"))
         .arg("--json")
         .arg(&json)
@@ -62,6 +68,18 @@ fn bench_with_kill(node: usize) {
     assert!(
         svg.contains(&format!("node {node} killed")),
         "no kill marked"
+    );
+    stderr.into_owned()
+}
+
+#[test]
+fn a_paused_node_is_removed_and_exits_on_its_own() {
+    // SIGSTOP for three lease times: removed while alive; after SIGCONT it
+    // finds its lease gone and the stored configuration without it.
+    let stderr = bench_with("--pause", 2);
+    assert!(
+        stderr.contains("farm node 2: removed from the cluster by configuration"),
+        "{stderr}"
     );
 }
 

@@ -326,6 +326,13 @@ fn commit_steps(
     if !node.gate.is_open() {
         return Ok(None);
     }
+    if !node.gate.lease_valid() {
+        // This node's lease ran out: it may no longer be a member. Nothing
+        // but LOCKs went out: release them (stale records if it was
+        // removed, which recovery then releases instead).
+        abort(node, context, txid, &participants.primaries)?;
+        return Ok(Some(Outcome::Aborted(AbortReason::Unavailable)));
+    }
 
     let started = Instant::now();
     *backed_up = true;
@@ -340,6 +347,19 @@ fn commit_steps(
     let committed = commit_primary(node, context, txid, &participants, proof)
         .map_err(|error| outcome_unknown(txid, "COMMIT-PRIMARY", error))?;
     phases.commit_primary_ns = elapsed_ns(started);
+    if !node.gate.lease_valid() {
+        // The lease ran out while COMMIT-PRIMARY went out: the cluster may
+        // have removed this node meanwhile and decided the transaction by
+        // recovery's rules, either way.
+        return Err(Error::OutcomeUnknown {
+            txid,
+            step: "COMMIT-PRIMARY (this node's lease ran out)",
+            source: Box::new(Error::Unavailable {
+                node: node.id,
+                waited: Duration::ZERO,
+            }),
+        });
+    }
 
     truncate(node, context, &participants, committed)?;
     Ok(Some(Outcome::Committed))

@@ -66,6 +66,9 @@ pub struct BenchOptions {
 pub struct Kill {
     pub node: usize,
     pub at_s: f64,
+    /// `--pause`: SIGSTOP instead, then SIGCONT after three lease times:
+    /// the node is removed while it lives, and must stop on its own.
+    pub pause: bool,
 }
 
 impl std::str::FromStr for Kill {
@@ -84,7 +87,11 @@ impl std::str::FromStr for Kill {
         if !(at_s.is_finite() && at_s >= 0.0) {
             return Err(format!("{text:?}: seconds must be 0 or more"));
         }
-        Ok(Kill { node, at_s })
+        Ok(Kill {
+            node,
+            at_s,
+            pause: false,
+        })
     }
 }
 
@@ -314,7 +321,11 @@ fn run_processes(options: &BenchOptions, program: &Path, nodes: usize) -> Result
     );
     let mut launched = launched;
     let file = launched.file().clone();
-    let killer = Killer::start(&options.kill, &launched);
+    let killer = Killer::start(
+        &options.kill,
+        &launched,
+        Duration::from_millis(options.lease_ms * 3),
+    );
     let result = drive(
         options,
         &driver,
@@ -362,7 +373,7 @@ struct Killer {
 }
 
 impl Killer {
-    fn start(kills: &[Kill], launched: &farm_cluster::Launched) -> Killer {
+    fn start(kills: &[Kill], launched: &farm_cluster::Launched, pause: Duration) -> Killer {
         let start = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = kills
@@ -378,11 +389,26 @@ impl Killer {
                     if let Some(begun) = begun {
                         let at = begun + Duration::from_secs_f64(kill.at_s);
                         std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                        let signal = if kill.pause {
+                            libc::SIGSTOP
+                        } else {
+                            libc::SIGKILL
+                        };
                         // SAFETY: a signal to a child this process started
                         // and has not reaped (the launcher reaps at the end).
-                        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                        unsafe { libc::kill(pid as libc::pid_t, signal) };
                         let killed = super::unix_ms_now();
-                        eprintln!("farm bench: killed node {} (pid {pid})", kill.node);
+                        if kill.pause {
+                            eprintln!(
+                                "farm bench: stopped node {} (pid {pid}) for {pause:?}",
+                                kill.node
+                            );
+                            std::thread::sleep(pause);
+                            // SAFETY: as above.
+                            unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+                        } else {
+                            eprintln!("farm bench: killed node {} (pid {pid})", kill.node);
+                        }
                         return Some((kill.node, killed));
                     }
                     std::thread::sleep(Duration::from_millis(5));
