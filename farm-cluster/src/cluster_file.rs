@@ -60,7 +60,7 @@ pub struct NodeEntry {
 
 /// The default lease time; see the README's "Failures" for how it was
 /// chosen.
-pub const LEASE_MS_DEFAULT: u64 = 200;
+pub const LEASE_MS_DEFAULT: u64 = 2_000;
 /// The shortest lease a cluster file may ask for.
 pub const LEASE_MS_MIN: u64 = 5;
 /// The longest.
