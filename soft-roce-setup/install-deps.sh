@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages that the soft-RoCE scripts and the RDMA
-# crates need. Idempotent and silent when everything is already present, so
-# vm/run.sh can call it before every run at the cost of a few `dpkg -s`.
+# Installs the Debian 12 packages that the soft-RoCE scripts, the RDMA
+# crates and the ZooKeeper store's tests need. Idempotent and silent when
+# everything is already present, so vm/run.sh can call it before every run
+# at the cost of a few `dpkg -s`.
 # Must run as root (it calls apt-get) unless nothing is missing.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ packages=(
     kmod              # modprobe/depmod, also used to order the VM's modules
     cpio              # packs the initramfs
     iproute2          # `rdma link add ... type rxe`
+    zookeeper         # the ZooKeeper configuration store's tests start a
+                      # server from it (zookeeperd, the service, stays out)
 )
 
 missing=()

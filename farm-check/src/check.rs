@@ -164,6 +164,8 @@ pub fn check_with(history: &History, options: &CheckOptions) -> Report {
         models_ruled_out,
         notes,
         check_time: started.elapsed(),
+        killed: Vec::new(),
+        lost_acks: None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use farm_cluster::driver::{Driver, Event};
 use farm_cluster::launcher::LocalCluster;
+use farm_cluster::zookeeper::StoreAddress;
 use farm_core::{AbortCounts, Cluster, ClusterConfig, FabricKind, Fault, Faults, VerbsDevice};
 
 use crate::service::{CheckOutput, CheckRequest};
@@ -30,6 +31,38 @@ pub struct CheckOptions {
     pub workload: WorkloadOptions,
     /// Also write the JSON line here.
     pub json: Option<PathBuf>,
+    /// The configuration store of the node processes (`processes` only).
+    pub config_store: StoreAddress,
+    /// Faults among the node processes during the workload (`processes`
+    /// only).
+    pub nemesis: Option<Nemesis>,
+    /// The node processes' lease time, milliseconds (the cluster file's
+    /// `lease_ms`).
+    pub lease_ms: u64,
+}
+
+/// What `--nemesis` does to the node processes while the workload runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nemesis {
+    /// `kill -9` node processes one after another, the configuration
+    /// manager among them, each once the configuration without the one
+    /// before is stored. Killed nodes are not restarted (rejoining is not
+    /// built yet), so it kills as many as the cluster survives: each change
+    /// needs a majority of the configuration it replaces and a replica of
+    /// every region, so at most `min(nodes - 2, copies - 1)`; node 0, which
+    /// carries the driver's connection, is spared.
+    Kill,
+}
+
+impl std::str::FromStr for Nemesis {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Nemesis, String> {
+        match text {
+            "kill" => Ok(Nemesis::Kill),
+            other => Err(format!("no nemesis {other:?}: the one there is, is `kill`")),
+        }
+    }
 }
 
 /// Why `farm check` failed.
@@ -53,6 +86,9 @@ pub enum Error {
     },
     #[error("{0} anomalies found")]
     Anomalies(usize),
+    /// Acknowledged commits whose effect was missing afterwards.
+    #[error("{0} acknowledged appends were lost")]
+    LostAcks(usize),
 }
 
 /// Runs `farm check` as `options` say and returns its report.
@@ -73,11 +109,21 @@ pub fn run(options: &CheckOptions) -> Result<Report, Error> {
         options.fabric,
     );
     let started = Instant::now();
+    if options.nemesis.is_some() && !processes {
+        return Err(Error::InvalidOptions(
+            "--nemesis kills node processes: add --processes".into(),
+        ));
+    }
+    let mut killed = Vec::new();
+    let mut lost_acks = None;
     let (history, aborted) = if processes {
         let program = options.processes.as_ref().ok_or_else(|| {
             Error::InvalidOptions("the verbs fabric runs node processes: name the program".into())
         })?;
-        run_processes(options, program)?
+        let run = run_processes(options, program)?;
+        killed = run.killed;
+        lost_acks = run.lost_acks;
+        (run.history, run.aborted)
     } else {
         let cluster = Cluster::start(ClusterConfig {
             nodes: options.nodes,
@@ -100,7 +146,9 @@ pub fn run(options: &CheckOptions) -> Result<Report, Error> {
     };
     let run_time = started.elapsed();
     eprintln!("farm check: checking {} transactions …", history.len());
-    let report = check(&history);
+    let mut report = check(&history);
+    report.killed = killed;
+    report.lost_acks = lost_acks;
     println!("{}", report.table());
     println!(
         "workload: {:.1} s, {:.0} tx/s; aborts by reason: {aborted}",
@@ -117,22 +165,173 @@ pub fn run(options: &CheckOptions) -> Result<Report, Error> {
     if !report.anomalies.is_empty() {
         return Err(Error::Anomalies(report.anomalies.len()));
     }
+    if let Some(lost) = report.lost_acks.filter(|lost| *lost > 0) {
+        return Err(Error::LostAcks(lost));
+    }
     Ok(report)
+}
+
+/// What a run on node processes gives.
+struct ProcessRun {
+    history: History,
+    aborted: AbortCounts,
+    killed: Vec<crate::Killed>,
+    lost_acks: Option<usize>,
+}
+
+/// Acknowledged appends (of committed transactions) that `final_read`
+/// lacks.
+fn count_lost_acks(history: &History, final_read: &[(u64, Vec<u64>)]) -> usize {
+    let lists: std::collections::HashMap<u64, &Vec<u64>> = final_read
+        .iter()
+        .map(|(key, elements)| (*key, elements))
+        .collect();
+    history
+        .txns()
+        .iter()
+        .filter(|txn| txn.outcome == crate::Outcome::Committed)
+        .flat_map(|txn| txn.ops.iter())
+        .filter(|op| match op {
+            crate::MicroOp::Append { key, element } => {
+                !lists.get(key).is_some_and(|list| list.contains(element))
+            }
+            _ => false,
+        })
+        .count()
+}
+
+/// The nemesis's thread: once the clients started, kills node processes
+/// one after another (see [`Nemesis::Kill`]), each after the store shows
+/// the configuration without the one before.
+struct Killer {
+    started: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<crate::Killed>>>,
+}
+
+impl Killer {
+    fn start(
+        options: &CheckOptions,
+        pids: Vec<Option<u32>>,
+        store: std::sync::Arc<dyn farm_cluster::membership::ConfigStore>,
+    ) -> Killer {
+        let started = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let kills = options
+            .nodes
+            .saturating_sub(2)
+            .min(options.copies.saturating_sub(1));
+        let mut seed = options.workload.seed ^ 0x6E65_6D65_7369_7321;
+        let mut random = move || {
+            // xorshift64*: the kill schedule follows --seed.
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let manager_first = random() % 2 == 0;
+        let (s, d) = (started.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut killed = Vec::new();
+            let begun = loop {
+                if d.load(std::sync::atomic::Ordering::Acquire) {
+                    return killed;
+                }
+                if let Some(begun) = *s.lock().expect("nemesis lock") {
+                    break begun;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            std::thread::sleep(Duration::from_millis(300));
+            for k in 0..kills {
+                let Ok(Some(config)) = store.load() else {
+                    eprintln!("check: nemesis: cannot read the configuration store; no more kills");
+                    break;
+                };
+                let kill_manager = (k == 0) == manager_first && config.manager != 0;
+                let candidates: Vec<usize> = config
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&n| n != 0 && (n == config.manager) == kill_manager)
+                    .collect();
+                if candidates.is_empty() || d.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                let node = candidates[random() as usize % candidates.len()];
+                let Some(pid) = pids.get(node).copied().flatten() else {
+                    break;
+                };
+                // SAFETY: a signal to a child this process started and has
+                // not reaped (the launcher reaps at the end).
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                let at_s = begun.elapsed().as_secs_f64();
+                eprintln!(
+                    "check: nemesis: killed node {node}{} (pid {pid}) at {at_s:.2} s, configuration {}",
+                    if node == config.manager { ", the configuration manager" } else { "" },
+                    config.id
+                );
+                killed.push(crate::Killed {
+                    node,
+                    at_s,
+                    manager: node == config.manager,
+                    configuration: config.id,
+                });
+                // The next kill waits for the configuration without it.
+                loop {
+                    if d.load(std::sync::atomic::Ordering::Acquire) {
+                        return killed;
+                    }
+                    if let Ok(Some(now)) = store.load() {
+                        if now.id > config.id && !now.is_member(node) {
+                            break;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            killed
+        });
+        Killer {
+            started,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn clients_started(&self) {
+        let mut started = self.started.lock().expect("nemesis lock");
+        if started.is_none() {
+            *started = Some(Instant::now());
+        }
+    }
+
+    /// No more kills: the clients are done.
+    fn stop(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn finish(mut self) -> Vec<crate::Killed> {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.thread
+            .take()
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Starts one node process per node, has them run the check service, and
 /// returns the merged history.
-fn run_processes(
-    options: &CheckOptions,
-    program: &std::path::Path,
-) -> Result<(History, AbortCounts), Error> {
+fn run_processes(options: &CheckOptions, program: &std::path::Path) -> Result<ProcessRun, Error> {
     let launched = LocalCluster {
         nodes: options.nodes,
         fabric: options.fabric,
         copies: options.copies,
         region_bytes: options.region_bytes,
         verbs: options.verbs.clone(),
-        lease_ms: farm_cluster::cluster_file::LEASE_MS_DEFAULT,
+        lease_ms: options.lease_ms,
+        config_store: options.config_store.clone(),
     }
     .launch_in_temporary_dir("farm-check-", program, &|_| vec!["--quiet".into()])?;
     let driver = Driver {
@@ -140,31 +339,87 @@ fn run_processes(
         wait: farm_cluster::bootstrap::BOOTSTRAP_TIMEOUT,
         answer_within: Duration::from_secs(24 * 3600),
     };
+    let file = launched.file().clone();
+    let journal = options.nemesis.map(|_| file.data_dir.clone());
+    if let Some(dir) = &journal {
+        std::fs::create_dir_all(dir).map_err(|source| Error::WriteReport {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     let request = CheckRequest {
-        workload: options.workload.clone(),
+        workload: WorkloadOptions {
+            survive_failures: options.nemesis.is_some(),
+            ..options.workload.clone()
+        },
         fault: options.fault,
+        journal: journal.clone(),
     };
     request.check().map_err(Error::InvalidOptions)?;
+    let killer = match options.nemesis {
+        Some(Nemesis::Kill) => Some(Killer::start(
+            options,
+            (0..options.nodes).map(|id| launched.pid(id)).collect(),
+            farm_cluster::zookeeper::open_store(&file.config_store, &file.data_dir)?,
+        )),
+        None => None,
+    };
     let mut on_event = |event: &Event| match event {
-        Event::Status(text) => eprintln!("check: {text}"),
+        Event::Status(text) => {
+            if let Some(killer) = &killer {
+                match text.as_str() {
+                    "clients started" => killer.clients_started(),
+                    "reading every list" | "gathering the histories at node 0" => killer.stop(),
+                    _ => {}
+                }
+            }
+            eprintln!("check: {text}");
+        }
         Event::Progress(progress) => eprintln!(
             "check: node 0: {:.0}/{:.0} transactions ({:.0} tx/s)",
             progress.done, progress.total, progress.rate
         ),
     };
     let mut launched = launched;
-    let outputs: Vec<CheckOutput> = driver
-        .run_watched("check", &request, &mut on_event, &mut || {
-            launched.all_alive()
-        })
-        .map_err(|error| launched.explain(error))?;
-    driver.stop()?;
-    launched.wait(Duration::from_secs(30))?;
+    let nemesis = options.nemesis.is_some();
+    let result: Result<Vec<CheckOutput>, farm_cluster::Error> =
+        driver.run_watched("check", &request, &mut on_event, &mut || {
+            nemesis || launched.all_alive()
+        });
+    let killed = killer.map(Killer::finish).unwrap_or_default();
+    let outputs = result.map_err(|error| launched.explain(error))?;
     let mut all = CheckOutput::default();
     for output in outputs {
         all.txns.extend(output.txns);
         all.aborted.merge(&output.aborted);
+        if output.final_read.is_some() {
+            all.final_read = output.final_read;
+        }
     }
+    if let Some(dir) = &journal {
+        // Every node's journal, the killed ones' too: a kill leaves its
+        // last commits pending, and those are unknown.
+        let end_ns = crate::history::host_monotonic_ns();
+        all.txns.clear();
+        for id in 0..options.nodes {
+            let path = crate::service::journal_path(dir, id);
+            all.txns
+                .extend(crate::history::read_journal(&path, end_ns).map_err(Error::History)?);
+        }
+    }
+    // The journals live in the cluster's temporary directory, gone with
+    // `launched`.
+    driver.stop()?;
+    launched.wait(Duration::from_secs(30))?;
     let history = History::try_new(all.txns).map_err(Error::History)?;
-    Ok((history, all.aborted))
+    let lost_acks = all
+        .final_read
+        .as_deref()
+        .map(|lists| count_lost_acks(&history, lists));
+    Ok(ProcessRun {
+        history,
+        aborted: all.aborted,
+        killed,
+        lost_acks,
+    })
 }

@@ -193,6 +193,84 @@ struct Shared {
     /// Logs of clients that have finished; touched once per client, never
     /// per transaction.
     submitted: Mutex<Vec<Vec<Txn>>>,
+    /// Where every transaction is also written as it commits and as it
+    /// ends, so that it outlives a `kill -9` of this process (see
+    /// [`Recorder::for_process_journaled`]).
+    journal: Option<Mutex<std::fs::File>>,
+}
+
+/// One line of a journal: a transaction about to commit (`pending`, its
+/// outcome not known yet) or ended.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalLine {
+    pending: bool,
+    txn: Txn,
+}
+
+impl Shared {
+    fn journal(&self, pending: bool, txn: &Txn) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let mut line = serde_json::to_vec(&JournalLine {
+            pending,
+            txn: txn.clone(),
+        })
+        .expect("a transaction serializes");
+        line.push(b'\n');
+        // One write(2) per line: the kernel keeps it when the process is
+        // killed. A failed write loses only the journal, which the reader
+        // then finds short; the run goes on.
+        use std::io::Write;
+        let _ = journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(&line);
+    }
+}
+
+/// The transactions of a journal that [`Recorder::for_process_journaled`]
+/// wrote, possibly cut short by a kill: a transaction that was about to
+/// commit and never ended is [`Outcome::Unknown`], completed at `end_ns`
+/// (when the reader knows the writer was dead); a torn last line is
+/// ignored.
+///
+/// # Errors
+/// The file cannot be read, or a line before the last is not a journal
+/// line.
+pub fn read_journal(path: &std::path::Path, end_ns: u64) -> Result<Vec<Txn>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the journal {}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut ended: Vec<Txn> = Vec::new();
+    let mut pending: std::collections::HashMap<(ClientId, u64), Txn> =
+        std::collections::HashMap::new();
+    for (number, line) in lines.iter().enumerate() {
+        let entry: JournalLine = match serde_json::from_str(line) {
+            Ok(entry) => entry,
+            Err(_) if number + 1 == lines.len() && !text.ends_with('\n') => break,
+            Err(e) => {
+                return Err(format!(
+                    "{} line {}: not a journal line: {e}",
+                    path.display(),
+                    number + 1
+                ))
+            }
+        };
+        let key = (entry.txn.client, entry.txn.invoke_ns);
+        if entry.pending {
+            pending.insert(key, entry.txn);
+        } else {
+            pending.remove(&key);
+            ended.push(entry.txn);
+        }
+    }
+    for (_, mut txn) in pending {
+        txn.outcome = Outcome::Unknown;
+        txn.complete_ns = end_ns.max(txn.invoke_ns);
+        ended.push(txn);
+    }
+    Ok(ended)
 }
 
 /// What the stamps count from.
@@ -247,6 +325,7 @@ impl Recorder {
                 clock: Clock::Relative(Instant::now()),
                 client_next: AtomicU32::new(0),
                 submitted: Mutex::new(Vec::new()),
+                journal: None,
             }),
         }
     }
@@ -261,8 +340,32 @@ impl Recorder {
                 clock: Clock::HostMonotonic,
                 client_next: AtomicU32::new(client_base),
                 submitted: Mutex::new(Vec::new()),
+                journal: None,
             }),
         }
+    }
+
+    /// [`Recorder::for_process`] that also appends every transaction to
+    /// the file at `path` (created or truncated) when it is about to commit
+    /// and when it ends: what a process that may be killed leaves behind
+    /// (read it with [`read_journal`]). One `write` per line; no `fsync`,
+    /// as a killed process's writes stay in the page cache.
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub fn for_process_journaled(
+        client_base: u32,
+        path: &std::path::Path,
+    ) -> std::io::Result<Recorder> {
+        let file = std::fs::File::create(path)?;
+        Ok(Recorder {
+            shared: Arc::new(Shared {
+                clock: Clock::HostMonotonic,
+                client_next: AtomicU32::new(client_base),
+                submitted: Mutex::new(Vec::new()),
+                journal: Some(Mutex::new(file)),
+            }),
+        })
     }
 
     /// A log for one client thread, with a fresh client id. It may be sent to
@@ -377,6 +480,24 @@ impl TxnRecord<'_> {
         self.ops.push(op);
     }
 
+    /// Says the transaction is about to commit: a journaled recorder writes
+    /// it down as pending, so that a kill before [`TxnRecord::finish`]
+    /// leaves it [`Outcome::Unknown`] rather than missing.
+    pub fn committing(&self) {
+        if self.log.shared.journal.is_some() {
+            self.log.shared.journal(
+                true,
+                &Txn {
+                    client: self.log.client,
+                    invoke_ns: self.invoke_ns,
+                    complete_ns: self.invoke_ns,
+                    ops: self.ops.clone(),
+                    outcome: Outcome::Unknown,
+                },
+            );
+        }
+    }
+
     /// Stamps the completion time now and records the transaction. Call it
     /// once the outcome is known.
     pub fn finish(mut self, outcome: Outcome) {
@@ -386,13 +507,15 @@ impl TxnRecord<'_> {
     fn record(&mut self, outcome: Outcome) {
         self.finished = true;
         let complete_ns = self.log.shared.now_ns();
-        self.log.txns.push(Txn {
+        let txn = Txn {
             client: self.log.client,
             invoke_ns: self.invoke_ns,
             complete_ns,
             ops: std::mem::take(&mut self.ops),
             outcome,
-        });
+        };
+        self.log.shared.journal(false, &txn);
+        self.log.txns.push(txn);
     }
 }
 

@@ -90,4 +90,4 @@ pub use check::{check, check_with, CheckOptions};
 pub use history::{
     ClientId, ClientLog, History, MicroOp, Outcome, Recorder, Txn, TxnId, TxnRecord,
 };
-pub use report::{Anomaly, Report, Verdict};
+pub use report::{Anomaly, Killed, Report, Verdict};

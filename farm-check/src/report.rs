@@ -82,6 +82,23 @@ pub struct Report {
     /// Limits of this particular check, in sentences.
     pub notes: Vec<String>,
     pub check_time: Duration,
+    /// The node processes a nemesis killed, in order (`--nemesis kill`).
+    pub killed: Vec<Killed>,
+    /// Acknowledged appends missing from the final read of their list;
+    /// `None` when no final read was made (in-process runs).
+    pub lost_acks: Option<usize>,
+}
+
+/// One kill of a nemesis.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Killed {
+    pub node: usize,
+    /// Seconds after the clients started.
+    pub at_s: f64,
+    /// Whether it was the configuration manager when killed.
+    pub manager: bool,
+    /// The configuration it was killed in.
+    pub configuration: u32,
 }
 
 /// How many anomalies of one kind [`Report::table`] explains in full.
@@ -114,7 +131,10 @@ impl Report {
     /// One line of JSON: `{"txns":N,"committed":C,"aborted":A,"anomalies":[…],…}`
     /// with each anomaly as `{"kind":…,"txns":[…],"explanation":…}`, followed
     /// by `unknown`, `valid` (`true`, `false` or `"unknown"`),
-    /// `models_ruled_out`, `notes` and `check_ms`.
+    /// `models_ruled_out`, `notes`, `check_ms`, `kills` (how many node
+    /// processes a nemesis killed), `killed` (one `{"node", "at_s",
+    /// "manager", "configuration"}` each) and `lost_acks` (acknowledged
+    /// appends missing afterwards; `null` when not counted).
     pub fn json_line(&self) -> String {
         #[derive(Serialize)]
         struct Line<'r> {
@@ -127,6 +147,9 @@ impl Report {
             models_ruled_out: &'r [String],
             notes: &'r [String],
             check_ms: f64,
+            kills: usize,
+            killed: &'r [Killed],
+            lost_acks: Option<usize>,
         }
         let valid = match self.verdict {
             Verdict::Valid => serde_json::Value::Bool(true),
@@ -143,6 +166,9 @@ impl Report {
             models_ruled_out: &self.models_ruled_out,
             notes: &self.notes,
             check_ms: self.check_time.as_secs_f64() * 1e3,
+            kills: self.killed.len(),
+            killed: &self.killed,
+            lost_acks: self.lost_acks,
         };
         serde_json::to_string(&line).expect("a report always serializes")
     }
@@ -168,6 +194,24 @@ impl Report {
             "{:>10} {:>10} {:>10} {:>10}",
             self.txns, self.committed, self.aborted, self.unknown
         );
+        if !self.killed.is_empty() {
+            let killed: Vec<String> = self
+                .killed
+                .iter()
+                .map(|k| {
+                    format!(
+                        "node {}{} at {:.2} s",
+                        k.node,
+                        if k.manager { " (manager)" } else { "" },
+                        k.at_s
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "killed: {}", killed.join(", "));
+        }
+        if let Some(lost) = self.lost_acks {
+            let _ = writeln!(out, "acknowledged appends lost: {lost}");
+        }
         let kinds = self.kinds();
         if !kinds.is_empty() {
             let width = kinds
@@ -247,6 +291,8 @@ mod tests {
             models_ruled_out: vec![],
             notes: vec![],
             check_time: Duration::from_millis(2),
+            killed: vec![],
+            lost_acks: None,
         }
     }
 

@@ -21,6 +21,17 @@ pub struct CheckRequest {
     pub workload: WorkloadOptions,
     /// A protocol fault every node injects, to see the checker fail.
     pub fault: Option<Fault>,
+    /// Node `i` also journals its transactions to
+    /// `<journal>/check-journal-<i>.jsonl` as they commit and end, so that
+    /// the driver has the history of a node it kills (`--nemesis kill`).
+    #[serde(default)]
+    pub journal: Option<std::path::PathBuf>,
+}
+
+/// The journal of node `id` in directory `dir` (see
+/// [`CheckRequest::journal`]).
+pub fn journal_path(dir: &std::path::Path, id: usize) -> std::path::PathBuf {
+    dir.join(format!("check-journal-{id}.jsonl"))
 }
 
 impl CheckRequest {
@@ -50,6 +61,11 @@ impl CheckRequest {
 pub struct CheckOutput {
     pub txns: Vec<history::Txn>,
     pub aborted: AbortCounts,
+    /// Node 0's read of every list once every client was done, made when
+    /// the request has a journal (a nemesis runs): (key, elements), to
+    /// count acknowledged appends that are missing.
+    #[serde(default)]
+    pub final_read: Option<Vec<(u64, Vec<u64>)>>,
 }
 
 /// The `check` service of a node process.
@@ -92,7 +108,21 @@ impl Service for CheckService {
         // Allocations installed everywhere before any client starts.
         site.drain()?;
         site.barrier("check-installed")?;
-        let recorder = Recorder::for_process(id as u32 * 1000);
+        let base = id as u32 * 1000;
+        let recorder = match &request.journal {
+            Some(dir) => {
+                let path = journal_path(dir, id);
+                Recorder::for_process_journaled(base, &path).map_err(|e| {
+                    farm_cluster::Error::File {
+                        what: "create the check journal",
+                        path,
+                        source: e,
+                    }
+                })?
+            }
+            None => Recorder::for_process(base),
+        };
+        site.status("clients started");
         let result = workload::run_clients_with_progress(
             &[node],
             &addrs,
@@ -110,10 +140,20 @@ impl Service for CheckService {
         );
         node.set_faults(Faults::default());
         let (_, aborted) = result?;
+        // Every client is done everywhere; under a nemesis, node 0 reads
+        // the final state, where every acknowledged append must be.
+        site.barrier("check-clients-done")?;
+        let final_read = if id == 0 && request.journal.is_some() {
+            site.status("reading every list");
+            Some(workload::final_read(node, &addrs, &options, &recorder)?)
+        } else {
+            None
+        };
         site.status("gathering the histories at node 0");
         let part = CheckOutput {
             txns: recorder.history().txns().to_vec(),
             aborted,
+            final_read,
         };
         // Each node's history goes to the driver as it is, through node 0.
         site.gather_to_driver("check-history", &part)?;

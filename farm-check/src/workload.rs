@@ -34,6 +34,11 @@ pub struct WorkloadOptions {
     pub seed: u64,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Keep going when the engine fails a transaction (nodes are being
+    /// killed): a failed begin or read counts as an abort, a failed commit
+    /// as [`Outcome::Unknown`], and the client goes on with the next one.
+    #[serde(default)]
+    pub survive_failures: bool,
 }
 
 impl Default for WorkloadOptions {
@@ -46,6 +51,7 @@ impl Default for WorkloadOptions {
             ops_max: 4,
             seed: 1,
             progress: false,
+            survive_failures: false,
         }
     }
 }
@@ -105,6 +111,67 @@ pub fn allocate_keys(
         owned.push((key, node.run(|txn| txn.alloc(&initial))?));
     }
     Ok(owned)
+}
+
+/// Reads every list in one read-only transaction, recorded in `recorder`
+/// (retried while it aborts): the state that every acknowledged append
+/// must be in once the clients are done. Returns (key, elements) per list.
+///
+/// # Errors
+/// The engine's; [`farm_core::Error::RetriesExhausted`] after 1,000
+/// aborts.
+pub fn final_read(
+    node: &Node,
+    addrs: &[Addr],
+    options: &WorkloadOptions,
+    recorder: &Recorder,
+) -> farm_core::Result<Vec<(u64, Vec<u64>)>> {
+    let mut log = recorder.client();
+    let started = Instant::now();
+    let mut last = AbortReason::ReadConflict;
+    for _ in 0..1_000 {
+        let mut record = log.begin();
+        let mut txn = node.begin()?;
+        let mut lists = Vec::new();
+        let mut conflict = None;
+        let lists_at = addrs.iter().enumerate().skip(options.registers);
+        for (key, &addr) in lists_at.take(options.lists) {
+            match txn.read(addr) {
+                Ok(bytes) => {
+                    let elements = list_decode(&bytes);
+                    record.read_list(key as u64, elements.clone());
+                    lists.push((key as u64, elements));
+                }
+                Err(TxnError::Conflict(reason)) => {
+                    conflict = Some(reason);
+                    break;
+                }
+                Err(TxnError::Failed(error)) => return Err(error),
+            }
+        }
+        if let Some(reason) = conflict {
+            txn.abort();
+            record.finish(Outcome::Aborted);
+            last = reason;
+            continue;
+        }
+        record.committing();
+        match txn.commit()? {
+            EngineOutcome::Committed => {
+                record.finish(Outcome::Committed);
+                return Ok(lists);
+            }
+            EngineOutcome::Aborted(reason) => {
+                record.finish(Outcome::Aborted);
+                last = reason;
+            }
+        }
+    }
+    Err(farm_core::Error::RetriesExhausted {
+        attempts: 1_000,
+        waited: started.elapsed(),
+        last,
+    })
 }
 
 /// Runs the workload on `cluster` and returns its history.
@@ -187,7 +254,15 @@ pub fn run_clients_with_progress(
                 while issued.fetch_add(1, Ordering::Relaxed) < options.txns {
                     node.poll();
                     let mut record = log.begin();
-                    let mut txn = node.begin()?;
+                    let mut txn = match node.begin() {
+                        Ok(txn) => txn,
+                        Err(_) if options.survive_failures => {
+                            record.finish(Outcome::Aborted);
+                            finished.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(error) => return Err(error),
+                    };
                     let ops = 1 + rng.below(options.ops_max);
                     let mut conflict = None;
                     for _ in 0..ops {
@@ -223,6 +298,10 @@ pub fn run_clients_with_progress(
                                 conflict = Some(reason);
                                 break;
                             }
+                            Err(TxnError::Failed(_)) if options.survive_failures => {
+                                conflict = Some(AbortReason::Unavailable);
+                                break;
+                            }
                             Err(TxnError::Failed(error)) => return Err(error),
                         }
                     }
@@ -231,7 +310,19 @@ pub fn run_clients_with_progress(
                             txn.abort();
                             EngineOutcome::Aborted(reason)
                         }
-                        None => txn.commit()?,
+                        None => {
+                            record.committing();
+                            match txn.commit() {
+                                Ok(outcome) => outcome,
+                                Err(_) if options.survive_failures => {
+                                    // Dropped unfinished: recorded unknown.
+                                    drop(record);
+                                    finished.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                }
+                                Err(error) => return Err(error),
+                            }
+                        }
                     };
                     match outcome {
                         EngineOutcome::Committed => record.finish(Outcome::Committed),

@@ -57,7 +57,7 @@ proptest! {
     /// an error, and the history decodes to what was sent.
     #[test]
     fn histories_round_trip_and_impossible_ones_are_errors(txns in vec(txn(), 0..20)) {
-        let output = CheckOutput { txns: txns.clone(), aborted: Default::default() };
+        let output = CheckOutput { txns: txns.clone(), aborted: Default::default(), final_read: None };
         let text = serde_json::to_string(&output).unwrap();
         let again: CheckOutput = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(&again.txns, &txns);

@@ -84,6 +84,11 @@ pub struct Args {
     /// agents, in milliseconds (a node silent this long is removed).
     #[arg(long, default_value_t = farm_cluster::cluster_file::LEASE_MS_DEFAULT)]
     pub lease_ms: u64,
+    /// With --processes: where the node processes agree on configurations:
+    /// `embedded` (a file in their data directory) or
+    /// `zk://host:port[,host:port...]/path` (ZooKeeper).
+    #[arg(long, value_name = "ADDRESS", default_value = "embedded")]
+    pub config_store: farm_cluster::StoreAddress,
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration, String> {
@@ -128,6 +133,7 @@ pub fn run(args: Args) -> CommandResult {
             }))
             .collect(),
         lease_ms: args.lease_ms,
+        config_store: args.config_store,
     })?;
     Ok(())
 }

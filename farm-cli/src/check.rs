@@ -28,8 +28,8 @@ pub struct Args {
     pub processes: bool,
     #[arg(long, default_value_t = 16 << 20)]
     pub region_bytes: u64,
-    /// Inject a protocol fault, to see the checker fail: skip-validation
-    /// or skip-lock.
+    /// Inject a protocol fault, to see the checker fail: skip-validation,
+    /// skip-lock, or abort-in-recovery (with --nemesis kill).
     #[arg(long)]
     pub fault: Option<Fault>,
     /// Also write the report as JSON here.
@@ -49,6 +49,21 @@ pub struct Args {
     pub ops_max: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// With --processes: where the node processes agree on configurations:
+    /// `embedded` (a file in their data directory) or
+    /// `zk://host:port[,host:port...]/path` (ZooKeeper).
+    #[arg(long, value_name = "ADDRESS", default_value = "embedded")]
+    pub config_store: farm_cluster::StoreAddress,
+    /// With --processes: `kill` kills node processes one after another
+    /// during the workload (the configuration manager among them), as many
+    /// as the cluster survives without restarts (min(nodes - 2, copies -
+    /// 1); node 0 is spared), and counts acknowledged appends lost.
+    #[arg(long, value_name = "NEMESIS")]
+    pub nemesis: Option<command::Nemesis>,
+    /// With --processes: the nodes' lease time in milliseconds (how long a
+    /// dead node goes unnoticed).
+    #[arg(long, default_value_t = farm_cluster::cluster_file::LEASE_MS_DEFAULT)]
+    pub lease_ms: u64,
 }
 
 pub fn run(args: Args) -> CommandResult {
@@ -73,8 +88,12 @@ pub fn run(args: Args) -> CommandResult {
             ops_max: args.ops_max,
             seed: args.seed,
             progress: true,
+            survive_failures: args.nemesis.is_some(),
         },
         json: args.json,
+        config_store: args.config_store,
+        nemesis: args.nemesis,
+        lease_ms: args.lease_ms,
     })?;
     Ok(())
 }

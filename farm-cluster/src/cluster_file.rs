@@ -7,6 +7,9 @@
 //! copies = 3
 //! regions_per_node = 1
 //! region_bytes = 16777216
+//! lease_ms = 2000            # membership leases (FaRM SOSP'15 §5.1)
+//! config_store = "embedded"  # the default: a file in data_dir, one host;
+//!                            # or "zk://host:port[,host:port]/path": ZooKeeper
 //! # verbs only:
 //! # device = "mlx5_0"
 //! # gid_index = 3
@@ -24,6 +27,7 @@ use farm_core::{ClusterConfig, FabricKind, Faults, VerbsDevice};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::zookeeper::StoreAddress;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +49,11 @@ pub struct ClusterFile {
     /// long is removed from the configuration (FaRM SOSP'15 §5.1).
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// Where configurations are agreed (FaRM SOSP'15 §5.2): `embedded` (the
+    /// default; a file in `data_dir`, so node processes on one host) or
+    /// `zk://host:port[,host:port…]/path` (a ZooKeeper ensemble).
+    #[serde(default, skip_serializing_if = "StoreAddress::is_embedded")]
+    pub config_store: StoreAddress,
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
 }
@@ -125,7 +134,8 @@ impl ClusterFile {
     }
 
     /// Checks what serde cannot: ids 0..n each once, verbs addresses when
-    /// the fabric is verbs, and the engine's own limits.
+    /// the fabric is verbs, a well-formed `config_store`, and the engine's
+    /// own limits.
     ///
     /// # Errors
     /// What is wrong, in words.
@@ -134,6 +144,16 @@ impl ClusterFile {
             return Err(format!(
                 "lease_ms must be {LEASE_MS_MIN} to {LEASE_MS_MAX} milliseconds, got {}",
                 self.lease_ms
+            ));
+        }
+        // Parsed when read; checked again for a file built in code.
+        let written = self.config_store.to_string();
+        if StoreAddress::parse(&written).map_err(|why| format!("config_store: {why}"))?
+            != self.config_store
+        {
+            return Err(format!(
+                "config_store: {:?} is written {written:?}, which reads back as another store",
+                self.config_store
             ));
         }
         for (index, node) in self.nodes.iter().enumerate() {
@@ -205,6 +225,19 @@ mod tests {
         );
         let again = ClusterFile::parse(&file.to_toml()).unwrap();
         assert_eq!(again, file);
+        // The default store is left out, so older readers take the file.
+        assert_eq!(file.config_store, StoreAddress::Embedded);
+        assert!(!file.to_toml().contains("config_store"));
+        let text = format!("config_store = \"zk://zk-1:2181,zk-2:2181/farm/a\"\n{text}");
+        let file = ClusterFile::parse(&text).unwrap();
+        assert_eq!(
+            file.config_store,
+            StoreAddress::ZooKeeper {
+                servers: "zk-1:2181,zk-2:2181".into(),
+                path: "/farm/a".into()
+            }
+        );
+        assert_eq!(ClusterFile::parse(&file.to_toml()).unwrap(), file);
     }
 
     #[test]
@@ -218,6 +251,8 @@ mod tests {
             ("fabric = \"verbs\"\ndata_dir = \"/x\"\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "needs a `verbs`"),
             ("fabric = \"shm\"\ndata_dir = \"/x\"\n[[node]]\nid = 0\nbootstrap = \"nowhere\"", "socket address"),
             ("fabric = \"shm\"\ndata_dir = \"/x\"\ncopies = 3\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "copies"),
+            ("fabric = \"shm\"\ndata_dir = \"/x\"\nconfig_store = \"zk://127.0.0.1:2181\"\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "no znode path"),
+            ("fabric = \"shm\"\ndata_dir = \"/x\"\nconfig_store = \"zookeeper\"\n[[node]]\nid = 0\nbootstrap = \"127.0.0.1:1\"", "\"embedded\" or \"zk://"),
         ];
         for (text, expected) in cases {
             let error = ClusterFile::parse(text).unwrap_err();

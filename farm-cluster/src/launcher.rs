@@ -24,6 +24,7 @@ use farm_core::{FabricKind, VerbsDevice};
 
 use crate::cluster_file::{ClusterFile, NodeEntry};
 use crate::error::{Error, Result};
+use crate::zookeeper::StoreAddress;
 
 /// The environment variable that tells node 0 which inherited descriptor
 /// is its bootstrap listener.
@@ -108,6 +109,9 @@ pub struct LocalCluster {
     pub verbs: VerbsDevice,
     /// The membership agents' lease time (the cluster file's `lease_ms`).
     pub lease_ms: u64,
+    /// Where configurations are agreed (the cluster file's
+    /// `config_store`).
+    pub config_store: StoreAddress,
 }
 
 /// The sockets reserved for one node.
@@ -171,6 +175,7 @@ impl LocalCluster {
             device: self.verbs.device.clone(),
             gid_index: self.verbs.gid_index,
             lease_ms: self.lease_ms,
+            config_store: self.config_store.clone(),
             nodes,
         };
         let config = dir.join("cluster.toml");

@@ -11,6 +11,7 @@
 //! | [`driver`] | the driver's side: run a service's request on a cluster |
 //! | [`launcher`] | start N local node processes with race-free ports; killed on drop |
 //! | [`membership`] | leases, failure detection, the configuration manager and its store |
+//! | [`zookeeper`] | the ZooKeeper configuration store, store addresses, a local ZooKeeper server for tests |
 
 pub mod bootstrap;
 pub mod cluster_file;
@@ -21,6 +22,7 @@ pub mod membership;
 pub mod process;
 pub mod protocol;
 pub mod serve;
+pub mod zookeeper;
 
 pub use cluster_file::{ClusterFile, NodeEntry};
 pub use driver::{Driver, Event};
@@ -29,3 +31,4 @@ pub use launcher::{Launched, LocalCluster};
 pub use process::NodeProcess;
 pub use protocol::Progress;
 pub use serve::{serve, Service, ServiceSite};
+pub use zookeeper::{open_store, StoreAddress, ZooKeeperStore};

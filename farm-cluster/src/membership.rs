@@ -25,8 +25,11 @@
 //!
 //! The embedded store ([`FileStore`]) is a file in the cluster's data
 //! directory, changed under an exclusive `flock`: it serves node processes
-//! on one host. Not built yet: the ZooKeeper store for several hosts,
-//! re-replication, and a removed node rejoining (see the README).
+//! on one host. The ZooKeeper store
+//! ([`ZooKeeperStore`](crate::zookeeper::ZooKeeperStore)) serves node
+//! processes on several hosts; the cluster file's `config_store` chooses.
+//! Not built yet: re-replication, and a removed node rejoining (see the
+//! README).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -58,6 +61,14 @@ pub trait ConfigStore: Send + Sync {
     /// # Errors
     /// The store cannot be read or written.
     fn compare_and_swap(&self, expected: Option<u32>, next: &Configuration) -> Result<bool>;
+
+    /// Starts the store afresh at `first` (a cluster's start, by node 0
+    /// alone): whatever configuration it held is gone.
+    ///
+    /// # Errors
+    /// The store cannot be written, or another process wrote a
+    /// configuration between the removal and the write.
+    fn reset(&self, first: &Configuration) -> Result<()>;
 }
 
 /// The embedded store: `<dir>/configuration.json`, replaced by rename
@@ -95,27 +106,6 @@ impl FileStore {
     }
 }
 
-impl FileStore {
-    /// Starts the store afresh at `first` (a cluster's start).
-    ///
-    /// # Errors
-    /// The file cannot be removed or written.
-    pub fn reset(&self, first: &Configuration) -> Result<()> {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(self.file_error("remove", e)),
-        }
-        if !self.compare_and_swap(None, first)? {
-            return Err(Error::peer(
-                self.path.display(),
-                "another process wrote a configuration while the cluster started",
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl ConfigStore for FileStore {
     fn load(&self) -> Result<Option<Configuration>> {
         self.read()
@@ -140,6 +130,21 @@ impl ConfigStore for FileStore {
         std::fs::write(&temporary, bytes).map_err(|e| self.file_error("write", e))?;
         std::fs::rename(&temporary, &self.path).map_err(|e| self.file_error("replace", e))?;
         Ok(true)
+    }
+
+    fn reset(&self, first: &Configuration) -> Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.file_error("remove", e)),
+        }
+        if !self.compare_and_swap(None, first)? {
+            return Err(Error::peer(
+                self.path.display(),
+                "another process wrote a configuration while the cluster started",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -244,6 +249,13 @@ struct Shared {
     lease: Duration,
     contacts: Vec<Contact>,
     config: Mutex<Configuration>,
+    /// The last configuration this node saw become active (NEW-CONFIG-COMMIT):
+    /// what the transactions that a change must decide ran in.
+    active: Mutex<Configuration>,
+    /// A change this node managed was stored but not finished (a member
+    /// failed to take NEW-CONFIG, report, apply or resume): the monitor
+    /// goes on with it from the store.
+    unfinished: AtomicBool,
     /// The CM: when each member last renewed. A member: `[manager]`, when
     /// the CM last granted.
     heard: Mutex<Vec<Instant>>,
@@ -281,6 +293,8 @@ impl Agent {
             store,
             lease,
             heard: Mutex::new(vec![now; config.nodes]),
+            active: Mutex::new(config.clone()),
+            unfinished: AtomicBool::new(false),
             config: Mutex::new(config),
             contacts,
             events: Mutex::new(Vec::new()),
@@ -448,6 +462,8 @@ fn handle(shared: &Shared, request: Request) -> Answer {
         }),
         Request::Resume => {
             shared.control.resume();
+            let now = shared.config.lock().expect("config lock").clone();
+            *shared.active.lock().expect("active lock") = now;
             Ok(Answer::Ok)
         }
     };
@@ -493,6 +509,7 @@ fn monitor_loop(shared: &Shared) {
                     .set_lease_until(Some(majority + shared.lease));
             }
         }
+        let unfinished = config.manager == shared.id && shared.unfinished.load(Ordering::Acquire);
         let suspects: Vec<usize> = if config.manager == shared.id {
             config
                 .members
@@ -519,15 +536,22 @@ fn monitor_loop(shared: &Shared) {
         } else {
             Vec::new()
         };
-        if suspects.is_empty() {
+        if suspects.is_empty() && !unfinished {
             continue;
         }
         shared.reconfiguring.store(true, Ordering::Release);
         if let Err(error) = reconfigure(shared, &config, suspects) {
-            eprintln!("farm node {}: reconfiguration failed: {error}", shared.id);
+            eprintln!(
+                "farm node {}: reconfiguration failed (tried again after a lease): {error}",
+                shared.id
+            );
             leave_if_removed(shared, &config);
-            // Try again after a lease period.
+            // Try again after a lease period, from the store.
             *shared.heard.lock().expect("heard lock") = vec![Instant::now(); config.nodes];
+            shared.unfinished.store(true, Ordering::Release);
+            std::thread::sleep(shared.lease);
+        } else {
+            shared.unfinished.store(false, Ordering::Release);
         }
         shared.reconfiguring.store(false, Ordering::Release);
     }
@@ -616,8 +640,45 @@ fn call_all(
     })
 }
 
-/// The CM's side of a configuration change that removes `suspects`.
-fn reconfigure(shared: &Shared, old: &Configuration, mut suspects: Vec<usize>) -> Result<()> {
+/// The CM's side of a configuration change that removes `suspects` from
+/// `mine` (this node's configuration), or finishes one stored earlier.
+///
+/// A change goes on from the store, not from `mine`: when an earlier one
+/// was stored but a member failed before NEW-CONFIG-COMMIT (it died during
+/// NEW-CONFIG or apply, or the CM that stored it died), every member is
+/// still fenced and the store's configuration is the one to replace; its
+/// transactions are decided against the last configuration that became
+/// active (`Shared::active`), which may be several ids back. FaRM SOSP'15
+/// §5.2 does not say how a half-installed change is finished; this is how
+/// ours never wedges.
+fn reconfigure(shared: &Shared, mine: &Configuration, mut suspects: Vec<usize>) -> Result<()> {
+    let base = shared.active.lock().expect("active lock").clone();
+    let mut from = mine.clone();
+    if let Some(stored) = shared.store.load()? {
+        if stored.id > from.id {
+            if stored.manager != shared.id && !suspects.contains(&stored.manager) {
+                return Err(Error::peer(
+                    "configuration store",
+                    format!(
+                        "configuration {} is being installed by node {}",
+                        stored.id, stored.manager
+                    ),
+                ));
+            }
+            from = stored;
+        }
+    }
+    if !from.is_member(shared.id) {
+        return Err(Error::peer(
+            "configuration store",
+            format!("configuration {} does not have this node", from.id),
+        ));
+    }
+    suspects.retain(|n| from.is_member(*n));
+    if suspects.is_empty() && from == base {
+        return Ok(());
+    }
+    let old = &from;
     event(shared, "suspected", old.id, &suspects);
     eprintln!(
         "farm node {}: suspecting {suspects:?} in configuration {}",
@@ -668,19 +729,32 @@ fn reconfigure(shared: &Shared, old: &Configuration, mut suspects: Vec<usize>) -
             ),
         ));
     }
-    let Some(new) = old.without(&suspects, shared.id) else {
-        return Err(Error::peer(
-            "configuration",
-            format!("removing {suspects:?} would leave a region with no replica"),
-        ));
+    let new = if suspects.is_empty() && old.manager == shared.id {
+        // Finish the stored change: every member answered.
+        old.clone()
+    } else {
+        let Some(new) = old.without(&suspects, shared.id) else {
+            return Err(Error::peer(
+                "configuration",
+                format!("removing {suspects:?} would leave a region with no replica"),
+            ));
+        };
+        if !shared.store.compare_and_swap(Some(old.id), &new)? {
+            return Err(Error::peer(
+                "configuration store",
+                format!("configuration {} was replaced by another manager", old.id),
+            ));
+        }
+        new
     };
-    if !shared.store.compare_and_swap(Some(old.id), &new)? {
-        return Err(Error::peer(
-            "configuration store",
-            format!("configuration {} was replaced by another manager", old.id),
-        ));
-    }
-    event(shared, "new-config", new.id, &suspects);
+    // Everyone gone since the last active configuration.
+    let removed: Vec<usize> = base
+        .members
+        .iter()
+        .copied()
+        .filter(|n| !new.is_member(*n))
+        .collect();
+    event(shared, "new-config", new.id, &removed);
     let members = new.members.clone();
     let step = Duration::from_millis(farm_core::limits::RECOVERY_WAIT_MS);
     call_all(
@@ -698,7 +772,17 @@ fn reconfigure(shared: &Shared, old: &Configuration, mut suspects: Vec<usize>) -
             _ => None,
         })
         .collect();
-    let decisions = decide(old, &new, &reports);
+    let mut decisions = decide(&base, &new, &reports);
+    let decided = |pick: fn(&Decisions) -> usize| decisions.values().map(pick).max().unwrap_or(0);
+    let (committed, aborted) = (decided(|d| d.committed.len()), decided(|d| d.aborted.len()));
+    if shared.control.faults().abort_in_recovery {
+        // The injected fault (`--fault abort-in-recovery`): a wrong vote.
+        for decision in decisions.values_mut() {
+            let committed = std::mem::take(&mut decision.committed);
+            decision.aborted.extend(committed);
+            decision.installs.clear();
+        }
+    }
     call_all(
         shared,
         &members,
@@ -709,9 +793,9 @@ fn reconfigure(shared: &Shared, old: &Configuration, mut suspects: Vec<usize>) -
         step,
     )?;
     call_all(shared, &members, |_| Request::Resume, step)?;
-    event(shared, "active", new.id, &suspects);
+    event(shared, "active", new.id, &removed);
     eprintln!(
-        "farm node {}: configuration {} active: members {:?}, manager {}",
+        "farm node {}: configuration {} active: members {:?}, manager {}; recovery committed {committed} and aborted {aborted} transactions",
         shared.id, new.id, new.members, new.manager
     );
     Ok(())

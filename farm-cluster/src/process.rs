@@ -18,8 +18,9 @@ use crate::bootstrap::Bootstrap;
 use crate::cluster_file::ClusterFile;
 use crate::error::{Error, Result};
 use crate::launcher::inherited_listener;
-use crate::membership::{Agent, Contact, FileStore, Sockets};
+use crate::membership::{Agent, Contact, Sockets};
 use crate::protocol::ClusterShape;
+use crate::zookeeper::open_store;
 
 /// A node's part of the directory round.
 #[derive(Serialize, Deserialize)]
@@ -93,9 +94,10 @@ impl NodeProcess {
             directory.region_keys.push(part.regions);
             contacts.push(part.contact);
         }
-        // The store starts at configuration 1 (restart recovery, below,
-        // assumes it; see the README).
-        let store = Arc::new(FileStore::new(&file.data_dir));
+        // The store (the cluster file's `config_store`) starts at
+        // configuration 1 (restart recovery, below, assumes it; see the
+        // README).
+        let store = open_store(&file.config_store, &file.data_dir)?;
         if id == 0 {
             store.reset(&config.placement())?;
         }

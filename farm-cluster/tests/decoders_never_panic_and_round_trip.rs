@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use farm_cluster::protocol::{
     encode_value, read_message, ClusterShape, FromNode0, Opening, Progress, ToDriver, ToNode0,
 };
-use farm_cluster::{ClusterFile, NodeEntry};
+use farm_cluster::{ClusterFile, NodeEntry, StoreAddress};
 use farm_core::FabricKind;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -60,6 +60,14 @@ fn cluster_file() -> impl Strategy<Value = ClusterFile> {
                     device,
                     gid_index,
                     lease_ms: region_bytes % 1000 + 5,
+                    config_store: if (region_bytes >> 20) % 2 == 0 {
+                        StoreAddress::Embedded
+                    } else {
+                        StoreAddress::ZooKeeper {
+                            servers: "127.0.0.1:2181,zk-2:2182".into(),
+                            path: format!("/farm/cluster-{}", region_bytes >> 20),
+                        }
+                    },
                     nodes: nodes
                         .into_iter()
                         .enumerate()

@@ -351,6 +351,11 @@ impl NodeControl {
         &self.node
     }
 
+    /// The protocol faults this node injects now (tests only).
+    pub fn faults(&self) -> crate::Faults {
+        self.node.shared.faults()
+    }
+
     /// Sets when this node's lease ends (FaRM SOSP'15 §5.1; `None`: it has
     /// none): from then on, until renewed, its commits abort with
     /// [`crate::AbortReason::Unavailable`] before sending anything, and a

@@ -28,10 +28,14 @@ pub struct Faults {
     pub skip_validation: bool,
     /// Primaries answer LOCK with success without taking the lock.
     pub skip_lock: bool,
+    /// A configuration manager's recovery aborts every transaction it
+    /// decides, committed ones included, and installs nothing (the wrong
+    /// rule of FaRM SOSP'15 §5.3's vote): acknowledged writes go missing.
+    pub abort_in_recovery: bool,
 }
 
-/// One protocol fault, by name (`skip-validation`, `skip-lock`), as
-/// requests and command lines name it.
+/// One protocol fault, by name (`skip-validation`, `skip-lock`,
+/// `abort-in-recovery`), as requests and command lines name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
@@ -39,15 +43,23 @@ pub enum Fault {
     SkipValidation,
     /// Primaries grant LOCK without locking.
     SkipLock,
+    /// Recovery aborts every transaction it decides (shows only when a
+    /// node fails: `farm check --processes --nemesis kill`).
+    AbortInRecovery,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 2] = [Fault::SkipValidation, Fault::SkipLock];
+    pub const ALL: [Fault; 3] = [
+        Fault::SkipValidation,
+        Fault::SkipLock,
+        Fault::AbortInRecovery,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Fault::SkipValidation => "skip-validation",
             Fault::SkipLock => "skip-lock",
+            Fault::AbortInRecovery => "abort-in-recovery",
         }
     }
 }
@@ -65,7 +77,9 @@ impl std::str::FromStr for Fault {
         Fault::ALL
             .into_iter()
             .find(|f| f.name() == name)
-            .ok_or_else(|| format!("unknown fault {name:?}: skip-validation or skip-lock"))
+            .ok_or_else(|| {
+                format!("unknown fault {name:?}: skip-validation, skip-lock or abort-in-recovery")
+            })
     }
 }
 
@@ -74,19 +88,23 @@ impl From<Option<Fault>> for Faults {
         Faults {
             skip_validation: fault == Some(Fault::SkipValidation),
             skip_lock: fault == Some(Fault::SkipLock),
+            abort_in_recovery: fault == Some(Fault::AbortInRecovery),
         }
     }
 }
 
 impl Faults {
     pub fn bits(self) -> u8 {
-        u8::from(self.skip_validation) | (u8::from(self.skip_lock) << 1)
+        u8::from(self.skip_validation)
+            | (u8::from(self.skip_lock) << 1)
+            | (u8::from(self.abort_in_recovery) << 2)
     }
 
     pub fn from_bits(bits: u8) -> Faults {
         Faults {
             skip_validation: bits & 1 != 0,
             skip_lock: bits & 2 != 0,
+            abort_in_recovery: bits & 4 != 0,
         }
     }
 }

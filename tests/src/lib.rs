@@ -37,6 +37,7 @@ pub fn shm_cluster_file(dir: &Path, nodes: usize, region_bytes: u64) -> (PathBuf
         device: None,
         gid_index: None,
         lease_ms: farm_cluster::cluster_file::LEASE_MS_DEFAULT,
+        config_store: farm_cluster::StoreAddress::Embedded,
         nodes: (0..nodes)
             .map(|id| NodeEntry {
                 id,

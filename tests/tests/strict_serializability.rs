@@ -19,6 +19,7 @@ fn run(faults: Faults, seed: u64, txns: u64) -> (Report, workload::WorkloadResul
             ops_max: 4,
             seed,
             progress: false,
+            survive_failures: false,
         },
     )
     .unwrap();

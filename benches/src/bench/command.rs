@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use farm_cluster::driver::{Driver, Event};
 use farm_cluster::launcher::LocalCluster;
+use farm_cluster::zookeeper::StoreAddress;
 use farm_cluster::ClusterFile;
 use farm_core::{Cluster, ClusterConfig, FabricKind, VerbsDevice};
 
@@ -58,6 +59,8 @@ pub struct BenchOptions {
     pub kill: Vec<Kill>,
     /// The lease time of `--processes` clusters, ms.
     pub lease_ms: u64,
+    /// The configuration store of `--processes` clusters.
+    pub config_store: StoreAddress,
 }
 
 /// `--kill NODE@SECONDS`: kill node process NODE that many seconds into
@@ -311,6 +314,7 @@ fn run_processes(options: &BenchOptions, program: &Path, nodes: usize) -> Result
         region_bytes: options.region_bytes,
         verbs: options.verbs.clone(),
         lease_ms: options.lease_ms,
+        config_store: options.config_store.clone(),
     }
     .launch_in_temporary_dir("farm-bench-", program, &|_| vec!["--quiet".into()])?;
     // The nodes start (and, over verbs, connect) before node 0 answers.
