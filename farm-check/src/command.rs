@@ -39,19 +39,25 @@ pub struct CheckOptions {
     /// The node processes' lease time, milliseconds (the cluster file's
     /// `lease_ms`).
     pub lease_ms: u64,
+    /// Kills a nemesis makes (on shm each killed node is restarted and
+    /// rejoins before the next; elsewhere at most `min(nodes - 2, copies
+    /// - 1)`).
+    pub kills: usize,
 }
 
 /// What `--nemesis` does to the node processes while the workload runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Nemesis {
-    /// `kill -9` node processes one after another, the configuration
-    /// manager among them, each once the configuration without the one
-    /// before is stored. Killed nodes are not restarted (rejoining is not
-    /// built yet), so it kills as many as the cluster survives: each change
-    /// needs a majority of the configuration it replaces and a replica of
-    /// every region, so at most `min(nodes - 2, copies - 1)`; node 0, which
-    /// carries the driver's connection, is spared.
+    /// `kill -9` node processes one after another (`kills` of them), the
+    /// configuration manager among them, each once the configuration
+    /// without the one before is stored. On shm each killed node is then
+    /// restarted and rejoins (see [`farm_cluster::process::rejoin`]) before
+    /// the next kill. Over verbs nodes are not restarted, so it kills only
+    /// as many as the cluster survives: each change needs a majority of
+    /// the configuration it replaces and a replica of every region, so at
+    /// most `min(nodes - 2, copies - 1)`. Node 0, which carries the
+    /// driver's connection, is spared.
     Kill,
 }
 
@@ -202,25 +208,35 @@ fn count_lost_acks(history: &History, final_read: &[(u64, Vec<u64>)]) -> usize {
 
 /// The nemesis's thread: once the clients started, kills node processes
 /// one after another (see [`Nemesis::Kill`]), each after the store shows
-/// the configuration without the one before.
+/// the configuration without the one before, and on shm restarts each
+/// killed node and waits until it rejoined before the next kill.
 struct Killer {
     started: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<Vec<crate::Killed>>>,
 }
 
+type Shared<T> = std::sync::Arc<std::sync::Mutex<T>>;
+
 impl Killer {
     fn start(
         options: &CheckOptions,
-        pids: Vec<Option<u32>>,
+        launched: Shared<farm_cluster::Launched>,
         store: std::sync::Arc<dyn farm_cluster::membership::ConfigStore>,
     ) -> Killer {
         let started = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let kills = options
-            .nodes
-            .saturating_sub(2)
-            .min(options.copies.saturating_sub(1));
+        // Killed nodes rejoin on shm; elsewhere each kill is for good, and
+        // the cluster survives only so many.
+        let restarts = options.fabric == FabricKind::Shm;
+        let kills = if restarts {
+            options.kills
+        } else {
+            options
+                .kills
+                .min(options.nodes.saturating_sub(2))
+                .min(options.copies.saturating_sub(1))
+        };
         let mut seed = options.workload.seed ^ 0x6E65_6D65_7369_7321;
         let mut random = move || {
             // xorshift64*: the kill schedule follows --seed.
@@ -231,10 +247,11 @@ impl Killer {
         };
         let manager_first = random() % 2 == 0;
         let (s, d) = (started.clone(), done.clone());
+        let done_now = move || d.load(std::sync::atomic::Ordering::Acquire);
         let thread = std::thread::spawn(move || {
             let mut killed = Vec::new();
             let begun = loop {
-                if d.load(std::sync::atomic::Ordering::Acquire) {
+                if done_now() {
                     return killed;
                 }
                 if let Some(begun) = *s.lock().expect("nemesis lock") {
@@ -242,33 +259,52 @@ impl Killer {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             };
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(100));
+            // Waits until the stored configuration is a later one than `id`
+            // in which `node` is (or is not) a member; false when the run
+            // ends first.
+            let wait_for = |id: u32, node: usize, member: bool| loop {
+                if done_now() {
+                    return false;
+                }
+                if let Ok(Some(now)) = store.load() {
+                    if now.id > id && now.is_member(node) == member {
+                        return true;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
             for k in 0..kills {
                 let Ok(Some(config)) = store.load() else {
                     eprintln!("check: nemesis: cannot read the configuration store; no more kills");
                     break;
                 };
                 let kill_manager = (k == 0) == manager_first && config.manager != 0;
-                let candidates: Vec<usize> = config
+                let mut candidates: Vec<usize> = config
                     .members
                     .iter()
                     .copied()
                     .filter(|&n| n != 0 && (n == config.manager) == kill_manager)
                     .collect();
-                if candidates.is_empty() || d.load(std::sync::atomic::Ordering::Acquire) {
+                if candidates.is_empty() {
+                    candidates = config.members.iter().copied().filter(|&n| n != 0).collect();
+                }
+                if candidates.is_empty() || done_now() {
                     break;
                 }
                 let node = candidates[random() as usize % candidates.len()];
-                let Some(pid) = pids.get(node).copied().flatten() else {
+                if !launched.lock().expect("launched lock").kill(node) {
+                    eprintln!("check: nemesis: node {node} does not run; no more kills");
                     break;
-                };
-                // SAFETY: a signal to a child this process started and has
-                // not reaped (the launcher reaps at the end).
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
                 let at_s = begun.elapsed().as_secs_f64();
                 eprintln!(
-                    "check: nemesis: killed node {node}{} (pid {pid}) at {at_s:.2} s, configuration {}",
-                    if node == config.manager { ", the configuration manager" } else { "" },
+                    "check: nemesis: killed node {node}{} at {at_s:.2} s, configuration {}",
+                    if node == config.manager {
+                        ", the configuration manager"
+                    } else {
+                        ""
+                    },
                     config.id
                 );
                 killed.push(crate::Killed {
@@ -277,19 +313,39 @@ impl Killer {
                     manager: node == config.manager,
                     configuration: config.id,
                 });
-                // The next kill waits for the configuration without it.
-                loop {
-                    if d.load(std::sync::atomic::Ordering::Acquire) {
-                        return killed;
+                if !wait_for(config.id, node, false) {
+                    break;
+                }
+                if restarts {
+                    let removed = store.load().ok().flatten().map_or(config.id, |c| c.id);
+                    let old_contact = store.contact(node).ok().flatten();
+                    // The launcher reaps the dead process first.
+                    let restarted = launched
+                        .lock()
+                        .expect("launched lock")
+                        .restart(node, &["--quiet".to_string()]);
+                    if let Err(error) = restarted {
+                        eprintln!("check: nemesis: cannot restart node {node}: {error}");
+                        break;
                     }
-                    if let Ok(Some(now)) = store.load() {
-                        if now.id > config.id && !now.is_member(node) {
+                    eprintln!("check: nemesis: restarted node {node}");
+                    if !wait_for(removed, node, true) {
+                        break;
+                    }
+                    // Its agent starts (and publishes where it listens)
+                    // once its copies are made: the next kill waits for
+                    // that, so that a majority can still be found.
+                    loop {
+                        if done_now() {
+                            return killed;
+                        }
+                        let contact = store.contact(node).ok().flatten();
+                        if contact.is_some() && contact != old_contact {
                             break;
                         }
+                        std::thread::sleep(Duration::from_millis(5));
                     }
-                    std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(100));
             }
             killed
         });
@@ -356,10 +412,11 @@ fn run_processes(options: &CheckOptions, program: &std::path::Path) -> Result<Pr
         journal: journal.clone(),
     };
     request.check().map_err(Error::InvalidOptions)?;
+    let launched = std::sync::Arc::new(std::sync::Mutex::new(launched));
     let killer = match options.nemesis {
         Some(Nemesis::Kill) => Some(Killer::start(
             options,
-            (0..options.nodes).map(|id| launched.pid(id)).collect(),
+            launched.clone(),
             farm_cluster::zookeeper::open_store(&file.config_store, &file.data_dir)?,
         )),
         None => None,
@@ -380,13 +437,16 @@ fn run_processes(options: &CheckOptions, program: &std::path::Path) -> Result<Pr
             progress.done, progress.total, progress.rate
         ),
     };
-    let mut launched = launched;
     let nemesis = options.nemesis.is_some();
     let result: Result<Vec<CheckOutput>, farm_cluster::Error> =
         driver.run_watched("check", &request, &mut on_event, &mut || {
-            nemesis || launched.all_alive()
+            nemesis || launched.lock().expect("launched lock").all_alive()
         });
     let killed = killer.map(Killer::finish).unwrap_or_default();
+    let mut launched = std::sync::Arc::try_unwrap(launched)
+        .map_err(|_| Error::InvalidOptions("the nemesis still holds the cluster".into()))?
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let outputs = result.map_err(|error| launched.explain(error))?;
     let mut all = CheckOutput::default();
     for output in outputs {
@@ -410,6 +470,11 @@ fn run_processes(options: &CheckOptions, program: &std::path::Path) -> Result<Pr
     // The journals live in the cluster's temporary directory, gone with
     // `launched`.
     driver.stop()?;
+    // Nodes that rejoined serve outside the driver's session: they do not
+    // stop with it.
+    for kill in &killed {
+        launched.kill(kill.node);
+    }
     launched.wait(Duration::from_secs(30))?;
     let history = History::try_new(all.txns).map_err(Error::History)?;
     let lost_acks = all

@@ -20,6 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Outcome, Recorder};
 use crate::History;
 
+/// How long a client that survives failures goes without a transaction
+/// that was not `Unavailable` before it gives up (see
+/// [`WorkloadOptions::survive_failures`]).
+pub const SURVIVE_STALL: Duration = Duration::from_secs(60);
+
 /// Elements a list object holds; once full, appends to it turn into reads.
 pub const LIST_CAPACITY: usize = 64;
 
@@ -118,8 +123,9 @@ pub fn allocate_keys(
 /// must be in once the clients are done. Returns (key, elements) per list.
 ///
 /// # Errors
-/// The engine's; [`farm_core::Error::RetriesExhausted`] after 1,000
-/// aborts.
+/// The engine's; [`farm_core::Error::RetriesExhausted`] when it still
+/// aborts after [`SURVIVE_STALL`] (a configuration change in progress
+/// makes it wait and retry).
 pub fn final_read(
     node: &Node,
     addrs: &[Addr],
@@ -129,9 +135,23 @@ pub fn final_read(
     let mut log = recorder.client();
     let started = Instant::now();
     let mut last = AbortReason::ReadConflict;
-    for _ in 0..1_000 {
+    let mut attempts = 0;
+    while started.elapsed() < SURVIVE_STALL {
+        attempts += 1;
+        if last == AbortReason::Unavailable {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut record = log.begin();
-        let mut txn = node.begin()?;
+        let mut txn = match node.begin() {
+            Ok(txn) => txn,
+            Err(_) if started.elapsed() < SURVIVE_STALL => {
+                // The gate is closed (a configuration change): try again.
+                record.finish(Outcome::Aborted);
+                last = AbortReason::Unavailable;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let mut lists = Vec::new();
         let mut conflict = None;
         let lists_at = addrs.iter().enumerate().skip(options.registers);
@@ -168,7 +188,7 @@ pub fn final_read(
         }
     }
     Err(farm_core::Error::RetriesExhausted {
-        attempts: 1_000,
+        attempts,
         waited: started.elapsed(),
         last,
     })
@@ -249,6 +269,11 @@ pub fn run_clients_with_progress(
                 let mut rng =
                     Rng(options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (client << 17) | 1);
                 let mut unique = 0u64;
+                // With `survive_failures`: when the engine last got a
+                // transaction through; a client gives up after
+                // SURVIVE_STALL without one (the cluster lost its
+                // majority, say) rather than wait for ever.
+                let mut progressed = Instant::now();
                 // Between transactions this thread serves its node's rings.
                 let _poller = node.poller();
                 while issued.fetch_add(1, Ordering::Relaxed) < options.txns {
@@ -256,7 +281,9 @@ pub fn run_clients_with_progress(
                     let mut record = log.begin();
                     let mut txn = match node.begin() {
                         Ok(txn) => txn,
-                        Err(_) if options.survive_failures => {
+                        Err(_)
+                            if options.survive_failures && progressed.elapsed() < SURVIVE_STALL =>
+                        {
                             record.finish(Outcome::Aborted);
                             finished.fetch_add(1, Ordering::Relaxed);
                             continue;
@@ -314,7 +341,10 @@ pub fn run_clients_with_progress(
                             record.committing();
                             match txn.commit() {
                                 Ok(outcome) => outcome,
-                                Err(_) if options.survive_failures => {
+                                Err(_)
+                                    if options.survive_failures
+                                        && progressed.elapsed() < SURVIVE_STALL =>
+                                {
                                     // Dropped unfinished: recorded unknown.
                                     drop(record);
                                     finished.fetch_add(1, Ordering::Relaxed);
@@ -324,6 +354,11 @@ pub fn run_clients_with_progress(
                             }
                         }
                     };
+                    if options.survive_failures
+                        && outcome != EngineOutcome::Aborted(AbortReason::Unavailable)
+                    {
+                        progressed = Instant::now();
+                    }
                     match outcome {
                         EngineOutcome::Committed => record.finish(Outcome::Committed),
                         EngineOutcome::Aborted(reason) => {

@@ -55,16 +55,27 @@ pub struct Args {
     #[arg(long, value_name = "ADDRESS", default_value = "embedded")]
     pub config_store: farm_cluster::StoreAddress,
     /// With --processes: `kill` kills node processes one after another
-    /// during the workload (the configuration manager among them), as many
-    /// as the cluster survives without restarts (min(nodes - 2, copies -
-    /// 1); node 0 is spared), and counts acknowledged appends lost.
+    /// during the workload (the configuration manager among them; node 0
+    /// is spared), restarts each (shm) so that it rejoins, and counts
+    /// acknowledged appends lost.
     #[arg(long, value_name = "NEMESIS")]
     pub nemesis: Option<command::Nemesis>,
     /// With --processes: the nodes' lease time in milliseconds (how long a
-    /// dead node goes unnoticed).
-    #[arg(long, default_value_t = farm_cluster::cluster_file::LEASE_MS_DEFAULT)]
-    pub lease_ms: u64,
+    /// dead node goes unnoticed); default 2000, or 500 with --nemesis (so
+    /// that kills fit in a workload of seconds).
+    #[arg(long)]
+    pub lease_ms: Option<u64>,
+    /// With --nemesis kill: how many kills (on shm each killed node is
+    /// restarted and rejoins before the next; over verbs, without
+    /// restarts, at most min(nodes - 2, copies - 1)).
+    #[arg(long, default_value_t = 3)]
+    pub kills: usize,
 }
+
+/// The lease of `farm check --nemesis` unless `--lease-ms` says: a kill
+/// is noticed after about a lease, and three of them should fit in a
+/// workload of a few seconds.
+pub const NEMESIS_LEASE_MS_DEFAULT: u64 = 500;
 
 pub fn run(args: Args) -> CommandResult {
     let processes = args.processes || args.fabric.fabric == FabricKind::Verbs;
@@ -93,7 +104,12 @@ pub fn run(args: Args) -> CommandResult {
         json: args.json,
         config_store: args.config_store,
         nemesis: args.nemesis,
-        lease_ms: args.lease_ms,
+        lease_ms: args.lease_ms.unwrap_or(if args.nemesis.is_some() {
+            NEMESIS_LEASE_MS_DEFAULT
+        } else {
+            farm_cluster::cluster_file::LEASE_MS_DEFAULT
+        }),
+        kills: args.kills,
     })?;
     Ok(())
 }

@@ -27,7 +27,7 @@ fn bench_with(fault: &str, node: usize) -> String {
         .args(["--scale", "0.2", "--warmup", "0.5", "--duration", "3"])
         .args(["--region-bytes", "16777216", "--threads", "1"])
         // Shorter than the default (2 s), so the run sees the recovery.
-        .args(["--lease-ms", "200"])
+        .args(["--lease-ms", "500"])
         .arg(fault)
         .arg(format!("{node}@1"))
         .arg("--json")

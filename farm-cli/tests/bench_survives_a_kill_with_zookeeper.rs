@@ -23,7 +23,7 @@ fn a_killed_node_is_reconfigured_around_through_zookeeper() {
         .args(["--scale", "0.2", "--warmup", "0.5", "--duration", "3"])
         .args(["--region-bytes", "16777216", "--threads", "1"])
         // Shorter than the default (2 s), so the run sees the recovery.
-        .args(["--lease-ms", "200"])
+        .args(["--lease-ms", "500"])
         .args(["--config-store", &address])
         .arg("--kill")
         .arg(format!("{KILLED}@1"))

@@ -2,8 +2,9 @@
 //! killed with SIGKILL while the workload runs (the configuration manager
 //! among them), the survivors reconfigure around them, and the whole
 //! history (the killed nodes' too, from their journals) is strictly
-//! serializable with no acknowledged append lost. Once with the embedded
-//! configuration store, once with a real ZooKeeper server.
+//! serializable with no acknowledged append lost; each killed node is
+//! restarted and rejoins, taking its replicas again. Once with the
+//! embedded configuration store, once with a real ZooKeeper server.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -15,8 +16,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn check_with_nemesis(extra: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_farm"))
-        .args(["check", "--processes", "--nodes", "4", "--txns", "50000"])
-        .args(["--nemesis", "kill", "--lease-ms", "500"])
+        .args(["check", "--processes", "--nodes", "4", "--txns", "100000"])
+        .args(["--nemesis", "kill"])
         .args(extra)
         .output()
         .expect("run farm check");
@@ -31,9 +32,9 @@ fn check_with_nemesis(extra: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\n{stderr}"));
     assert_eq!(json["valid"], true, "{json}");
     assert_eq!(json["lost_acks"], 0, "{json}");
-    // Four nodes, three copies, no restarts: two kills are what a cluster
-    // survives (each change needs a majority of the configuration before).
-    assert_eq!(json["kills"], 2, "{json}\n{stderr}");
+    // Each killed node is restarted and rejoins before the next kill, so
+    // a four-node cluster survives three kills and more.
+    assert!(json["kills"].as_u64().unwrap_or(0) >= 3, "{json}\n{stderr}");
     let killed = json["killed"].as_array().expect("killed is a list");
     assert!(
         killed.iter().any(|k| k["manager"] == true),

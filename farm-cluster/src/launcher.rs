@@ -314,6 +314,49 @@ impl Launched {
         Ok(child)
     }
 
+    /// Kills node `id`'s process (SIGKILL) if it runs; true if it did.
+    pub fn kill(&mut self, id: usize) -> bool {
+        let Some(Some(child)) = self.children.get_mut(id) else {
+            return false;
+        };
+        matches!(child.try_wait(), Ok(None)) && child.kill().is_ok()
+    }
+
+    /// Starts node `id` (not node 0) again after its process died: the new
+    /// process finds the configuration store without it and rejoins the
+    /// running cluster as a new member (see the README's "Failures").
+    ///
+    /// # Errors
+    /// [`Error::Launch`] when `id` is node 0, still runs, or cannot be
+    /// started; shm clusters only (over verbs the new process would need
+    /// the verbs port its predecessor held).
+    pub fn restart(&mut self, id: usize, args: &[String]) -> Result<()> {
+        let refuse = |what: &str| Error::Launch {
+            node: id,
+            what: what.to_string(),
+        };
+        if id == 0 || id >= self.children.len() {
+            return Err(refuse("only a node other than 0 can be restarted"));
+        }
+        if self.file.fabric != FabricKind::Shm {
+            return Err(refuse("restarting a node is built for the shm fabric only"));
+        }
+        if let Some(child) = &mut self.children[id] {
+            match child.try_wait() {
+                Ok(Some(_)) => {}
+                _ => return Err(refuse("it is still running")),
+            }
+        }
+        let sockets = Reserved {
+            bootstrap: reserve()?,
+            verbs: None,
+        };
+        let last_lines = self.last_lines[id].clone();
+        let child = self.spawn(id, sockets, args, &last_lines)?;
+        self.children[id] = Some(child);
+        Ok(())
+    }
+
     /// The node processes that exited unsuccessfully within `wait` (after
     /// a driver's request failed, say), each with its status and the last
     /// thing it said: the cause the driver could not see.

@@ -69,6 +69,21 @@ pub trait ConfigStore: Send + Sync {
     /// The store cannot be written, or another process wrote a
     /// configuration between the removal and the write.
     fn reset(&self, first: &Configuration) -> Result<()>;
+
+    /// Publishes where node `node`'s membership agent listens, replacing
+    /// what an earlier incarnation published: how a restarted node finds
+    /// the configuration manager, whose contact changed with no round to
+    /// tell it.
+    ///
+    /// # Errors
+    /// The store cannot be written.
+    fn put_contact(&self, node: usize, contact: &Contact) -> Result<()>;
+
+    /// What node `node` published last with [`ConfigStore::put_contact`].
+    ///
+    /// # Errors
+    /// The store cannot be read, or holds something else.
+    fn contact(&self, node: usize) -> Result<Option<Contact>>;
 }
 
 /// The embedded store: `<dir>/configuration.json`, replaced by rename
@@ -109,6 +124,34 @@ impl FileStore {
 impl ConfigStore for FileStore {
     fn load(&self) -> Result<Option<Configuration>> {
         self.read()
+    }
+
+    fn put_contact(&self, node: usize, contact: &Contact) -> Result<()> {
+        let path = self.path.with_file_name(format!("contact-{node}.json"));
+        let temporary = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(contact).expect("a contact serializes");
+        let error = |what, source| Error::File {
+            what,
+            path: path.clone(),
+            source,
+        };
+        std::fs::write(&temporary, bytes).map_err(|e| error("write", e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| error("replace", e))
+    }
+
+    fn contact(&self, node: usize) -> Result<Option<Contact>> {
+        let path = self.path.with_file_name(format!("contact-{node}.json"));
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::peer(path.display(), format!("not a contact: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::File {
+                what: "read",
+                path,
+                source: e,
+            }),
+        }
     }
 
     fn compare_and_swap(&self, expected: Option<u32>, next: &Configuration) -> Result<bool> {
@@ -183,9 +226,37 @@ enum Request {
     Apply {
         configuration: Configuration,
         decisions: Decisions,
+        /// A node rejoining in this configuration (see [`join`]).
+        #[serde(default)]
+        admit: Option<Admission>,
     },
     /// NEW-CONFIG-COMMIT.
     Resume,
+    /// A restarted node asks the CM to take it back (see [`join`]).
+    Join(Admission),
+    /// The rejoining node serves and holds its copies: the CM resumes
+    /// every member.
+    Joined,
+}
+
+/// What a rejoining node brings: its id, its fresh memory's remote keys,
+/// and its agent's sockets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    pub node: usize,
+    pub inbox: u32,
+    pub regions: Vec<Option<u32>>,
+    pub contact: Contact,
+}
+
+/// The CM's answer to [`Request::Join`]: the configuration that has the
+/// node, every node's remote keys and contacts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Admitted {
+    pub configuration: Configuration,
+    pub inbox_keys: Vec<u32>,
+    pub region_keys: Vec<Vec<Option<u32>>>,
+    pub contacts: Vec<Contact>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -193,6 +264,7 @@ enum Request {
 enum Answer {
     Ok,
     Report(RecoveryReport),
+    Admitted(Admitted),
     Error(String),
 }
 
@@ -247,7 +319,14 @@ struct Shared {
     control: NodeControl,
     store: Arc<dyn ConfigStore>,
     lease: Duration,
-    contacts: Vec<Contact>,
+    /// Every node's agent's sockets (a rejoined node's replaced at its
+    /// admission).
+    contacts: Mutex<Vec<Contact>>,
+    /// Configuration 1: which regions a rejoining node takes again.
+    placement: Configuration,
+    /// Held through a whole configuration change (a removal or an
+    /// admission), so that two never interleave at one CM.
+    changing: Mutex<()>,
     config: Mutex<Configuration>,
     /// The last configuration this node saw become active (NEW-CONFIG-COMMIT):
     /// what the transactions that a change must decide ran in.
@@ -272,7 +351,12 @@ pub struct Agent {
 
 impl Agent {
     /// Starts the agent of node `id` in configuration `config`, with every
-    /// node's `contacts`, on `sockets` (see [`Sockets::bind`]).
+    /// node's `contacts`, on `sockets` (see [`Sockets::bind`]); publishes
+    /// its contact in the store. `placement` is configuration 1 (which
+    /// regions a node that rejoins takes again).
+    ///
+    /// A node that rejoins starts its agent with the configuration that
+    /// admitted it (see [`join`]).
     ///
     /// # Errors
     /// [`Error::Peer`] when a thread or socket cannot be set up.
@@ -283,7 +367,13 @@ impl Agent {
         (config, contacts): (Configuration, Vec<Contact>),
         sockets: Sockets,
         lease: Duration,
+        placement: Configuration,
     ) -> Result<Agent> {
+        let mine = contacts
+            .get(id)
+            .copied()
+            .ok_or_else(|| Error::peer("membership agent", format!("no contact for node {id}")))?;
+        store.put_contact(id, &mine)?;
         let now = Instant::now();
         control.set_managed(true);
         control.set_lease_until(Some(now + lease));
@@ -296,7 +386,9 @@ impl Agent {
             active: Mutex::new(config.clone()),
             unfinished: AtomicBool::new(false),
             config: Mutex::new(config),
-            contacts,
+            contacts: Mutex::new(contacts),
+            placement,
+            changing: Mutex::new(()),
             events: Mutex::new(Vec::new()),
             reconfiguring: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -375,7 +467,8 @@ fn lease_loop(shared: &Shared, socket: &UdpSocket) {
             message[1..3].copy_from_slice(&(shared.id as u16).to_le_bytes());
             message[3..7].copy_from_slice(&configuration.to_le_bytes());
             message[7..11].copy_from_slice(&sequence.to_le_bytes());
-            let _ = socket.send_to(&message, shared.contacts[manager].lease);
+            let to = shared.contacts.lock().expect("contacts lock")[manager].lease;
+            let _ = socket.send_to(&message, to);
         }
         let Ok((len, from)) = socket.recv_from(&mut buffer) else {
             continue;
@@ -433,33 +526,276 @@ fn serve_control(shared: &Shared, stream: TcpStream) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    let reader = BufReader::new(stream);
-    for line in reader.lines() {
-        let Ok(line) = line else { return };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
         let answer = match serde_json::from_str::<Request>(&line) {
             Err(e) => Answer::Error(format!("not a control request: {e}")),
+            Ok(Request::Join(admission)) => {
+                match admit_joiner(shared, &admission, &mut reader, &mut writer) {
+                    Ok(()) => return,
+                    Err(error) => {
+                        eprintln!(
+                            "farm node {}: node {} not admitted: {error}",
+                            shared.id, admission.node
+                        );
+                        Answer::Error(error.to_string())
+                    }
+                }
+            }
             Ok(request) => handle(shared, request),
         };
-        let mut text = serde_json::to_string(&answer).expect("answers serialize");
-        text.push('\n');
-        if writer.write_all(text.as_bytes()).is_err() {
+        line.clear();
+        if write_answer(&mut writer, &answer).is_err() {
             return;
         }
     }
 }
 
+fn write_answer(writer: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
+    let mut text = serde_json::to_string(answer).expect("answers serialize");
+    text.push('\n');
+    writer.write_all(text.as_bytes())
+}
+
+/// The CM's side of a rejoin (FaRM SOSP'15 §5: a restarted machine joins
+/// as a new member; §5.4 re-replication): stores the configuration with
+/// the node back as a member and as a backup of the regions it held
+/// (those still short of copies), drives every member through NEW-CONFIG,
+/// report, decide and apply (each resets its rings to and from the node,
+/// remakes its endpoints and takes its new keys), answers the node with
+/// the configuration and every node's keys and contacts, waits until it
+/// serves with its copies made, and resumes every member.
+///
+/// Unlike FaRM's paced background copy, the copy happens while every
+/// member is fenced, so it needs no version guard: the pause is the copy's
+/// length (the README gives it). Only the CM admits; a node that is still
+/// a member (not removed yet) is refused, and asks again.
+fn admit_joiner(
+    shared: &Shared,
+    joiner: &Admission,
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+) -> Result<()> {
+    let _changing = shared.changing.lock().expect("change lock");
+    let old = shared.config.lock().expect("config lock").clone();
+    let refuse = |why: String| {
+        Err(Error::peer(
+            format!("node {}'s admission", joiner.node),
+            why,
+        ))
+    };
+    if old.manager != shared.id {
+        return refuse(format!(
+            "node {} is not the configuration manager of configuration {}; node {} is",
+            shared.id, old.id, old.manager
+        ));
+    }
+    if joiner.node >= old.nodes || joiner.node == shared.id {
+        return refuse("it is not another node of the cluster".into());
+    }
+    if old.is_member(joiner.node) {
+        return refuse(format!(
+            "it is still a member of configuration {}: it is admitted once it was removed",
+            old.id
+        ));
+    }
+    if shared.unfinished.load(Ordering::Acquire) {
+        return refuse("a configuration change is being finished".into());
+    }
+    let asked = Instant::now();
+    let base = shared.active.lock().expect("active lock").clone();
+    let new = old.with_joined(joiner.node, shared.id, &shared.placement);
+    if !shared.store.compare_and_swap(Some(old.id), &new)? {
+        return refuse(format!(
+            "configuration {} was replaced in the store",
+            old.id
+        ));
+    }
+    event(shared, "new-config", new.id, &[]);
+    let members = old.members.clone();
+    let step = Duration::from_millis(farm_core::limits::RECOVERY_WAIT_MS);
+    let installed = (|| {
+        call_all(
+            shared,
+            &members,
+            |_| Request::Fence {
+                configuration: new.id,
+            },
+            step,
+        )?;
+        let reports: Vec<RecoveryReport> = call_all(shared, &members, |_| Request::Report, step)?
+            .into_iter()
+            .filter_map(|answer| match answer {
+                Answer::Report(report) => Some(report),
+                _ => None,
+            })
+            .collect();
+        let decisions = decide(&base, &new, &reports);
+        call_all(
+            shared,
+            &members,
+            |node| Request::Apply {
+                configuration: new.clone(),
+                decisions: decisions.get(&node).cloned().unwrap_or_default(),
+                admit: Some(joiner.clone()),
+            },
+            step,
+        )
+    })();
+    if let Err(error) = installed {
+        shared.unfinished.store(true, Ordering::Release);
+        return Err(error);
+    }
+    let directory = shared.control.directory();
+    let contacts = shared.contacts.lock().expect("contacts lock").clone();
+    let admitted = Answer::Admitted(Admitted {
+        configuration: new.clone(),
+        inbox_keys: directory.inbox_keys,
+        region_keys: directory.region_keys,
+        contacts,
+    });
+    let started = Instant::now();
+    let mut line = String::new();
+    let joined = write_answer(writer, &admitted).is_ok()
+        && reader.get_ref().set_read_timeout(Some(JOIN_WAIT)).is_ok()
+        && matches!(reader.read_line(&mut line), Ok(n) if n > 0)
+        && matches!(serde_json::from_str::<Request>(&line), Ok(Request::Joined));
+    // Members resume either way: a node that died while it copied is
+    // removed when its lease runs out.
+    shared.heard.lock().expect("heard lock")[joiner.node] = Instant::now();
+    call_all(shared, &members, |_| Request::Resume, step)?;
+    event(shared, "active", new.id, &[]);
+    eprintln!(
+        "farm node {}: configuration {} active: node {} rejoined{} (members paused {} ms, {} ms of it for its copies); members {:?}",
+        shared.id,
+        new.id,
+        joiner.node,
+        if joined { "" } else { " but did not confirm" },
+        asked.elapsed().as_millis(),
+        started.elapsed().as_millis(),
+        new.members
+    );
+    if joined {
+        let _ = write_answer(writer, &Answer::Ok);
+    }
+    Ok(())
+}
+
+/// How long a CM waits for an admitted node to serve with its copies.
+const JOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// A restarted node's side of a rejoin, first half: asks the CM named by
+/// the store's configuration (at the contact it published) to admit it.
+/// Returns the CM's answer and the connection, on which
+/// [`confirm_admission`] says the node serves.
+///
+/// # Errors
+/// [`Error::Peer`] when the store names no CM contact, the CM cannot be
+/// reached, or it refuses (the node is still a member, say: ask again
+/// once the store's configuration no longer has it).
+pub fn request_admission(
+    store: &dyn ConfigStore,
+    admission: &Admission,
+) -> Result<(Admitted, TcpStream)> {
+    let stored = store
+        .load()?
+        .ok_or_else(|| Error::peer("configuration store", "it holds no configuration"))?;
+    let manager = stored.manager;
+    let contact = store.contact(manager)?.ok_or_else(|| {
+        Error::peer(
+            "configuration store",
+            format!("node {manager}, the configuration manager, published no contact"),
+        )
+    })?;
+    let name = format!("node {manager}'s control (the configuration manager)");
+    let stream = TcpStream::connect_timeout(&contact.control, Duration::from_secs(5))
+        .map_err(|e| Error::peer(&name, e))?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_read_timeout(Some(JOIN_WAIT))
+        .map_err(|e| Error::peer(&name, e))?;
+    let mut text = serde_json::to_string(&Request::Join(admission.clone())).expect("serializes");
+    text.push('\n');
+    (&stream)
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::peer(&name, e))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| Error::peer(&name, e))?;
+    match serde_json::from_str::<Answer>(&line) {
+        Ok(Answer::Admitted(admitted)) => Ok((admitted, stream)),
+        Ok(Answer::Error(error)) => Err(Error::peer(&name, error)),
+        Ok(other) => Err(Error::peer(&name, format!("answered {other:?} to a join"))),
+        Err(e) => Err(Error::peer(&name, format!("answered garbage: {e}"))),
+    }
+}
+
+/// A restarted node's side of a rejoin, second half: it serves in the
+/// admitted configuration and holds its copies; the CM resumes everyone.
+///
+/// # Errors
+/// [`Error::Peer`] when the CM does not acknowledge.
+pub fn confirm_admission(stream: TcpStream) -> Result<()> {
+    let name = "the configuration manager";
+    let mut text = serde_json::to_string(&Request::Joined).expect("serializes");
+    text.push('\n');
+    (&stream)
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::peer(name, e))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| Error::peer(name, e))?;
+    match serde_json::from_str::<Answer>(&line) {
+        Ok(Answer::Ok) => Ok(()),
+        Ok(other) => Err(Error::peer(name, format!("answered {other:?} to joined"))),
+        Err(e) => Err(Error::peer(name, format!("answered garbage: {e}"))),
+    }
+}
+
 fn handle(shared: &Shared, request: Request) -> Answer {
-    let result = match request {
+    let result: Result<Answer> = match request {
         Request::Probe { .. } => Ok(Answer::Ok),
-        Request::Fence { .. } => shared.control.fence().map(|()| Answer::Ok),
-        Request::Report => shared.control.report().map(Answer::Report),
+        Request::Fence { .. } => shared
+            .control
+            .fence()
+            .map(|()| Answer::Ok)
+            .map_err(Error::from),
+        Request::Report => shared
+            .control
+            .report()
+            .map(Answer::Report)
+            .map_err(Error::from),
         Request::Apply {
             configuration,
             decisions,
-        } => shared.control.apply(&configuration, &decisions).map(|()| {
-            adopt(shared, configuration);
-            Answer::Ok
-        }),
+            admit,
+        } => shared
+            .control
+            .apply(&configuration, &decisions)
+            .and_then(|()| match &admit {
+                Some(joiner) => shared
+                    .control
+                    .admit(joiner.node, joiner.inbox, &joiner.regions),
+                None => Ok(()),
+            })
+            .map_err(Error::from)
+            .map(|()| {
+                if let Some(joiner) = admit {
+                    let mut contacts = shared.contacts.lock().expect("contacts lock");
+                    if let Some(slot) = contacts.get_mut(joiner.node) {
+                        *slot = joiner.contact;
+                    }
+                }
+                adopt(shared, configuration);
+                Answer::Ok
+            }),
+        Request::Join(_) | Request::Joined => Err(Error::peer(
+            "control",
+            "a join is answered on its own connection only",
+        )),
         Request::Resume => {
             shared.control.resume();
             let now = shared.config.lock().expect("config lock").clone();
@@ -585,7 +921,7 @@ fn event(shared: &Shared, what: &str, configuration: u32, nodes: &[usize]) {
 /// One control request to `node`, answered within `timeout`.
 fn call(shared: &Shared, node: usize, request: &Request, timeout: Duration) -> Result<Answer> {
     let name = format!("node {node}'s control");
-    let address = shared.contacts[node].control;
+    let address = shared.contacts.lock().expect("contacts lock")[node].control;
     let stream =
         TcpStream::connect_timeout(&address, timeout).map_err(|e| Error::peer(&name, e))?;
     let _ = stream.set_nodelay(true);
@@ -652,6 +988,10 @@ fn call_all(
 /// §5.2 does not say how a half-installed change is finished; this is how
 /// ours never wedges.
 fn reconfigure(shared: &Shared, mine: &Configuration, mut suspects: Vec<usize>) -> Result<()> {
+    let _changing = shared.changing.lock().expect("change lock");
+    // An admission may have run since the monitor looked.
+    let current = shared.config.lock().expect("config lock").clone();
+    let mine = if current.id > mine.id { &current } else { mine };
     let base = shared.active.lock().expect("active lock").clone();
     let mut from = mine.clone();
     if let Some(stored) = shared.store.load()? {
@@ -789,6 +1129,7 @@ fn reconfigure(shared: &Shared, mine: &Configuration, mut suspects: Vec<usize>) 
         |node| Request::Apply {
             configuration: new.clone(),
             decisions: decisions.get(&node).cloned().unwrap_or_default(),
+            admit: None,
         },
         step,
     )?;

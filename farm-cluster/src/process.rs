@@ -18,7 +18,7 @@ use crate::bootstrap::Bootstrap;
 use crate::cluster_file::ClusterFile;
 use crate::error::{Error, Result};
 use crate::launcher::inherited_listener;
-use crate::membership::{Agent, Contact, Sockets};
+use crate::membership::{confirm_admission, request_admission, Admission, Agent, Contact, Sockets};
 use crate::protocol::ClusterShape;
 use crate::zookeeper::open_store;
 
@@ -38,6 +38,188 @@ struct RecoveryPart {
     /// Transactions it knows committed (their ids' words).
     evidence: Vec<u64>,
     in_doubt: usize,
+}
+
+/// A node that rejoined a running cluster after its process died (see
+/// [`rejoin`]): it serves as a member, holds replicas again, and takes no
+/// part in drivers' requests (those run through the start-up session it
+/// missed).
+pub struct JoinedNode {
+    /// Dropped first: its threads stop before the node does.
+    agent: Option<Agent>,
+    serving: ServingNode,
+}
+
+impl JoinedNode {
+    pub fn node(&self) -> &Node {
+        self.serving.node()
+    }
+
+    /// The configuration this node is in now.
+    pub fn configuration(&self) -> Option<farm_core::config::Configuration> {
+        self.agent.as_ref().map(Agent::configuration)
+    }
+}
+
+impl Drop for JoinedNode {
+    fn drop(&mut self) {
+        self.agent = None;
+        self.serving.stop();
+    }
+}
+
+/// What the store says about a node (re)starting.
+pub enum Start {
+    /// The cluster starts (configuration 1, or none stored): the start-up
+    /// rounds through node 0.
+    Rounds,
+    /// The cluster runs in a later configuration without this node: rejoin.
+    Rejoin,
+}
+
+/// How node `id` starts: by the rounds with every other node, or, when the
+/// store's configuration is a later one, by rejoining the running cluster.
+/// A node the store still names waits (up to `wait`) until the
+/// configuration manager removed it.
+///
+/// # Errors
+/// The store's; [`Error::Peer`] when the node is still a member after
+/// `wait`.
+pub fn how_to_start(file: &ClusterFile, id: usize, wait: Duration) -> Result<Start> {
+    if id == 0 {
+        return Ok(Start::Rounds);
+    }
+    let store = open_store(&file.config_store, &file.data_dir)?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match store.load()? {
+            // A later configuration whose manager answers: the cluster runs.
+            // (After a whole-cluster restart nobody answers at the stored
+            // contact, and node 0 starts the store afresh.)
+            Some(stored) if stored.id > 1 && !manager_answers(store.as_ref(), &stored) => {
+                return Ok(Start::Rounds)
+            }
+            Some(stored) if stored.id > 1 && !stored.is_member(id) => return Ok(Start::Rejoin),
+            Some(stored) if stored.id > 1 && Instant::now() < deadline => {
+                // Restarted before the others noticed it died.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Some(stored) if stored.id > 1 => {
+                return Err(Error::peer(
+                    format!("node {id}"),
+                    format!(
+                        "configuration {} still has this node after {wait:?}: is another process of it running?",
+                        stored.id
+                    ),
+                ))
+            }
+            _ => return Ok(Start::Rounds),
+        }
+    }
+}
+
+/// Whether the manager of `stored` listens at the contact it published.
+fn manager_answers(
+    store: &dyn crate::membership::ConfigStore,
+    stored: &farm_core::config::Configuration,
+) -> bool {
+    match store.contact(stored.manager) {
+        Ok(Some(contact)) => {
+            std::net::TcpStream::connect_timeout(&contact.control, Duration::from_secs(1)).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// Starts node `id` afresh and has the configuration manager admit it to
+/// the running cluster (FaRM SOSP'15 §5; see
+/// [`crate::membership::request_admission`]): its old files go (what it
+/// held was decided and re-replicated when it was removed), it opens new
+/// memory, asks to be admitted, serves in the configuration that has it,
+/// copies the regions it backs from their primaries (every member is
+/// fenced meanwhile), and starts its membership agent.
+///
+/// # Errors
+/// File, fabric and engine errors; [`Error::Peer`] when no configuration
+/// manager admits it within a minute.
+pub fn rejoin(file: ClusterFile, id: usize, faults: Faults) -> Result<JoinedNode> {
+    let Some(entry) = file.nodes.get(id) else {
+        return Err(Error::ClusterFile {
+            path: "the cluster file".into(),
+            why: format!("it has no node {id}"),
+        });
+    };
+    let old = file.data_dir.join(format!("node-{id}"));
+    match std::fs::remove_dir_all(&old) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::File {
+                what: "remove the old files of",
+                path: old,
+                source,
+            })
+        }
+    }
+    let config = file.engine_config(faults);
+    let fabric = open_fabric(&file, id)?;
+    let startup = NodeStartup::open(id, &config, fabric)?;
+    let sockets = Sockets::bind(entry.bootstrap.ip())?;
+    let store = open_store(&file.config_store, &file.data_dir)?;
+    let keys = startup.keys();
+    let admission = Admission {
+        node: id,
+        inbox: keys.inbox,
+        regions: keys.regions,
+        contact: sockets.contact()?,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (admitted, stream) = loop {
+        match request_admission(store.as_ref(), &admission) {
+            Ok(answer) => break answer,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("farm node {id}: not admitted yet ({error}); asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let directory = Directory {
+        inbox_keys: admitted.inbox_keys,
+        region_keys: admitted.region_keys,
+    };
+    let serving = startup.serve(directory, faults)?;
+    let control = serving.control();
+    control.apply(&admitted.configuration, &Default::default())?;
+    control.set_managed(true);
+    let started = Instant::now();
+    copy_from_primaries(serving.node())?;
+    let agent = Agent::start(
+        id,
+        control,
+        store,
+        (admitted.configuration.clone(), admitted.contacts),
+        sockets,
+        Duration::from_millis(file.lease_ms),
+        config.placement(),
+    )?;
+    if let Err(error) = confirm_admission(stream) {
+        // The CM died after it stored the configuration that has this
+        // node: this node is a member with its copies, and its agent
+        // answers the next manager, which finishes the change.
+        eprintln!(
+            "farm node {id}: the configuration manager did not acknowledge ({error}); serving on as a member"
+        );
+    }
+    eprintln!(
+        "farm node {id}: rejoined in configuration {} (copies made in {} ms)",
+        admitted.configuration.id,
+        started.elapsed().as_millis()
+    );
+    Ok(JoinedNode {
+        agent: Some(agent),
+        serving,
+    })
 }
 
 pub struct NodeProcess {
@@ -152,6 +334,7 @@ impl NodeProcess {
             (config.placement(), contacts),
             sockets,
             Duration::from_millis(file.lease_ms),
+            config.placement(),
         )?;
         // From now on a node that dies leaves the rounds; the others go on.
         bootstrap.tolerate_departures();

@@ -375,6 +375,19 @@ pub fn run_node(
 ) -> Result<()> {
     let file = ClusterFile::load(config)?;
     let nodes = file.nodes.len();
+    let wait = Duration::from_millis(file.lease_ms * 4) + Duration::from_secs(10);
+    if let crate::process::Start::Rejoin = crate::process::how_to_start(&file, id, wait)? {
+        let joined = crate::process::rejoin(file, id, farm_core::Faults::default())?;
+        if !quiet {
+            eprintln!("farm node {id}: serving as a rejoined member; stop it with a signal");
+        }
+        // It serves from its own threads; this one watches for its removal
+        // (the agent exits the process then) until a signal ends it.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = joined.node();
+        }
+    }
     let mut process = NodeProcess::start(file, id, farm_core::Faults::default())?;
     if !quiet {
         eprintln!(

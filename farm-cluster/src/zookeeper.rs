@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use zookeeper_client as zk;
 
 use crate::error::{Error, Result};
-use crate::membership::{ConfigStore, FileStore};
+use crate::membership::{ConfigStore, Contact, FileStore};
 
 /// The longest a [`ZooKeeperStore`] waits for one call (connecting
 /// included) before it gives up with an error naming the server.
@@ -400,6 +400,45 @@ impl ConfigStore for ZooKeeperStore {
                 Ok(_) => Ok(true),
                 Err(zk::Error::BadVersion | zk::Error::NoNode) => Ok(false),
                 Err(e) => Err(self.failed("replace", &e)),
+            }
+        })
+    }
+
+    fn put_contact(&self, node: usize, contact: &Contact) -> Result<()> {
+        let znode = format!("{}/contact-{node}", self.path);
+        let bytes = serde_json::to_vec(contact).expect("a contact serializes");
+        self.call("publish a contact in", |client| async move {
+            let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+            match client.set_data(&znode, &bytes, None).await {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(self.failed("write", &e)),
+            }
+            client
+                .mkdir(&self.path, &options)
+                .await
+                .map_err(|e| self.failed(&format!("create {} to hold", self.path), &e))?;
+            match client.create(&znode, &bytes, &options).await {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(self.failed("create", &e)),
+            }
+            client
+                .set_data(&znode, &bytes, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.failed("write", &e))
+        })
+    }
+
+    fn contact(&self, node: usize) -> Result<Option<Contact>> {
+        let znode = format!("{}/contact-{node}", self.path);
+        self.call("read a contact from", |client| async move {
+            match client.get_data(&znode).await {
+                Ok((bytes, _)) => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| self.error(format!("{znode} holds no contact: {e}"))),
+                Err(zk::Error::NoNode) => Ok(None),
+                Err(e) => Err(self.failed("read", &e)),
             }
         })
     }

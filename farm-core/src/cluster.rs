@@ -462,6 +462,54 @@ impl NodeControl {
         Ok(())
     }
 
+    /// Takes `joiner` back as a new incarnation with fresh memory whose
+    /// remote keys are `inbox` and `regions` (`regions[r]`: its replica of
+    /// region `r`, if any): the rings to and from it start afresh at
+    /// position 0, what this node remembers of its old transactions is
+    /// forgotten, endpoints to it are remade, and the directory points at
+    /// its new memory. FaRM SOSP'15 §5 has a restarted machine join as a
+    /// new member; this is each member's half of that, called with the
+    /// gate closed (between [`NodeControl::fence`] and
+    /// [`NodeControl::resume`]) and after [`NodeControl::apply`] of the
+    /// configuration that has it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `joiner` is not a node slot of the cluster or
+    /// `regions` does not have one entry per region.
+    pub fn admit(&self, joiner: usize, inbox: u32, regions: &[Option<u32>]) -> Result<()> {
+        let shared = &self.node.shared;
+        let view = shared.view();
+        if joiner >= shared.nodes || joiner == shared.id {
+            return Err(Error::Config(format!(
+                "node {} cannot admit node {joiner}: not another node of {}",
+                shared.id, shared.nodes
+            )));
+        }
+        if regions.len() != view.config.regions() {
+            return Err(Error::Config(format!(
+                "node {joiner} advertised keys for {} regions; the cluster has {}",
+                regions.len(),
+                view.config.regions()
+            )));
+        }
+        self.server.lock().expect("server lock").admit(joiner);
+        shared.rejoined(joiner);
+        let mut directory = view.directory.clone();
+        directory.inbox_keys[joiner] = inbox;
+        directory.region_keys[joiner] = regions.to_vec();
+        shared.set_view(View {
+            config: view.config.clone(),
+            directory,
+        });
+        Ok(())
+    }
+
+    /// The remote keys of every node's memory as this node knows them
+    /// (what a joining node needs to reach the others).
+    pub fn directory(&self) -> crate::Directory {
+        self.node.shared.view().directory.clone()
+    }
+
     /// NEW-CONFIG-COMMIT (SOSP'15 §5.2): opens the gate; transactions go
     /// on in the new configuration.
     pub fn resume(&self) {

@@ -358,6 +358,31 @@ impl Configuration {
         next
     }
 
+    /// Configuration `id + 1` with `node` back as a member, managed by
+    /// `manager`, holding again, as the last backup, every region that
+    /// `placement` (configuration 1) gave it and that has fewer than
+    /// [`Configuration::copies`] replicas now: FaRM SOSP'15 §5.4
+    /// re-replication onto a node that rejoined. Primaries do not move.
+    pub fn with_joined(
+        &self,
+        node: usize,
+        manager: usize,
+        placement: &Configuration,
+    ) -> Configuration {
+        let mut next = self.with_member(node);
+        next.manager = manager;
+        for (region, replicas) in next.regions.iter_mut().enumerate() {
+            let given = placement
+                .regions
+                .get(region)
+                .is_some_and(|initial| initial.contains(&node));
+            if given && !replicas.contains(&node) && replicas.len() < self.copies {
+                replicas.push(node);
+            }
+        }
+        next
+    }
+
     /// Regions with fewer replicas than [`Configuration::copies`].
     pub fn under_replicated(&self) -> impl Iterator<Item = u16> + '_ {
         let wanted = self.copies.min(self.members.len());

@@ -143,6 +143,16 @@ impl Participant {
         }
     }
 
+    /// Forgets everything about transactions `coordinator` coordinated: it
+    /// rejoined as a new incarnation whose transaction ids start again
+    /// (its old transactions were all decided when it was removed).
+    pub(crate) fn forget_coordinator(&mut self, coordinator: usize) {
+        self.truncated.remove(&coordinator);
+        self.locks.retain(|txid, _| txid.node() != coordinator);
+        self.backups.retain(|txid, _| txid.node() != coordinator);
+        self.committed.retain(|txid| txid.node() != coordinator);
+    }
+
     /// Takes records of configuration `id` from now on.
     pub(crate) fn set_configuration(&mut self, id: u32) {
         self.configuration = id;

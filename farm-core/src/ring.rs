@@ -370,6 +370,22 @@ impl RingReceiver {
         self.processed
     }
 
+    /// A sender rejoined as a new incarnation (FaRM SOSP'15 §5: a
+    /// restarted machine joins as a new member): whatever its dead
+    /// incarnation left in this ring was decided when it was removed;
+    /// zero the ring and start again at position 0, where the new
+    /// incarnation's sender starts.
+    pub fn reset_for_new_sender(&mut self) {
+        self.zero(0, RING_BYTES);
+        self.unretired.clear();
+        self.processed = 0;
+        self.retired = 0;
+        self.published = 0;
+        self.suspect = None;
+        self.broken = None;
+        inbox_word(&self.inbox, retired_offset(self.sender)).store(0, Ordering::Release);
+    }
+
     /// Retired bytes the sender has not been told about.
     pub fn unpublished_bytes(&self) -> u64 {
         self.retired - self.published

@@ -213,6 +213,15 @@ impl Server {
         Ok(worked)
     }
 
+    /// `peer` rejoined as a new incarnation: its ring here starts afresh,
+    /// its old transactions are forgotten (all were decided when it was
+    /// removed), and the endpoint to it is remade.
+    pub(crate) fn admit(&mut self, peer: usize) {
+        self.receivers[peer].reset_for_new_sender();
+        self.participant.forget_coordinator(peer);
+        self.endpoints[peer] = crate::node::contexts::connect_one(self.node.fabric.as_ref(), peer);
+    }
+
     /// Processes every record in the rings until none is left: with every
     /// member fenced, nothing more arrives (FaRM SOSP'15 §5.3 "drain
     /// logs").

@@ -44,6 +44,9 @@ pub(crate) struct Context {
     /// The node's view serial when `view` was taken: a commit goes on only
     /// while it is unchanged (see [`crate::node::gate`]).
     pub(crate) view_serial: u64,
+    /// The incarnation of each peer that `endpoints` were made for (see
+    /// [`crate::node::NodeShared::peer_generation`]).
+    pub(crate) generations: Vec<u64>,
 }
 
 /// A thread's links to every node: one endpoint per node, and registered
@@ -60,12 +63,7 @@ pub(crate) struct Links {
 /// the others go on.
 pub(crate) fn connect_all(fabric: &dyn Fabric, nodes: usize) -> Result<Links> {
     let endpoints = (0..nodes)
-        .map(|node| {
-            let peer = NodeId(node as u16);
-            fabric
-                .connect(peer)
-                .unwrap_or_else(|_| Box::new(Unreachable { peer }))
-        })
+        .map(|node| connect_one(fabric, node))
         .collect::<Vec<_>>();
     let scratch = fabric.register(
         Backing::Anonymous {
@@ -74,6 +72,15 @@ pub(crate) fn connect_all(fabric: &dyn Fabric, nodes: usize) -> Result<Links> {
         Access::LOCAL_WRITE,
     )?;
     Ok(Links { endpoints, scratch })
+}
+
+/// An endpoint to `node`, or one whose every post fails when it cannot be
+/// reached now.
+pub(crate) fn connect_one(fabric: &dyn Fabric, node: usize) -> Box<dyn Endpoint> {
+    let peer = NodeId(node as u16);
+    fabric
+        .connect(peer)
+        .unwrap_or_else(|_| Box::new(Unreachable { peer }))
 }
 
 /// The endpoint to a peer that could not be connected.
@@ -147,6 +154,7 @@ impl ContextPool {
             record: Vec::with_capacity(RECORD_BYTES_MAX),
             view: view.clone(),
             view_serial: 0,
+            generations: vec![0; nodes],
         })
     }
 

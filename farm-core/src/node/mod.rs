@@ -77,6 +77,9 @@ pub(crate) struct NodeShared {
     pub(crate) hook: InboxHook,
     /// Closed while the configuration changes.
     pub(crate) gate: Gate,
+    /// Each peer's incarnation as this node knows it: bumped when a peer
+    /// rejoins, so that endpoints made for the dead one are remade.
+    peer_generations: Vec<AtomicU64>,
     pub(crate) stop: AtomicBool,
     pub(crate) stats: NodeStats,
     /// The last corrupt record seen, for people.
@@ -110,6 +113,7 @@ impl NodeShared {
             contexts: ContextPool::default(),
             hook: InboxHook::new(),
             gate: Gate::new(),
+            peer_generations: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),
             stats: NodeStats::default(),
             last_corruption: Mutex::new(None),
@@ -158,9 +162,29 @@ impl NodeShared {
         let mut context = self
             .contexts
             .take(self.id, self.fabric.as_ref(), self.nodes, &view)?;
+        for (peer, seen) in context.generations.iter_mut().enumerate() {
+            let now = self.peer_generation(peer);
+            if *seen != now {
+                context.endpoints[peer] = contexts::connect_one(self.fabric.as_ref(), peer);
+                *seen = now;
+            }
+        }
         context.view = view;
         context.view_serial = serial;
         Ok(context)
+    }
+
+    /// The incarnation of `peer` this node knows (0 until it rejoins).
+    pub(crate) fn peer_generation(&self, peer: usize) -> u64 {
+        self.peer_generations[peer].load(Ordering::Acquire)
+    }
+
+    /// Takes `peer` as a new incarnation (it rejoined with fresh memory):
+    /// the ring to it starts afresh, and endpoints to it are remade as
+    /// they are next used. Call with the gate closed.
+    pub(crate) fn rejoined(&self, peer: usize) {
+        self.send.reset(self.id, peer, &self.inbox);
+        self.peer_generations[peer].fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn return_context(&self, context: Context) {

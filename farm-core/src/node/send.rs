@@ -36,6 +36,14 @@ impl SendPath {
         }
     }
 
+    /// Starts the ring to `receiver` afresh: it rejoined as a new
+    /// incarnation with an empty inbox.
+    pub(crate) fn reset(&self, sender: usize, receiver: usize, local_inbox: &Arc<MemoryRegion>) {
+        let mut ring = self.senders[receiver].lock().expect("ring sender lock");
+        crate::ring::set_published_head(local_inbox, receiver, 0);
+        *ring = RingSender::new(receiver, local_inbox.clone(), sender);
+    }
+
     /// Reserves ring space, keeping the fabric's housekeeping going while
     /// the ring is full (the receiver may need our receives re-posted to
     /// make the progress we wait for). Returns the sender still locked:
