@@ -28,8 +28,14 @@
 //! on one host. The ZooKeeper store
 //! ([`ZooKeeperStore`](crate::zookeeper::ZooKeeperStore)) serves node
 //! processes on several hosts; the cluster file's `config_store` chooses.
-//! Not built yet: re-replication, and a removed node rejoining (see the
-//! README).
+//! Both also hold where each agent listens ([`ConfigStore::put_contact`]).
+//!
+//! A killed node that restarts rejoins ([`request_admission`],
+//! [`confirm_admission`], and the CM's side in `admit_joiner`): it comes
+//! back as a new member with fresh memory and takes back the regions it
+//! held (re-replication onto it, while the members are paused, not in the
+//! background as FaRM §5.4 paces it). Re-replication onto other live
+//! nodes is not built (see the README).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -226,13 +232,13 @@ enum Request {
     Apply {
         configuration: Configuration,
         decisions: Decisions,
-        /// A node rejoining in this configuration (see [`join`]).
+        /// A node rejoining in this configuration (see [`request_admission`]).
         #[serde(default)]
         admit: Option<Admission>,
     },
     /// NEW-CONFIG-COMMIT.
     Resume,
-    /// A restarted node asks the CM to take it back (see [`join`]).
+    /// A restarted node asks the CM to take it back (see [`request_admission`]).
     Join(Admission),
     /// The rejoining node serves and holds its copies: the CM resumes
     /// every member.
@@ -249,7 +255,7 @@ pub struct Admission {
     pub contact: Contact,
 }
 
-/// The CM's answer to [`Request::Join`]: the configuration that has the
+/// The CM's answer to a join request ([`request_admission`]): the configuration that has the
 /// node, every node's remote keys and contacts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Admitted {
@@ -356,7 +362,7 @@ impl Agent {
     /// regions a node that rejoins takes again).
     ///
     /// A node that rejoins starts its agent with the configuration that
-    /// admitted it (see [`join`]).
+    /// admitted it (see [`request_admission`]).
     ///
     /// # Errors
     /// [`Error::Peer`] when a thread or socket cannot be set up.
