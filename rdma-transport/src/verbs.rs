@@ -446,11 +446,9 @@ impl QueuePair<Rtr> {
         let mut attr: ibv_qp_attr = unsafe { std::mem::zeroed() };
         attr.qp_state = ibv_qp_state::IBV_QPS_RTS;
         attr.sq_psn = psn;
-        // 4.096 µs × 2^14 ≈ 67 ms per try, 7 tries: a dead peer is reported
-        // as "retry exceeded" in about half a second.
-        attr.timeout = 14;
-        attr.retry_cnt = 7;
-        attr.rnr_retry = 7;
+        attr.timeout = QP_ACK_TIMEOUT_EXPONENT;
+        attr.retry_cnt = QP_RETRY_COUNT;
+        attr.rnr_retry = QP_RNR_RETRY_INFINITE;
         attr.max_rd_atomic = self.device.rd_atomic;
         let mask = ibv_qp_attr_mask::IBV_QP_STATE
             | ibv_qp_attr_mask::IBV_QP_TIMEOUT
@@ -461,6 +459,28 @@ impl QueuePair<Rtr> {
         self.modify(&mut attr, mask, "move QP to RTS")
     }
 }
+
+/// How long a requester waits for an ACK before it sends again:
+/// 4.096 µs × 2^14 ≈ 67 ms.
+const QP_ACK_TIMEOUT_EXPONENT: u8 = 14;
+/// Sends again after a missing ACK this many times, then fails the request
+/// with "transport retry counter exceeded" and moves the queue pair to the
+/// error state: with [`QP_ACK_TIMEOUT_EXPONENT`], a dead peer is reported
+/// about half a second after the request was posted.
+///
+/// Not 7: soft-RoCE (rxe) takes a retry count of 7 to mean "retry for
+/// ever", as the specification has it for the RNR retry count only, so a
+/// request to a peer whose process died never completed there, and every
+/// caller waited out its own timeout instead (10 s for each write to a dead
+/// node during recovery; found with `farm check --nemesis kill` over verbs
+/// in the soft-RoCE VM).
+const QP_RETRY_COUNT: u8 = 6;
+/// Receiver not ready: retry for ever (7, by the specification). A peer
+/// whose receives ran out re-posts them as it polls (`Device::replenish`).
+const QP_RNR_RETRY_INFINITE: u8 = 7;
+// The fields are 3 bits wide; 7 would mean "for ever" on soft-RoCE.
+const _: () = assert!(QP_RETRY_COUNT < 7);
+const _: () = assert!(QP_ACK_TIMEOUT_EXPONENT <= 31);
 
 /// Posts one receive with no buffer: WRITE_WITH_IMM consumes a receive but
 /// no receive memory.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use rdma_transport::shm::{ShmConfig, ShmFabric};
 use rdma_transport::{
-    Access, Backing, Endpoint, Error, Fabric, MemoryRegion, NodeId, Op, RemoteAddr,
+    Access, Backing, CompletionStatus, Endpoint, Error, Fabric, MemoryRegion, NodeId, Op,
+    RemoteAddr,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -679,6 +680,23 @@ fn peer_that_disappears_gives_error_in_bounded_time(backend: Backend) {
         "{}: dead peer reported after {waited:?}: {error}",
         backend.name()
     );
+    if backend == Backend::Verbs {
+        // Regression: with a retry count of 7, which soft-RoCE takes to
+        // mean "for ever", a request to a dead peer never completed, and
+        // only the caller's own timeout ended the wait (10 s for every
+        // write to a dead node during recovery). The queue pair itself
+        // must report the peer: "retry exceeded" well within the wait.
+        assert!(
+            matches!(
+                error,
+                Error::Completion {
+                    status: CompletionStatus::RETRY_EXCEEDED,
+                    ..
+                }
+            ),
+            "verbs: the queue pair did not report the dead peer itself: {error}"
+        );
+    }
     assert!(matches!(
         endpoint.execute(&[read()], TIMEOUT),
         Err(Error::EndpointBroken { .. })
