@@ -430,7 +430,7 @@ impl NodeControl {
             decisions.committed.iter().copied().collect();
         {
             let mut server = self.server.lock().expect("server lock");
-            server.settle(&committed)?;
+            server.settle(&committed, new)?;
         }
         for entry in &decisions.installs {
             if shared.replicas.get(entry.addr.region()).is_some() {

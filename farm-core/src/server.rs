@@ -133,7 +133,7 @@ impl Server {
     /// node then went quiet.
     fn on_idle(&mut self) {
         let id = self.node.id;
-        if let Err(error) = self.publish_heads(true) {
+        if let Err(error) = self.publish_heads(true, None) {
             eprintln!("farm node {id}: publishing ring heads failed: {error}");
         }
         // While the configuration changes, nothing more goes into rings:
@@ -208,7 +208,7 @@ impl Server {
             }
         }
         if worked > 0 {
-            self.publish_heads(false)?;
+            self.publish_heads(false, None)?;
         }
         Ok(worked)
     }
@@ -253,7 +253,11 @@ impl Server {
     ///
     /// # Errors
     /// As [`Participant::settle`].
-    pub(crate) fn settle(&mut self, committed: &std::collections::HashSet<TxnId>) -> Result<()> {
+    pub(crate) fn settle(
+        &mut self,
+        committed: &std::collections::HashSet<TxnId>,
+        next: &crate::config::Configuration,
+    ) -> Result<()> {
         let env = Env {
             replicas: &self.node.replicas,
             allocators: Some(&self.node.allocators),
@@ -264,7 +268,9 @@ impl Server {
         for &(ring, position) in &self.participant.effects().retire {
             self.receivers[ring].retire(position);
         }
-        self.publish_heads(true)
+        // Not to the nodes the change removes: they are dead (over verbs a
+        // WRITE to one takes the QP's retries, about half a second, to fail).
+        self.publish_heads(true, Some(next))
     }
 
     /// Carries out what the participant's last handler asked for.
@@ -287,13 +293,17 @@ impl Server {
 
     /// Tells senders how far we retired: always when `idle`, otherwise only
     /// rings that retired a good share since the last time.
-    fn publish_heads(&mut self, idle: bool) -> Result<()> {
+    fn publish_heads(
+        &mut self,
+        idle: bool,
+        next: Option<&crate::config::Configuration>,
+    ) -> Result<()> {
         for sender in 0..self.receivers.len() {
             let receiver = &mut self.receivers[sender];
             if !idle && receiver.unpublished_bytes() < RING_BYTES / 8 {
                 continue;
             }
-            if !self.view.config.is_member(sender) {
+            if !self.view.config.is_member(sender) || next.is_some_and(|c| !c.is_member(sender)) {
                 continue;
             }
             let Some(head) = receiver.take_publishable() else {
