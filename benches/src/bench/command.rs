@@ -470,6 +470,7 @@ fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchRepor
                 scale: options.scale,
                 distribution: options.distribution,
                 warehouses_per_node: options.warehouses_per_node,
+                progress: !options.quiet,
             },
         )?;
         if !options.quiet {

@@ -67,10 +67,92 @@ fn subscriber_row(s_id: u64, rng: &mut Rng) -> Vec<u8> {
 
 const VLR_AT: usize = 34;
 
+/// One subscriber's rows, drawn before loading: its subscriber row, its
+/// access-info rows by type, and its special facilities by type, each with
+/// its call-forwarding rows by start time.
+struct SubscriberRows {
+    s_id: u64,
+    row: Vec<u8>,
+    access_info: Vec<(u64, Vec<u8>)>,
+    facilities: Vec<Facility>,
+}
+
+/// A special facility: its type, its row, and its call-forwarding rows by
+/// start time.
+type Facility = (u64, [u8; 8], Vec<(u64, Vec<u8>)>);
+
+/// Bytes of rows one loading transaction inserts at most: one commit per
+/// batch instead of one per subscriber. A backup's COMMIT-BACKUP carries
+/// every row it backs plus the hash buckets they go into (about twice the
+/// rows' bytes with objects' overhead), and must stay under
+/// [`farm_core::limits::RECORD_BYTES_MAX`].
+const LOAD_BATCH_ROW_BYTES: usize = farm_core::limits::RECORD_BYTES_MAX / 4;
+
+/// Consecutive subscribers whose rows (with [`OBJECT_ESTIMATE_BYTES`] per
+/// row for its object and bucket overhead) fit [`LOAD_BATCH_ROW_BYTES`].
+fn batches(rows: &[SubscriberRows]) -> Vec<&[SubscriberRows]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, subscriber) in rows.iter().enumerate() {
+        let size = subscriber.bytes();
+        if i > start && bytes + size > LOAD_BATCH_ROW_BYTES {
+            out.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
+/// A row's object header and its hash bucket's share, roughly.
+const OBJECT_ESTIMATE_BYTES: usize = 48;
+
+impl SubscriberRows {
+    fn bytes(&self) -> usize {
+        let rows = 2
+            + self.access_info.len()
+            + self
+                .facilities
+                .iter()
+                .map(|(_, _, forwards)| 1 + forwards.len())
+                .sum::<usize>();
+        let payload = self.row.len()
+            + 8
+            + self.access_info.iter().map(|(_, r)| r.len()).sum::<usize>()
+            + self
+                .facilities
+                .iter()
+                .map(|(_, r, f)| r.len() + f.iter().map(|(_, c)| c.len()).sum::<usize>())
+                .sum::<usize>();
+        payload + rows * OBJECT_ESTIMATE_BYTES
+    }
+}
+
 impl Tatp {
     /// Subscriber s lives on node s mod nodes (its rows are inserted
     /// there); every process draws the whole population.
+    ///
+    /// # Errors
+    /// The engine's, while loading.
     pub fn load(site: &Site, subscribers: u64) -> farm_core::Result<Tatp> {
+        Tatp::load_with_progress(site, subscribers, &|_, _| {})
+    }
+
+    /// [`Tatp::load`], calling `progress(subscribers loaded, of how many)`
+    /// about five times a second. Each node of this process loads its own
+    /// subscribers from its own thread, as many per transaction as
+    /// [`LOAD_BATCH_ROW_BYTES`] allows.
+    ///
+    /// # Errors
+    /// The engine's, while loading.
+    pub fn load_with_progress(
+        site: &Site,
+        subscribers: u64,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> farm_core::Result<Tatp> {
         let buckets = (subscribers as usize / 2).max(1);
         let mut tatp = Tatp {
             subscribers,
@@ -81,9 +163,13 @@ impl Tatp {
             sub_nbr_index: site.table("tatp-sub-nbr-index", buckets)?,
             access_rows: 0,
         };
+        // Draw every row in one pass (the same draws, in the same order, as
+        // ever), keeping those of this process's nodes, by node.
+        let nodes = site.nodes();
+        let mut by_node: Vec<Vec<SubscriberRows>> = (0..nodes).map(|_| Vec::new()).collect();
         let mut rng = Rng::new(4242);
         for s_id in 1..=subscribers {
-            let owner = site.local(s_id as usize % site.nodes());
+            let owner = s_id as usize % nodes;
             let row = subscriber_row(s_id, &mut rng);
             let ai_types = distinct_types(&mut rng);
             let sf_types = distinct_types(&mut rng);
@@ -112,33 +198,78 @@ impl Tatp {
                 }
                 facilities.push((*sf_type, sf_row, forwards));
             }
-            let ai_rows: Vec<(u64, Vec<u8>)> = ai_types
+            let access_info: Vec<(u64, Vec<u8>)> = ai_types
                 .iter()
                 .map(|t| (*t, (0..10).map(|_| rng.next_u64() as u8).collect()))
                 .collect();
-            let Some(node) = owner else {
-                continue;
-            };
-            let t = &tatp;
-            node.run(|txn| {
-                t.subscriber.put(txn, s_id, &row)?;
-                t.sub_nbr_index.put(txn, s_id, &s_id.to_le_bytes())?;
-                for (ai_type, ai_row) in &ai_rows {
-                    t.access_info.put(txn, sf_key(s_id, *ai_type), ai_row)?;
-                }
-                for (sf_type, sf_row, forwards) in &facilities {
-                    t.special_facility
-                        .put(txn, sf_key(s_id, *sf_type), sf_row)?;
-                    for (start_time, cf_row) in forwards {
-                        t.call_forwarding
-                            .put(txn, cf_key(s_id, *sf_type, *start_time), cf_row)?;
-                    }
-                }
-                Ok(())
-            })?;
+            if site.local(owner).is_some() {
+                by_node[owner].push(SubscriberRows {
+                    s_id,
+                    row,
+                    access_info,
+                    facilities,
+                });
+            }
         }
+        let total: u64 = by_node.iter().map(|rows| rows.len() as u64).sum();
+
+        let loaded = std::sync::atomic::AtomicU64::new(0);
+        let t = &tatp;
+        let result: farm_core::Result<()> = std::thread::scope(|scope| {
+            let loaders: Vec<_> = by_node
+                .iter()
+                .enumerate()
+                .filter_map(|(owner, rows)| Some((site.local(owner)?, rows)))
+                .map(|(node, rows)| {
+                    let loaded = &loaded;
+                    scope.spawn(move || -> farm_core::Result<()> {
+                        for batch in batches(rows) {
+                            node.run(|txn| {
+                                for subscriber in batch {
+                                    t.insert(txn, subscriber)?;
+                                }
+                                Ok(())
+                            })?;
+                            loaded.fetch_add(
+                                batch.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            while loaders.iter().any(|loader| !loader.is_finished()) {
+                progress(loaded.load(std::sync::atomic::Ordering::Relaxed), total);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            loaders
+                .into_iter()
+                .try_for_each(|loader| loader.join().expect("a TATP loader panicked"))
+        });
+        result?;
+        progress(total, total);
         site.barrier("tatp-loaded")?;
         Ok(tatp)
+    }
+
+    /// Inserts one subscriber's rows in `txn`.
+    fn insert(&self, txn: &mut Txn, subscriber: &SubscriberRows) -> Result<(), TxnError> {
+        let s_id = subscriber.s_id;
+        self.subscriber.put(txn, s_id, &subscriber.row)?;
+        self.sub_nbr_index.put(txn, s_id, &s_id.to_le_bytes())?;
+        for (ai_type, ai_row) in &subscriber.access_info {
+            self.access_info.put(txn, sf_key(s_id, *ai_type), ai_row)?;
+        }
+        for (sf_type, sf_row, forwards) in &subscriber.facilities {
+            self.special_facility
+                .put(txn, sf_key(s_id, *sf_type), sf_row)?;
+            for (start_time, cf_row) in forwards {
+                self.call_forwarding
+                    .put(txn, cf_key(s_id, *sf_type, *start_time), cf_row)?;
+            }
+        }
+        Ok(())
     }
 
     fn s_id(&self, rng: &mut Rng) -> u64 {
