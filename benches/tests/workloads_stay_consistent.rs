@@ -143,7 +143,6 @@ fn tpcc_with_several_warehouses_per_node_stays_consistent() {
             scale: 0.02,
             distribution: Distribution::Uniform,
             warehouses_per_node: 3,
-            progress: false,
         },
     )
     .unwrap();

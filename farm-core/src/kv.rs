@@ -172,6 +172,9 @@ impl HashTable {
     /// [`Error::InvalidArgument`] unless `index < of` and `buckets > 0`;
     /// the engine's while allocating.
     pub fn create_share(node: &Node, index: usize, of: usize, buckets: usize) -> Result<Vec<Addr>> {
+        // Empty buckets allocated per transaction: each is a 64-byte object,
+        // so a COMMIT-BACKUP of 256 stays well under a record's limit.
+        const BUCKETS_PER_CREATE: usize = 256;
         if index >= of || buckets == 0 {
             return Err(Error::InvalidArgument {
                 what: "a hash table share",
@@ -181,7 +184,7 @@ impl HashTable {
         let empty = Bucket::default().encode();
         let mine: Vec<usize> = (index..buckets).step_by(of).collect();
         let mut addrs = Vec::with_capacity(mine.len());
-        for chunk in mine.chunks(64) {
+        for chunk in mine.chunks(BUCKETS_PER_CREATE) {
             addrs.extend(node.run(|txn| {
                 chunk
                     .iter()

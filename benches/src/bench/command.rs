@@ -463,16 +463,24 @@ fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchRepor
                 options.workload, options.scale
             );
         }
+        let site = Site::cluster(&cluster);
+        let site = if options.quiet {
+            site
+        } else {
+            site.with_progress(&super::config::load_progress_bar)
+        };
         let workload = load_with(
-            &Site::cluster(&cluster),
+            &site,
             options.workload,
             &LoadOptions {
                 scale: options.scale,
                 distribution: options.distribution,
                 warehouses_per_node: options.warehouses_per_node,
-                progress: !options.quiet,
             },
         )?;
+        if !options.quiet {
+            eprintln!();
+        }
         if !options.quiet {
             eprintln!(
                 "farm bench: loaded in {:.1} s; warm-up {} s, then {} s with {} threads per node",

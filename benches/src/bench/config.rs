@@ -82,8 +82,6 @@ pub struct LoadOptions {
     pub distribution: Distribution,
     /// TPC-C's warehouses on each node.
     pub warehouses_per_node: usize,
-    /// Draw a progress bar on standard error while loading (TATP).
-    pub progress: bool,
 }
 
 /// Loads `name` with its population scaled by `scale` (1 = 10,000
@@ -104,9 +102,19 @@ pub fn load(
             scale,
             distribution,
             warehouses_per_node: 1,
-            progress: false,
         },
     )
+}
+
+/// A progress bar on standard error for [`Site::with_progress`]:
+/// `[#####     ] done/total batches loaded`.
+pub fn load_progress_bar(done: u64, total: u64) {
+    let filled = ((done * 30).checked_div(total).unwrap_or(30) as usize).min(30);
+    eprint!(
+        "\r[{}{}] {done:>8}/{total} batches loaded",
+        "#".repeat(filled),
+        " ".repeat(30 - filled),
+    );
 }
 
 /// Loads `name` as `options` say.
@@ -121,19 +129,6 @@ pub fn load_with(
     let (scale, distribution) = (options.scale, options.distribution);
     let population = ((10_000.0 * scale) as u64).max(16);
     Ok(match name {
-        WorkloadName::Tatp if options.progress => {
-            let bar = |done: u64, total: u64| {
-                let filled = ((done * 30).checked_div(total).unwrap_or(30) as usize).min(30);
-                eprint!(
-                    "\r[{}{}] {done:>9}/{total} subscribers loaded",
-                    "#".repeat(filled),
-                    " ".repeat(30 - filled),
-                );
-            };
-            let tatp = Tatp::load_with_progress(site, population, &bar)?;
-            eprintln!();
-            Box::new(tatp)
-        }
         WorkloadName::Tatp => Box::new(Tatp::load(site, population)?),
         WorkloadName::Smallbank => Box::new(SmallBank::load(site, population)?),
         WorkloadName::YcsbA => Box::new(Ycsb::load(site, Mix::A, distribution, population)?),

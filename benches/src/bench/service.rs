@@ -154,7 +154,6 @@ impl Service for BenchService {
                     scale: request.scale,
                     distribution: request.distribution,
                     warehouses_per_node: request.warehouses_per_node,
-                    progress: false,
                 },
             )?;
             *loaded = Some((request.population(), workload));

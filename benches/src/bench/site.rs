@@ -25,6 +25,8 @@ pub struct Site<'a> {
     nodes: usize,
     local: Vec<&'a Node>,
     rounds: Option<&'a dyn Rounds>,
+    /// Told `(done, of how many)` while loading (see [`Site::with_progress`]).
+    progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
 }
 
 fn malformed(round: &str) -> farm_core::Error {
@@ -38,7 +40,15 @@ impl<'a> Site<'a> {
             nodes: cluster.nodes().len(),
             local: cluster.nodes().iter().collect(),
             rounds: None,
+            progress: None,
         }
+    }
+
+    /// Calls `progress(done, of how many)` while loading, about five times
+    /// a second (a progress bar's hook).
+    pub fn with_progress(mut self, progress: &'a (dyn Fn(u64, u64) + Sync)) -> Site<'a> {
+        self.progress = Some(progress);
+        self
     }
 
     /// `node`, one of `nodes` node processes that meet in `rounds`.
@@ -47,7 +57,60 @@ impl<'a> Site<'a> {
             nodes,
             local: vec![node],
             rounds: Some(rounds),
+            progress: None,
         }
+    }
+
+    /// Loads in parallel: `by_node[n]` holds node n's batches, and each
+    /// node of this process runs `load(node, batch)` for its own from a
+    /// thread of its own (other processes load theirs). Tells the site's
+    /// progress hook (batches done, of how many) about five times a second
+    /// from this thread, and once at the end.
+    ///
+    /// # Errors
+    /// The first of the loaders' errors.
+    pub fn load_parallel<T: Sync>(
+        &self,
+        by_node: &[Vec<T>],
+        load: &(dyn Fn(&Node, &T) -> farm_core::Result<()> + Sync),
+    ) -> farm_core::Result<()> {
+        let progress = |done: u64, total: u64| {
+            if let Some(progress) = self.progress {
+                progress(done, total);
+            }
+        };
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let mine: Vec<(&Node, &Vec<T>)> = by_node
+            .iter()
+            .enumerate()
+            .filter_map(|(owner, batches)| Some((self.local(owner)?, batches)))
+            .collect();
+        let total: u64 = mine.iter().map(|(_, batches)| batches.len() as u64).sum();
+        let done = AtomicU64::new(0);
+        let result = std::thread::scope(|scope| {
+            let loaders: Vec<_> = mine
+                .iter()
+                .map(|&(node, batches)| {
+                    let done = &done;
+                    scope.spawn(move || -> farm_core::Result<()> {
+                        for batch in batches {
+                            load(node, batch)?;
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            while loaders.iter().any(|loader| !loader.is_finished()) {
+                progress(done.load(Ordering::Relaxed), total);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            loaders
+                .into_iter()
+                .try_for_each(|loader| loader.join().expect("a loader thread panicked"))
+        });
+        progress(done.load(Ordering::Relaxed), total);
+        result
     }
 
     /// Nodes in the whole cluster.

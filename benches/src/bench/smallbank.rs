@@ -52,6 +52,10 @@ fn set(
     table.put(txn, account, &balance.to_le_bytes())
 }
 
+/// Accounts loaded by one transaction: the first one's number and each
+/// one's (savings, checking) balance.
+type Chunk = (u64, Vec<(i64, i64)>);
+
 impl SmallBank {
     /// Accounts are inserted 64 at a time, chunk c by node c mod nodes;
     /// every process draws every balance.
@@ -60,9 +64,10 @@ impl SmallBank {
         let checking = site.table("smallbank-checking", (accounts as usize / 4).max(1))?;
         let mut rng = Rng::new(77);
         let mut total = 0i64;
-        for chunk in (0..accounts).collect::<Vec<_>>().chunks(64) {
-            let balances: Vec<(i64, i64)> = chunk
-                .iter()
+        // (first account, balances) per chunk, by the node that inserts it.
+        let mut by_node: Vec<Vec<Chunk>> = (0..site.nodes()).map(|_| Vec::new()).collect();
+        for first in (0..accounts).step_by(64) {
+            let balances: Vec<(i64, i64)> = (first..(first + 64).min(accounts))
                 .map(|_| {
                     (
                         rng.range(10_000, 50_000) as i64,
@@ -71,17 +76,18 @@ impl SmallBank {
                 })
                 .collect();
             total += balances.iter().map(|(s, c)| s + c).sum::<i64>();
-            let Some(node) = site.local((chunk[0] / 64) as usize % site.nodes()) else {
-                continue;
-            };
+            by_node[(first / 64) as usize % site.nodes()].push((first, balances));
+        }
+        let (savings_table, checking_table) = (&savings, &checking);
+        site.load_parallel(&by_node, &|node, (first, balances)| {
             node.run(|txn| {
-                for (account, (s, c)) in chunk.iter().zip(&balances) {
-                    set(&savings, txn, *account, *s)?;
-                    set(&checking, txn, *account, *c)?;
+                for (account, (s, c)) in (*first..).zip(balances) {
+                    set(savings_table, txn, account, *s)?;
+                    set(checking_table, txn, account, *c)?;
                 }
                 Ok(())
-            })?;
-        }
+            })
+        })?;
         site.barrier("smallbank-loaded")?;
         Ok(SmallBank {
             savings,

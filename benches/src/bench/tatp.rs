@@ -137,22 +137,11 @@ impl Tatp {
     ///
     /// # Errors
     /// The engine's, while loading.
-    pub fn load(site: &Site, subscribers: u64) -> farm_core::Result<Tatp> {
-        Tatp::load_with_progress(site, subscribers, &|_, _| {})
-    }
-
-    /// [`Tatp::load`], calling `progress(subscribers loaded, of how many)`
-    /// about five times a second. Each node of this process loads its own
-    /// subscribers from its own thread, as many per transaction as
-    /// [`LOAD_BATCH_ROW_BYTES`] allows.
     ///
-    /// # Errors
-    /// The engine's, while loading.
-    pub fn load_with_progress(
-        site: &Site,
-        subscribers: u64,
-        progress: &(dyn Fn(u64, u64) + Sync),
-    ) -> farm_core::Result<Tatp> {
+    /// Each node of this process loads its own subscribers from its own
+    /// thread, as many per transaction as [`LOAD_BATCH_ROW_BYTES`] allows
+    /// ([`Site::load_parallel`]).
+    pub fn load(site: &Site, subscribers: u64) -> farm_core::Result<Tatp> {
         let buckets = (subscribers as usize / 2).max(1);
         let mut tatp = Tatp {
             subscribers,
@@ -211,44 +200,17 @@ impl Tatp {
                 });
             }
         }
-        let total: u64 = by_node.iter().map(|rows| rows.len() as u64).sum();
-
-        let loaded = std::sync::atomic::AtomicU64::new(0);
+        let batches: Vec<Vec<&[SubscriberRows]>> =
+            by_node.iter().map(|rows| batches(rows)).collect();
         let t = &tatp;
-        let result: farm_core::Result<()> = std::thread::scope(|scope| {
-            let loaders: Vec<_> = by_node
-                .iter()
-                .enumerate()
-                .filter_map(|(owner, rows)| Some((site.local(owner)?, rows)))
-                .map(|(node, rows)| {
-                    let loaded = &loaded;
-                    scope.spawn(move || -> farm_core::Result<()> {
-                        for batch in batches(rows) {
-                            node.run(|txn| {
-                                for subscriber in batch {
-                                    t.insert(txn, subscriber)?;
-                                }
-                                Ok(())
-                            })?;
-                            loaded.fetch_add(
-                                batch.len() as u64,
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            while loaders.iter().any(|loader| !loader.is_finished()) {
-                progress(loaded.load(std::sync::atomic::Ordering::Relaxed), total);
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
-            loaders
-                .into_iter()
-                .try_for_each(|loader| loader.join().expect("a TATP loader panicked"))
-        });
-        result?;
-        progress(total, total);
+        site.load_parallel(&batches, &|node, batch| {
+            node.run(|txn| {
+                for subscriber in batch.iter() {
+                    t.insert(txn, subscriber)?;
+                }
+                Ok(())
+            })
+        })?;
         site.barrier("tatp-loaded")?;
         Ok(tatp)
     }

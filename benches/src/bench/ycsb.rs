@@ -137,18 +137,22 @@ impl Ycsb {
         records: u64,
     ) -> farm_core::Result<Ycsb> {
         let table = site.table("ycsb-table", (records as usize / 4).max(1))?;
-        // Records are inserted 32 at a time, chunk c by node c mod nodes.
-        for chunk in (0..records).collect::<Vec<_>>().chunks(32) {
-            let Some(node) = site.local((chunk[0] / 32) as usize % site.nodes()) else {
-                continue;
-            };
+        // Records are inserted 32 at a time, chunk c by node c mod nodes,
+        // each node from its own thread.
+        let mut by_node: Vec<Vec<std::ops::Range<u64>>> =
+            (0..site.nodes()).map(|_| Vec::new()).collect();
+        for first in (0..records).step_by(32) {
+            by_node[(first / 32) as usize % site.nodes()].push(first..(first + 32).min(records));
+        }
+        let t = &table;
+        site.load_parallel(&by_node, &|node, keys| {
             node.run(|txn| {
-                for key in chunk {
-                    table.put(txn, *key, &record(*key, 0))?;
+                for key in keys.clone() {
+                    t.put(txn, key, &record(key, 0))?;
                 }
                 Ok(())
-            })?;
-        }
+            })
+        })?;
         site.barrier("ycsb-loaded")?;
         Ok(Ycsb {
             name: match mix {
