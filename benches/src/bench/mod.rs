@@ -605,7 +605,14 @@ pub fn run(
     if options.progress {
         eprintln!();
     }
+    let checking = std::time::Instant::now();
     let consistency = workload.check(cluster.node(0), &[workload.tally()])?;
+    if options.progress {
+        eprintln!(
+            "checked consistency in {:.1} s",
+            checking.elapsed().as_secs_f64()
+        );
+    }
     Ok(report(
         workload,
         &measured,

@@ -107,6 +107,10 @@ fn batches(rows: &[SubscriberRows]) -> Vec<&[SubscriberRows]> {
     out
 }
 
+/// Subscribers one read-only transaction of the consistency check reads
+/// (about 26 gets each).
+const CHECK_BATCH: u64 = 8;
+
 /// A row's object header and its hash bucket's share, roughly.
 const OBJECT_ESTIMATE_BYTES: usize = 48;
 
@@ -232,6 +236,85 @@ impl Tatp {
             }
         }
         Ok(())
+    }
+
+    /// Checks subscribers `first..=last`: the first problem found, and the
+    /// call-forwarding and access-info rows counted.
+    fn check_range(
+        &self,
+        node: &Node,
+        first: u64,
+        last: u64,
+    ) -> farm_core::Result<(Option<String>, u64, u64)> {
+        let (mut forwards, mut access) = (0, 0);
+        let mut start = first;
+        while start <= last {
+            let end = (start + CHECK_BATCH - 1).min(last);
+            let (problem, cf, ai) = node.run(|txn| {
+                let (mut cf, mut ai) = (0, 0);
+                for s_id in start..=end {
+                    let (problem, c, a) = self.check_subscriber(txn, s_id)?;
+                    if problem.is_some() {
+                        return Ok((problem, 0, 0));
+                    }
+                    cf += c;
+                    ai += a;
+                }
+                Ok((None, cf, ai))
+            })?;
+            if problem.is_some() {
+                return Ok((problem, 0, 0));
+            }
+            forwards += cf;
+            access += ai;
+            start = end + 1;
+        }
+        Ok((None, forwards, access))
+    }
+
+    /// One subscriber's rows: a problem, or its call-forwarding and
+    /// access-info rows counted.
+    fn check_subscriber(
+        &self,
+        txn: &mut Txn,
+        s_id: u64,
+    ) -> Result<(Option<String>, u64, u64), TxnError> {
+        let Some(row) = self.subscriber.get(txn, s_id)? else {
+            return Ok((Some(format!("subscriber {s_id} is missing")), 0, 0));
+        };
+        if u64::from_le_bytes(row[..8].try_into().expect("sub_nbr")) != s_id
+            || self.lookup(txn, s_id)? != s_id
+        {
+            return Ok((
+                Some(format!("subscriber {s_id}: sub_nbr or its index is wrong")),
+                0,
+                0,
+            ));
+        }
+        let (mut cf, mut ai) = (0, 0);
+        for t in 1..=4 {
+            ai += u64::from(self.access_info.get(txn, sf_key(s_id, t))?.is_some());
+            let sf = self.special_facility.get(txn, sf_key(s_id, t))?;
+            for start in [0, 8, 16] {
+                if self
+                    .call_forwarding
+                    .get(txn, cf_key(s_id, t, start))?
+                    .is_some()
+                {
+                    if sf.is_none() {
+                        return Ok((
+                            Some(format!(
+                                "call forwarding ({s_id}, {t}, {start}) has no special facility"
+                            )),
+                            0,
+                            0,
+                        ));
+                    }
+                    cf += 1;
+                }
+            }
+        }
+        Ok((None, cf, ai))
     }
 
     fn s_id(&self, rng: &mut Rng) -> u64 {
@@ -383,32 +466,31 @@ impl Workload for Tatp {
         finish(kind, txn, body)
     }
 
+    /// Checks every subscriber from several threads of `node` (reads are
+    /// latency-bound, over verbs above all), [`CHECK_BATCH`] subscribers
+    /// per read-only transaction.
     fn check(&self, node: &Node, _: &[i64]) -> farm_core::Result<Result<String, String>> {
-        let mut forwards = 0;
-        let mut access = 0;
-        for s_id in 1..=self.subscribers {
-            let (problem, cf, ai) = node.run(|txn| {
-                let Some(row) = self.subscriber.get(txn, s_id)? else {
-                    return Ok((Some(format!("subscriber {s_id} is missing")), 0, 0));
-                };
-                if u64::from_le_bytes(row[..8].try_into().expect("sub_nbr")) != s_id || self.lookup(txn, s_id)? != s_id {
-                    return Ok((Some(format!("subscriber {s_id}: sub_nbr or its index is wrong")), 0, 0));
-                }
-                let (mut cf, mut ai) = (0, 0);
-                for t in 1..=4 {
-                    ai += u64::from(self.access_info.get(txn, sf_key(s_id, t))?.is_some());
-                    let sf = self.special_facility.get(txn, sf_key(s_id, t))?;
-                    for start in [0, 8, 16] {
-                        if self.call_forwarding.get(txn, cf_key(s_id, t, start))?.is_some() {
-                            if sf.is_none() {
-                                return Ok((Some(format!("call forwarding ({s_id}, {t}, {start}) has no special facility")), 0, 0));
-                            }
-                            cf += 1;
-                        }
-                    }
-                }
-                Ok((None, cf, ai))
-            })?;
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8) as u64;
+        let per_thread = self.subscribers.div_ceil(threads).max(1);
+        let parts: Vec<farm_core::Result<(Option<String>, u64, u64)>> =
+            std::thread::scope(|scope| {
+                let checkers: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let first = 1 + t * per_thread;
+                        let last = ((t + 1) * per_thread).min(self.subscribers);
+                        scope.spawn(move || self.check_range(node, first, last))
+                    })
+                    .collect();
+                checkers
+                    .into_iter()
+                    .map(|c| c.join().expect("a TATP checker panicked"))
+                    .collect()
+            });
+        let (mut forwards, mut access) = (0, 0);
+        for part in parts {
+            let (problem, cf, ai) = part?;
             if let Some(problem) = problem {
                 return Ok(Err(problem));
             }
