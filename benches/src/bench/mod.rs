@@ -76,6 +76,33 @@ pub trait Workload: Send + Sync {
     /// Checks the workload's own consistency conditions afterwards, with
     /// transactions from `node` (node 0); the text says what was checked.
     fn check(&self, node: &Node, tallies: &[i64]) -> farm_core::Result<Result<String, String>>;
+    /// The part of the check that concerns the rows node `index` of `of`
+    /// owns, made with transactions from that node (its reads are local),
+    /// for [`Workload::check_merge`] to put together; `None`, the default,
+    /// for a workload that checks as a whole only ([`Workload::check`]).
+    ///
+    /// # Errors
+    /// The engine's.
+    fn check_part(
+        &self,
+        _node: &Node,
+        _index: usize,
+        _of: usize,
+    ) -> farm_core::Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+    /// Puts every node's [`Workload::check_part`] together (node order);
+    /// the text as [`Workload::check`]'s.
+    ///
+    /// # Errors
+    /// What is violated, in words.
+    fn check_merge(
+        &self,
+        _parts: &[serde_json::Value],
+        _tallies: &[i64],
+    ) -> Result<String, String> {
+        Err("this workload checks as a whole only".into())
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -86,6 +86,9 @@ struct Part {
     tally: i64,
     /// The configuration changes this node managed.
     events: Vec<farm_cluster::membership::Event>,
+    /// Its part of the consistency check ([`Workload::check_part`]).
+    #[serde(default)]
+    check_part: Option<serde_json::Value>,
 }
 
 type Loaded = (
@@ -176,18 +179,28 @@ impl Service for BenchService {
                     rate,
                 });
             })?;
+            // Each node checks the rows it owns, where they are local (a
+            // workload that checks as a whole leaves it to node 0).
+            workload_site.barrier("bench-ran")?;
+            let check_part = workload.check_part(&node, id, nodes)?;
             let parts = site.exchange(
                 "bench-measured",
                 &Part {
                     measured,
                     tally: workload.tally(),
                     events: site.membership_events(),
+                    check_part,
                 },
             )?;
             if id == 0 {
                 let mut tallies = Vec::new();
                 let mut events = Vec::new();
                 let mut all: Option<Measured> = None;
+                // Every node's part, or (a node died, or the workload
+                // checks as a whole) none: node 0 checks everything.
+                let check_parts: Option<Vec<serde_json::Value>> = (parts.len() == nodes)
+                    .then(|| parts.iter().map(|p| p.check_part.clone()).collect())
+                    .flatten();
                 for part in parts {
                     tallies.push(part.tally);
                     events.extend(part.events);
@@ -198,7 +211,10 @@ impl Service for BenchService {
                 }
                 let all = all.expect("node 0's own part");
                 site.status("checking");
-                let consistency = workload.check(&node, &tallies)?;
+                let consistency = match &check_parts {
+                    Some(check_parts) => workload.check_merge(check_parts, &tallies),
+                    None => workload.check(&node, &tallies)?,
+                };
                 let mut report = report(
                     workload,
                     &all,

@@ -21,6 +21,9 @@ pub trait Rounds: Sync {
     fn exchange(&self, round: &str, part: Value) -> farm_core::Result<Vec<Value>>;
 }
 
+/// Batches below which [`Site::load_parallel`] loads from one thread.
+const PARALLEL_LOAD_BATCHES_MIN: u64 = 256;
+
 pub struct Site<'a> {
     nodes: usize,
     local: Vec<&'a Node>,
@@ -86,6 +89,17 @@ impl<'a> Site<'a> {
             .filter_map(|(owner, batches)| Some((self.local(owner)?, batches)))
             .collect();
         let total: u64 = mine.iter().map(|(_, batches)| batches.len() as u64).sum();
+        if total < PARALLEL_LOAD_BATCHES_MIN {
+            // A small population has few hash buckets, and loaders in
+            // parallel would keep aborting each other: one at a time.
+            for (node, batches) in &mine {
+                for batch in batches.iter() {
+                    load(node, batch)?;
+                }
+            }
+            progress(total, total);
+            return Ok(());
+        }
         let done = AtomicU64::new(0);
         let result = std::thread::scope(|scope| {
             let loaders: Vec<_> = mine

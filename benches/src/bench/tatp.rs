@@ -238,21 +238,59 @@ impl Tatp {
         Ok(())
     }
 
-    /// Checks subscribers `first..=last`: the first problem found, and the
-    /// call-forwarding and access-info rows counted.
+    /// Checks the subscribers `s` with `s mod of == index` (those node
+    /// `index` of `of` owns) from several threads of `node`: `[the first
+    /// problem or null, call-forwarding rows, access-info rows]`.
+    fn check_counts(
+        &self,
+        node: &Node,
+        index: u64,
+        of: u64,
+    ) -> farm_core::Result<serde_json::Value> {
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8) as u64;
+        let first = if index == 0 { of } else { index };
+        let parts: Vec<farm_core::Result<(Option<String>, u64, u64)>> =
+            std::thread::scope(|scope| {
+                let checkers: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let start = first + t * of;
+                        scope.spawn(move || self.check_range(node, start, threads * of))
+                    })
+                    .collect();
+                checkers
+                    .into_iter()
+                    .map(|c| c.join().expect("a TATP checker panicked"))
+                    .collect()
+            });
+        let (mut forwards, mut access) = (0, 0);
+        for part in parts {
+            let (problem, cf, ai) = part?;
+            if let Some(problem) = problem {
+                return Ok(serde_json::json!([problem, 0, 0]));
+            }
+            forwards += cf;
+            access += ai;
+        }
+        Ok(serde_json::json!([null, forwards, access]))
+    }
+
+    /// Checks subscribers `first`, `first + step`, … up to the last: the
+    /// first problem found, and the call-forwarding and access-info rows
+    /// counted.
     fn check_range(
         &self,
         node: &Node,
         first: u64,
-        last: u64,
+        step: u64,
     ) -> farm_core::Result<(Option<String>, u64, u64)> {
         let (mut forwards, mut access) = (0, 0);
-        let mut start = first;
-        while start <= last {
-            let end = (start + CHECK_BATCH - 1).min(last);
+        let all: Vec<u64> = (first..=self.subscribers).step_by(step as usize).collect();
+        for batch in all.chunks(CHECK_BATCH as usize) {
             let (problem, cf, ai) = node.run(|txn| {
                 let (mut cf, mut ai) = (0, 0);
-                for s_id in start..=end {
+                for &s_id in batch {
                     let (problem, c, a) = self.check_subscriber(txn, s_id)?;
                     if problem.is_some() {
                         return Ok((problem, 0, 0));
@@ -267,7 +305,6 @@ impl Tatp {
             }
             forwards += cf;
             access += ai;
-            start = end + 1;
         }
         Ok((None, forwards, access))
     }
@@ -469,43 +506,48 @@ impl Workload for Tatp {
     /// Checks every subscriber from several threads of `node` (reads are
     /// latency-bound, over verbs above all), [`CHECK_BATCH`] subscribers
     /// per read-only transaction.
-    fn check(&self, node: &Node, _: &[i64]) -> farm_core::Result<Result<String, String>> {
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(2, 8) as u64;
-        let per_thread = self.subscribers.div_ceil(threads).max(1);
-        let parts: Vec<farm_core::Result<(Option<String>, u64, u64)>> =
-            std::thread::scope(|scope| {
-                let checkers: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let first = 1 + t * per_thread;
-                        let last = ((t + 1) * per_thread).min(self.subscribers);
-                        scope.spawn(move || self.check_range(node, first, last))
-                    })
-                    .collect();
-                checkers
-                    .into_iter()
-                    .map(|c| c.join().expect("a TATP checker panicked"))
-                    .collect()
-            });
+    fn check(&self, node: &Node, tallies: &[i64]) -> farm_core::Result<Result<String, String>> {
+        let part = self.check_counts(node, 0, 1)?;
+        Ok(self.check_merge(&[part], tallies))
+    }
+
+    /// The subscribers node `index` of `of` owns (and holds the rows of),
+    /// checked from that node: `[problem or null, call-forwarding rows,
+    /// access-info rows]`.
+    fn check_part(
+        &self,
+        node: &Node,
+        index: usize,
+        of: usize,
+    ) -> farm_core::Result<Option<serde_json::Value>> {
+        self.check_counts(node, index as u64, of as u64).map(Some)
+    }
+
+    fn check_merge(&self, parts: &[serde_json::Value], _: &[i64]) -> Result<String, String> {
         let (mut forwards, mut access) = (0, 0);
         for part in parts {
-            let (problem, cf, ai) = part?;
-            if let Some(problem) = problem {
-                return Ok(Err(problem));
+            let malformed = || format!("a malformed part of the check: {part}");
+            if let Some(problem) = part.get(0).and_then(serde_json::Value::as_str) {
+                return Err(problem.to_string());
             }
-            forwards += cf;
-            access += ai;
+            forwards += part
+                .get(1)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(malformed)?;
+            access += part
+                .get(2)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(malformed)?;
         }
         if access != self.access_rows {
-            return Ok(Err(format!(
+            return Err(format!(
                 "{access} access-info rows, {} loaded",
                 self.access_rows
-            )));
+            ));
         }
-        Ok(Ok(format!(
+        Ok(format!(
             "{} subscribers with index entries; {forwards} call-forwarding rows all with their special facility; {access} access-info rows unchanged",
             self.subscribers
-        )))
+        ))
     }
 }
