@@ -237,15 +237,9 @@ impl Killer {
                 .min(options.nodes.saturating_sub(2))
                 .min(options.copies.saturating_sub(1))
         };
-        let mut seed = options.workload.seed ^ 0x6E65_6D65_7369_7321;
-        let mut random = move || {
-            // xorshift64*: the kill schedule follows --seed.
-            seed ^= seed >> 12;
-            seed ^= seed << 25;
-            seed ^= seed >> 27;
-            seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        };
-        let manager_first = random() % 2 == 0;
+        // The kill schedule follows --seed.
+        let mut rng = crate::workload::Rng(options.workload.seed ^ 0x6E65_6D65_7369_7321 | 1);
+        let manager_first = rng.next().is_multiple_of(2);
         let (s, d) = (started.clone(), done.clone());
         let done_now = move || d.load(std::sync::atomic::Ordering::Acquire);
         let thread = std::thread::spawn(move || {
@@ -292,7 +286,7 @@ impl Killer {
                 if candidates.is_empty() || done_now() {
                     break;
                 }
-                let node = candidates[random() as usize % candidates.len()];
+                let node = candidates[rng.below(candidates.len())];
                 if !launched.lock().expect("launched lock").kill(node) {
                     eprintln!("check: nemesis: node {node} does not run; no more kills");
                     break;

@@ -621,34 +621,7 @@ fn admit_joiner(
     event(shared, "new-config", new.id, &[]);
     let members = old.members.clone();
     let step = Duration::from_millis(farm_core::limits::RECOVERY_WAIT_MS);
-    let installed = (|| {
-        call_all(
-            shared,
-            &members,
-            |_| Request::Fence {
-                configuration: new.id,
-            },
-            step,
-        )?;
-        let reports: Vec<RecoveryReport> = call_all(shared, &members, |_| Request::Report, step)?
-            .into_iter()
-            .filter_map(|answer| match answer {
-                Answer::Report(report) => Some(report),
-                _ => None,
-            })
-            .collect();
-        let decisions = decide(&base, &new, &reports);
-        call_all(
-            shared,
-            &members,
-            |node| Request::Apply {
-                configuration: new.clone(),
-                decisions: decisions.get(&node).cloned().unwrap_or_default(),
-                admit: Some(joiner.clone()),
-            },
-            step,
-        )
-    })();
+    let installed = install(shared, &members, &base, &new, Some(joiner));
     if let Err(error) = installed {
         shared.unfinished.store(true, Ordering::Release);
         return Err(error);
@@ -688,6 +661,61 @@ fn admit_joiner(
     Ok(())
 }
 
+/// The middle of every configuration change, at the CM: NEW-CONFIG to
+/// `members` (each fences), their reports, the decision of every
+/// transaction against `base` (the last active configuration), and apply
+/// with `new` (and the node `admit` brings back, if any). Returns the most
+/// transactions one member was told were committed, and aborted.
+///
+/// # Errors
+/// The first member that fails a step.
+fn install(
+    shared: &Shared,
+    members: &[usize],
+    base: &Configuration,
+    new: &Configuration,
+    admit: Option<&Admission>,
+) -> Result<(usize, usize)> {
+    let step = Duration::from_millis(farm_core::limits::RECOVERY_WAIT_MS);
+    call_all(
+        shared,
+        members,
+        |_| Request::Fence {
+            configuration: new.id,
+        },
+        step,
+    )?;
+    let reports: Vec<RecoveryReport> = call_all(shared, members, |_| Request::Report, step)?
+        .into_iter()
+        .filter_map(|answer| match answer {
+            Answer::Report(report) => Some(report),
+            _ => None,
+        })
+        .collect();
+    let mut decisions = decide(base, new, &reports);
+    let decided = |pick: fn(&Decisions) -> usize| decisions.values().map(pick).max().unwrap_or(0);
+    let counts = (decided(|d| d.committed.len()), decided(|d| d.aborted.len()));
+    if shared.control.faults().abort_in_recovery {
+        // The injected fault (`--fault abort-in-recovery`): a wrong vote.
+        for decision in decisions.values_mut() {
+            let committed = std::mem::take(&mut decision.committed);
+            decision.aborted.extend(committed);
+            decision.installs.clear();
+        }
+    }
+    call_all(
+        shared,
+        members,
+        |node| Request::Apply {
+            configuration: new.clone(),
+            decisions: decisions.get(&node).cloned().unwrap_or_default(),
+            admit: admit.cloned(),
+        },
+        step,
+    )?;
+    Ok(counts)
+}
+
 /// How long a CM waits for an admitted node to serve with its copies.
 const JOIN_WAIT: Duration = Duration::from_secs(60);
 
@@ -721,20 +749,9 @@ pub fn request_admission(
     stream
         .set_read_timeout(Some(JOIN_WAIT))
         .map_err(|e| Error::peer(&name, e))?;
-    let mut text = serde_json::to_string(&Request::Join(admission.clone())).expect("serializes");
-    text.push('\n');
-    (&stream)
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::peer(&name, e))?;
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| Error::peer(&name, e))?;
-    match serde_json::from_str::<Answer>(&line) {
-        Ok(Answer::Admitted(admitted)) => Ok((admitted, stream)),
-        Ok(Answer::Error(error)) => Err(Error::peer(&name, error)),
-        Ok(other) => Err(Error::peer(&name, format!("answered {other:?} to a join"))),
-        Err(e) => Err(Error::peer(&name, format!("answered garbage: {e}"))),
+    match ask(&stream, &Request::Join(admission.clone()), &name)? {
+        Answer::Admitted(admitted) => Ok((admitted, stream)),
+        other => Err(Error::peer(&name, format!("answered {other:?} to a join"))),
     }
 }
 
@@ -745,19 +762,9 @@ pub fn request_admission(
 /// [`Error::Peer`] when the CM does not acknowledge.
 pub fn confirm_admission(stream: TcpStream) -> Result<()> {
     let name = "the configuration manager";
-    let mut text = serde_json::to_string(&Request::Joined).expect("serializes");
-    text.push('\n');
-    (&stream)
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::peer(name, e))?;
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| Error::peer(name, e))?;
-    match serde_json::from_str::<Answer>(&line) {
-        Ok(Answer::Ok) => Ok(()),
-        Ok(other) => Err(Error::peer(name, format!("answered {other:?} to joined"))),
-        Err(e) => Err(Error::peer(name, format!("answered garbage: {e}"))),
+    match ask(&stream, &Request::Joined, name)? {
+        Answer::Ok => Ok(()),
+        other => Err(Error::peer(name, format!("answered {other:?} to joined"))),
     }
 }
 
@@ -934,19 +941,25 @@ fn call(shared: &Shared, node: usize, request: &Request, timeout: Duration) -> R
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| Error::peer(&name, e))?;
+    ask(&stream, request, &name)
+}
+
+/// Sends `request` as one JSON line on `stream` and reads the answer line
+/// (an [`Answer::Error`] becomes the error); `name` names the peer.
+fn ask(stream: &TcpStream, request: &Request, name: &str) -> Result<Answer> {
     let mut text = serde_json::to_string(request).expect("requests serialize");
     text.push('\n');
-    (&stream)
+    (&*stream)
         .write_all(text.as_bytes())
-        .map_err(|e| Error::peer(&name, e))?;
+        .map_err(|e| Error::peer(name, e))?;
     let mut line = String::new();
-    BufReader::new(&stream)
+    BufReader::new(stream)
         .read_line(&mut line)
-        .map_err(|e| Error::peer(&name, e))?;
+        .map_err(|e| Error::peer(name, e))?;
     match serde_json::from_str::<Answer>(&line) {
-        Ok(Answer::Error(error)) => Err(Error::peer(&name, error)),
+        Ok(Answer::Error(error)) => Err(Error::peer(name, error)),
         Ok(answer) => Ok(answer),
-        Err(e) => Err(Error::peer(&name, format!("answered garbage: {e}"))),
+        Err(e) => Err(Error::peer(name, format!("answered garbage: {e}"))),
     }
 }
 
@@ -1103,42 +1116,7 @@ fn reconfigure(shared: &Shared, mine: &Configuration, mut suspects: Vec<usize>) 
     event(shared, "new-config", new.id, &removed);
     let members = new.members.clone();
     let step = Duration::from_millis(farm_core::limits::RECOVERY_WAIT_MS);
-    call_all(
-        shared,
-        &members,
-        |_| Request::Fence {
-            configuration: new.id,
-        },
-        step,
-    )?;
-    let reports: Vec<RecoveryReport> = call_all(shared, &members, |_| Request::Report, step)?
-        .into_iter()
-        .filter_map(|answer| match answer {
-            Answer::Report(report) => Some(report),
-            _ => None,
-        })
-        .collect();
-    let mut decisions = decide(&base, &new, &reports);
-    let decided = |pick: fn(&Decisions) -> usize| decisions.values().map(pick).max().unwrap_or(0);
-    let (committed, aborted) = (decided(|d| d.committed.len()), decided(|d| d.aborted.len()));
-    if shared.control.faults().abort_in_recovery {
-        // The injected fault (`--fault abort-in-recovery`): a wrong vote.
-        for decision in decisions.values_mut() {
-            let committed = std::mem::take(&mut decision.committed);
-            decision.aborted.extend(committed);
-            decision.installs.clear();
-        }
-    }
-    call_all(
-        shared,
-        &members,
-        |node| Request::Apply {
-            configuration: new.clone(),
-            decisions: decisions.get(&node).cloned().unwrap_or_default(),
-            admit: None,
-        },
-        step,
-    )?;
+    let (committed, aborted) = install(shared, &members, &base, &new, None)?;
     call_all(shared, &members, |_| Request::Resume, step)?;
     event(shared, "active", new.id, &removed);
     eprintln!(
