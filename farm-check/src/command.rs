@@ -240,6 +240,7 @@ impl Killer {
         // The kill schedule follows --seed.
         let mut rng = crate::workload::Rng(options.workload.seed ^ 0x6E65_6D65_7369_7321 | 1);
         let manager_first = rng.next().is_multiple_of(2);
+        let settle = Duration::from_millis(options.lease_ms * 2);
         let (s, d) = (started.clone(), done.clone());
         let done_now = move || d.load(std::sync::atomic::Ordering::Acquire);
         let thread = std::thread::spawn(move || {
@@ -309,6 +310,13 @@ impl Killer {
                 });
                 if !wait_for(config.id, node, false) {
                     break;
+                }
+                if !restarts {
+                    // The store has the change before every member applied
+                    // it; give the CM time to finish before the next kill.
+                    // (Over verbs, a CM killed in the middle of its change
+                    // left a survivor's rings undrained: see the README.)
+                    std::thread::sleep(settle);
                 }
                 if restarts {
                     let removed = store.load().ok().flatten().map_or(config.id, |c| c.id);
