@@ -57,7 +57,7 @@ step "farm check --nemesis kill over verbs: four node processes on rxe0, two of 
 nemesis_report=$repo/target/softroce/check-nemesis-kill.json
 rm -f "$nemesis_report"
 soft-roce-setup/vm/run.sh "$repo/target/release/farm" check --fabric verbs --nodes 4 --txns 20000 \
-    --nemesis kill --lease-ms 1000 --json "$nemesis_report"
+    --nemesis kill --lease-ms 1000 --seed 1 --json "$nemesis_report"
 grep -q '"kills":2,' "$nemesis_report" || {
     echo "farm check --nemesis kill over verbs: expected 2 kills: $(cat "$nemesis_report")" >&2
     exit 1
