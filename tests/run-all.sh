@@ -50,6 +50,8 @@ soft-roce-setup/vm/run.sh "$repo/target/release/farm" check --fabric verbs --nod
 step "farm bench --cluster over verbs: TATP on three farm node processes on rxe0 inside the soft-RoCE VM"
 soft-roce-setup/vm/bench-cluster.sh --workload tatp --scale 0.1 --warmup 0.5 --duration 2 --quiet
 
-# Not here: `farm check --fabric verbs --nodes 4 --txns 20000 --nemesis kill
-# --lease-ms 1000` in the VM. It fails intermittently: a survivor never
-# finishes draining its rings after two kills; see the README's "Failures".
+step "farm check --nemesis kill over verbs: four node processes on rxe0, two of them killed (the configuration manager among them)"
+soft-roce-setup/vm/run.sh "$repo/target/release/farm" check --fabric verbs --nodes 4 --txns 20000 --nemesis kill --lease-ms 1000
+
+step "an idle verbs cluster sleeps: three farm node processes on rxe0 use little CPU when idle"
+soft-roce-setup/vm/idle-cluster.sh

@@ -353,6 +353,9 @@ struct Shared {
 pub struct Agent {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Where the control listener listens: dropping the agent connects
+    /// there once, so that the listener's thread sees the stop flag now.
+    control: Option<SocketAddr>,
 }
 
 impl Agent {
@@ -415,6 +418,7 @@ impl Agent {
             "lease",
             Box::new(move || lease_loop(&s, &sockets.lease)),
         )?);
+        let control = sockets.control.local_addr().ok();
         let s = shared.clone();
         sockets
             .control
@@ -426,7 +430,11 @@ impl Agent {
         )?);
         let s = shared.clone();
         threads.push(spawn("monitor", Box::new(move || monitor_loop(&s)))?);
-        Ok(Agent { shared, threads })
+        Ok(Agent {
+            shared,
+            threads,
+            control,
+        })
     }
 
     /// The configuration this node is in.
@@ -443,6 +451,9 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+        if let Some(control) = self.control {
+            let _ = TcpStream::connect_timeout(&control, Duration::from_millis(100));
+        }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -512,6 +523,10 @@ fn lease_loop(shared: &Shared, socket: &UdpSocket) {
     }
 }
 
+/// How long the control listener waits for a connection before it looks
+/// at the stop flag again (dropping the agent also wakes it by connecting).
+const CONTROL_STOP_POLL: Duration = Duration::from_millis(500);
+
 fn control_loop(shared: &Arc<Shared>, listener: &TcpListener) {
     while !shared.stop.load(Ordering::Acquire) {
         match listener.accept() {
@@ -521,9 +536,30 @@ fn control_loop(shared: &Arc<Shared>, listener: &TcpListener) {
                     .name(format!("farm-control-{}", shared.id))
                     .spawn(move || serve_control(&shared, stream));
             }
+            // Sleep in poll(2) until a connection arrives, not in a 2 ms
+            // loop: that woke an idle node 500 times a second, and three
+            // idle verbs nodes in the soft-RoCE VM spent about a tenth of a
+            // CPU each on it (`soft-roce-setup/vm/idle-cluster.sh`).
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                wait_readable(listener, CONTROL_STOP_POLL);
+            }
+            // Out of descriptors, say: try again a little later.
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     }
+}
+
+/// Blocks until `listener` has a connection to accept or `timeout` passed.
+fn wait_readable(listener: &TcpListener, timeout: Duration) {
+    let mut poll = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, alive for the call; the descriptor is the
+    // listener's, open while `listener` is borrowed.
+    unsafe { libc::poll(&mut poll, 1, millis) };
 }
 
 fn serve_control(shared: &Shared, stream: TcpStream) {

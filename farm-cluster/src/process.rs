@@ -448,6 +448,15 @@ impl NodeProcess {
         let deadline = Instant::now() + waited;
         while !self.node().rings_idle() {
             if Instant::now() > deadline {
+                for (receiver, bytes) in self.node().busy_rings() {
+                    eprintln!(
+                        "farm node {}: the ring to node {receiver} still holds {bytes} bytes",
+                        self.id()
+                    );
+                }
+                for line in self.serving.describe_rings() {
+                    eprintln!("farm node {}: {line}", self.id());
+                }
                 return Err(farm_core::Error::Timeout {
                     what: "draining this node's rings",
                     waited,

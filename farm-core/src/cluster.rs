@@ -207,6 +207,13 @@ impl Node {
         self.shared.rings_idle()
     }
 
+    /// The rings this node sends on to members of its configuration that
+    /// their receivers have not fully retired, as (receiver node, bytes
+    /// still held); empty when [`Node::rings_idle`].
+    pub fn busy_rings(&self) -> Vec<(usize, u64)> {
+        self.shared.busy_rings()
+    }
+
     /// Switches injected protocol faults on this node (tests only).
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);
@@ -275,6 +282,14 @@ impl ServingNode {
             node: self.node.clone(),
             server: self.server.clone(),
         }
+    }
+
+    /// The receiving side of every ring of this node that still holds
+    /// records or has retired space its sender was not told about, one
+    /// line each (positions, the oldest unretired records, the LOCKs and
+    /// COMMIT-BACKUPs held from it): what to print when a drain times out.
+    pub fn describe_rings(&self) -> Vec<String> {
+        self.server.lock().expect("server lock").describe_rings()
     }
 
     /// See [`NodeControl::set_managed`].
@@ -428,10 +443,15 @@ impl NodeControl {
         let shared = &self.node.shared;
         let committed: std::collections::HashSet<TxnId> =
             decisions.committed.iter().copied().collect();
-        {
-            let mut server = self.server.lock().expect("server lock");
-            server.settle(&committed, new)?;
-        }
+        // The server lock is held until the view is switched: a record of
+        // the old configuration that arrives after the settle must be
+        // ignored as stale, not taken in the old configuration and held
+        // after the settle with nobody left to decide it (regression: a
+        // COMMIT-BACKUP held that way was never retired, and its ring
+        // never drained again; found over verbs in the soft-RoCE VM with
+        // `farm check --nemesis kill`).
+        let mut server = self.server.lock().expect("server lock");
+        server.settle(&committed, new)?;
         for entry in &decisions.installs {
             if shared.replicas.get(entry.addr.region()).is_some() {
                 shared.replicas.install_if_newer(entry)?;
@@ -459,6 +479,8 @@ impl NodeControl {
             config: new.clone(),
             directory,
         });
+        // The server's next pass starts by taking the new view.
+        drop(server);
         Ok(())
     }
 

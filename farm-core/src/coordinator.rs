@@ -632,6 +632,10 @@ pub(crate) fn commit_primary(
 /// Step 5, TRUNCATE (lazy): queues the transaction's truncation at its
 /// backups; sends the queue when it is full enough. The node's server
 /// sends what is left when the node goes quiet.
+///
+/// # Errors
+/// None: a send that fails is retried later (see [`send_truncations`]);
+/// the `Result` keeps the step's shape beside the others.
 pub(crate) fn truncate(
     node: &NodeShared,
     context: &mut Context,
@@ -642,13 +646,17 @@ pub(crate) fn truncate(
         .truncations
         .queue(&participants.backups, committed.txid)
     {
-        send_truncations(
+        // The transaction is committed whatever happens here: a failed
+        // send puts its truncations back in the queue, for the server to
+        // send when the node goes quiet (or the next configuration to
+        // settle), and must not turn a commit into an error.
+        let _ = send_truncations(
             node,
             &context.view,
             &context.scratch,
             &mut context.endpoints,
             &mut context.record,
-        )?;
+        );
     }
     Ok(())
 }
@@ -666,6 +674,17 @@ pub(crate) fn abort(
 
 /// Sends the node's queued truncations, TRUNCATE records to each backup, on
 /// the given endpoints (a context's, or the server's when it is idle).
+///
+/// A backup that is no longer a member is skipped: the reconfiguration
+/// that removed it settled its COMMIT-BACKUPs. A backup whose send fails
+/// gets its truncations back in the queue, and the others are still sent
+/// (regression: the first failure dropped every later backup's
+/// truncations, their COMMIT-BACKUP records were never retired, and the
+/// coordinator's rings never drained; found over verbs in the soft-RoCE VM,
+/// where a WRITE to a killed node fails, with `farm check --nemesis kill`).
+///
+/// # Errors
+/// The first failed send's error, after trying every backup.
 pub(crate) fn send_truncations(
     node: &NodeShared,
     view: &View,
@@ -673,27 +692,51 @@ pub(crate) fn send_truncations(
     endpoints: &mut [Box<dyn Endpoint>],
     record: &mut Vec<u8>,
 ) -> Result<()> {
+    let current = node.view();
+    let mut first_error = None;
     for (backup, txids) in node.truncations.take().into_iter().enumerate() {
-        for chunk in txids.chunks(TRUNCATE_TXIDS_MAX) {
-            let mut writer = RecordWriter::new(
-                record,
-                Kind::Truncate,
-                node.id,
-                view.config.id,
-                TxnId::default(),
-            );
-            for txid in chunk {
-                writer.truncated(*txid);
-            }
-            node.send(
-                view,
-                backup,
-                record,
-                scratch,
-                endpoints[backup].as_mut(),
-                true,
-            )?;
+        if txids.is_empty() || !current.config.is_member(backup) {
+            continue;
         }
+        if let Err(error) =
+            send_truncations_to(node, view, scratch, endpoints, record, backup, &txids)
+        {
+            node.truncations.requeue(backup, &txids);
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// TRUNCATE records for `txids` to `backup`, as many as they need.
+fn send_truncations_to(
+    node: &NodeShared,
+    view: &View,
+    scratch: &Arc<MemoryRegion>,
+    endpoints: &mut [Box<dyn Endpoint>],
+    record: &mut Vec<u8>,
+    backup: usize,
+    txids: &[TxnId],
+) -> Result<()> {
+    for chunk in txids.chunks(TRUNCATE_TXIDS_MAX) {
+        let mut writer = RecordWriter::new(
+            record,
+            Kind::Truncate,
+            node.id,
+            view.config.id,
+            TxnId::default(),
+        );
+        for txid in chunk {
+            writer.truncated(*txid);
+        }
+        node.send(
+            view,
+            backup,
+            record,
+            scratch,
+            endpoints[backup].as_mut(),
+            true,
+        )?;
     }
     Ok(())
 }

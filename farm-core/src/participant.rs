@@ -153,6 +153,11 @@ impl Participant {
         self.committed.retain(|txid| txid.node() != coordinator);
     }
 
+    /// The configuration whose records it takes.
+    pub(crate) fn configuration(&self) -> u32 {
+        self.configuration
+    }
+
     /// Takes records of configuration `id` from now on.
     pub(crate) fn set_configuration(&mut self, id: u32) {
         self.configuration = id;
@@ -460,6 +465,25 @@ impl Participant {
             self.apply_backup(env, txid)?;
         }
         Ok(())
+    }
+
+    /// The held records of `ring`, for a diagnostic: (kind, transaction,
+    /// position), oldest first.
+    pub(crate) fn held_in(&self, ring: usize) -> Vec<(&'static str, TxnId, u64)> {
+        let mut held: Vec<_> = self
+            .locks
+            .iter()
+            .filter(|(_, lock)| lock.ring == ring)
+            .map(|(txid, lock)| ("LOCK", *txid, lock.position))
+            .chain(
+                self.backups
+                    .iter()
+                    .filter(|(_, backup)| backup.ring == ring)
+                    .map(|(txid, backup)| ("COMMIT-BACKUP", *txid, backup.position)),
+            )
+            .collect();
+        held.sort_by_key(|(_, _, position)| *position);
+        held
     }
 
     /// What this participant holds, for reconfiguration's recovery: its

@@ -197,6 +197,9 @@ pub struct RingReceiver {
     retired: u64,
     /// The retired position the sender was last told.
     published: u64,
+    /// The last publication failed: publish again even if nothing more
+    /// was retired.
+    republish: bool,
     /// Processed records, oldest first: (position, len, retired).
     unretired: VecDeque<(u64, u64, bool)>,
     broken: Option<String>,
@@ -214,6 +217,7 @@ impl RingReceiver {
             processed: retired,
             retired,
             published: retired,
+            republish: false,
             unretired: VecDeque::new(),
             broken: None,
             suspect: None,
@@ -349,10 +353,19 @@ impl RingReceiver {
 
     /// The retired position to publish, if it moved since the last call.
     pub fn take_publishable(&mut self) -> Option<u64> {
-        (self.retired != self.published).then(|| {
+        (self.retired != self.published || self.republish).then(|| {
             self.published = self.retired;
+            self.republish = false;
             self.retired
         })
+    }
+
+    /// The WRITE that published `head` failed: forget that it was
+    /// published, so the next idle round tells the sender again
+    /// (regression: a failed publication was never repeated once the ring
+    /// went quiet, and its sender waited for that space for ever).
+    pub fn publish_failed(&mut self) {
+        self.republish = true;
     }
 
     /// After a restart's recovery has decided every record: zeroes the
@@ -384,6 +397,30 @@ impl RingReceiver {
         self.suspect = None;
         self.broken = None;
         inbox_word(&self.inbox, retired_offset(self.sender)).store(0, Ordering::Release);
+    }
+
+    /// Where this ring stands, for a diagnostic: positions processed,
+    /// retired and published, and the oldest records not retired yet, as
+    /// (position, length, retired).
+    pub fn describe(&self) -> String {
+        let oldest: Vec<_> = self.unretired.iter().take(4).collect();
+        format!(
+            "processed {}, retired {}, published {}{}, {} unretired records, oldest {oldest:?}",
+            self.processed,
+            self.retired,
+            self.published,
+            if self.republish {
+                " (to publish again)"
+            } else {
+                ""
+            },
+            self.unretired.len(),
+        )
+    }
+
+    /// Whether processed records wait to be retired.
+    pub fn holds_records(&self) -> bool {
+        !self.unretired.is_empty()
     }
 
     /// Retired bytes the sender has not been told about.

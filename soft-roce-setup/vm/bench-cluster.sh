@@ -26,24 +26,10 @@ rm -rf "$out"
 mkdir -p "$out"
 "$here/run.sh" bash -c '
 set -euo pipefail
-out=$1 region_bytes=$2
-shift 2
+out=$1 region_bytes=$2 here=$3
+shift 3
 data=$(mktemp -d /tmp/farm-bench-cluster.XXXXXX)   # the VM'"'"'s own tmpfs
-{
-    echo "fabric = \"verbs\""
-    echo "data_dir = \"$data\""
-    echo "copies = 3"
-    echo "region_bytes = $region_bytes"
-    echo "device = \"$FARM_RXE_DEVICE\""
-    echo "gid_index = $FARM_RXE_GID_INDEX"
-    for id in 0 1 2; do
-        echo
-        echo "[[node]]"
-        echo "id = $id"
-        echo "bootstrap = \"127.0.0.1:$((17600 + id))\""
-        echo "verbs = \"127.0.0.1:$((17700 + id))\""
-    done
-} >"$out/cluster.toml"
+"$here/cluster-file.sh" "$data" "$region_bytes" >"$out/cluster.toml"
 pids=()
 for id in 0 1 2; do
     farm node --config "$out/cluster.toml" --id "$id" >"$out/node-$id.log" 2>&1 &
@@ -61,5 +47,5 @@ if [ "$status" != 0 ]; then
     done
 fi
 exit "$status"
-' bench-cluster "$out" "$region_bytes" "$@"
+' bench-cluster "$out" "$region_bytes" "$here" "$@"
 echo "wrote $out/bench.json"

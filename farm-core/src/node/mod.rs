@@ -224,7 +224,12 @@ impl NodeShared {
     /// True when every ring this node sends on to a member of its
     /// configuration has been retired.
     pub(crate) fn rings_idle(&self) -> bool {
+        self.busy_rings().is_empty()
+    }
+
+    /// The rings to members that still hold records, as (receiver, bytes).
+    pub(crate) fn busy_rings(&self) -> Vec<(usize, u64)> {
         let view = self.view();
-        self.send.rings_idle(|target| view.config.is_member(target))
+        self.send.busy_rings(|target| view.config.is_member(target))
     }
 }

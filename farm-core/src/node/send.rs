@@ -168,17 +168,20 @@ impl SendPath {
         Ok(())
     }
 
-    /// True when every ring this node sends on has been fully retired by
-    /// its receiver (as the receivers last told us).
-    pub(crate) fn rings_idle(&self, counted: impl Fn(usize) -> bool) -> bool {
+    /// The rings this node sends on whose receiver has not retired
+    /// everything yet (as the receivers last told us), as (receiver, bytes
+    /// still held).
+    pub(crate) fn busy_rings(&self, counted: impl Fn(usize) -> bool) -> Vec<(usize, u64)> {
         self.senders
             .iter()
             .enumerate()
             .filter(|(target, _)| counted(*target))
-            .all(|(_, sender)| {
+            .filter_map(|(target, sender)| {
                 let mut sender = sender.lock().expect("ring sender lock");
                 sender.refresh_head();
-                sender.used() == 0
+                let used = sender.used();
+                (used > 0).then_some((target, used))
             })
+            .collect()
     }
 }

@@ -42,6 +42,14 @@ impl TruncationQueue {
         std::mem::replace(&mut queued.0, vec![Vec::new(); nodes])
     }
 
+    /// Puts back the truncations of `txids` at `backup` that could not be
+    /// sent, so that the next flush tries them again.
+    pub(crate) fn requeue(&self, backup: usize, txids: &[TxnId]) {
+        let mut queued = self.queued.lock().expect("truncation queue lock");
+        queued.0[backup].extend_from_slice(txids);
+        queued.1 += txids.len();
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queued.lock().expect("truncation queue lock").1 == 0
     }
