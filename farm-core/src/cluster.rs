@@ -607,6 +607,13 @@ impl Cluster {
                 memory.replicas,
             )?))?);
         }
+        let neighbours: Vec<_> = nodes
+            .iter()
+            .map(|n: &ServingNode| Arc::downgrade(&n.node().shared))
+            .collect();
+        for node in &nodes {
+            node.node().shared.set_neighbours(neighbours.clone());
+        }
         Ok(Cluster {
             handles: nodes.iter().map(|n| n.node().clone()).collect(),
             nodes,

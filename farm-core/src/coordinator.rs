@@ -445,7 +445,13 @@ pub(crate) fn lock(
         }
     }
     let granted = wait_lock_replies(
-        (&node.inbox, &node.hook, node.fabric.as_ref(), &node.gate),
+        (
+            &node.inbox,
+            &node.hook,
+            &|id| node.help_node(id),
+            node.fabric.as_ref(),
+            &node.gate,
+        ),
         context.index,
         txid,
         &participants.primaries,

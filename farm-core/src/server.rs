@@ -74,6 +74,10 @@ impl InboxPoller for Server {
     fn poll_once(&mut self) -> Result<usize> {
         Server::poll_once(self)
     }
+
+    fn poll_sender(&mut self, sender: usize) -> Result<usize> {
+        Server::poll_sender(self, sender)
+    }
 }
 
 impl Server {
@@ -181,62 +185,91 @@ impl Server {
 
     /// One pass over every ring; returns how many records it processed.
     pub(crate) fn poll_once(&mut self) -> Result<usize> {
+        self.refresh_view();
+        let mut worked = 0;
+        for sender in 0..self.receivers.len() {
+            worked += self.poll_ring(sender)?;
+        }
+        if worked > 0 {
+            self.publish_heads(false, None)?;
+        }
+        Ok(worked)
+    }
+
+    /// Processes the records waiting in the ring from `sender` only: what
+    /// a coordinator of node `sender` waiting for its LOCK answer runs at
+    /// the primary (see [`crate::node::NodeShared::help_node`]), bounded
+    /// by its own node's records instead of every ring's.
+    ///
+    /// # Errors
+    /// As [`Server::poll_once`].
+    pub(crate) fn poll_sender(&mut self, sender: usize) -> Result<usize> {
+        self.refresh_view();
+        let worked = self.poll_ring(sender)?;
+        if worked > 0 {
+            self.publish_heads(false, None)?;
+        }
+        Ok(worked)
+    }
+
+    /// Takes the node's view if it changed since the last pass.
+    fn refresh_view(&mut self) {
         let serial = self.node.view_serial();
         if serial != self.view_serial {
             self.view = self.node.view();
             self.view_serial = serial;
             self.participant.set_configuration(self.view.config.id);
         }
-        let mut worked = 0;
-        for sender in 0..self.receivers.len() {
-            // A node outside the configuration is not listened to (FaRM
-            // SOSP'15 §5.2: "stop talking to non-members").
-            if !self.view.config.is_member(sender) {
-                continue;
-            }
-            loop {
-                let mut buffer = std::mem::take(&mut self.buffer);
-                let result = match self.receivers[sender].poll(&mut buffer) {
-                    Ok(Polled::Empty) => {
-                        self.buffer = buffer;
-                        break;
-                    }
-                    Ok(Polled::Record { position, record }) => {
-                        let env = Env {
-                            replicas: &self.node.replicas,
-                            allocators: Some(&self.node.allocators),
-                            faults: self.node.faults(),
-                            stats: Some(&self.node.stats),
-                        };
-                        let incoming = Incoming {
-                            ring: sender,
-                            position,
-                            record,
-                        };
-                        self.participant
-                            .step(&env, &incoming)
-                            .and_then(|()| self.carry_out())
-                    }
-                    Err(error @ Error::Corrupt { .. }) => {
-                        self.node
-                            .stats
-                            .corrupt_records
-                            .fetch_add(1, Ordering::Relaxed);
-                        eprintln!("farm node {}: {error}", self.node.id);
-                        *self.node.last_corruption.lock().expect("corruption lock") =
-                            Some(error.to_string());
-                        self.buffer = buffer;
-                        break;
-                    }
-                    Err(error) => Err(error),
-                };
-                self.buffer = buffer;
-                result?;
-                worked += 1;
-            }
+    }
+
+    /// Processes every record waiting in the ring from `sender`; returns
+    /// how many.
+    fn poll_ring(&mut self, sender: usize) -> Result<usize> {
+        // A node outside the configuration is not listened to (FaRM
+        // SOSP'15 §5.2: "stop talking to non-members").
+        if sender >= self.receivers.len() || !self.view.config.is_member(sender) {
+            return Ok(0);
         }
-        if worked > 0 {
-            self.publish_heads(false, None)?;
+        let mut worked = 0;
+        loop {
+            let mut buffer = std::mem::take(&mut self.buffer);
+            let result = match self.receivers[sender].poll(&mut buffer) {
+                Ok(Polled::Empty) => {
+                    self.buffer = buffer;
+                    break;
+                }
+                Ok(Polled::Record { position, record }) => {
+                    let env = Env {
+                        replicas: &self.node.replicas,
+                        allocators: Some(&self.node.allocators),
+                        faults: self.node.faults(),
+                        stats: Some(&self.node.stats),
+                    };
+                    let incoming = Incoming {
+                        ring: sender,
+                        position,
+                        record,
+                    };
+                    self.participant
+                        .step(&env, &incoming)
+                        .and_then(|()| self.carry_out())
+                }
+                Err(error @ Error::Corrupt { .. }) => {
+                    self.node
+                        .stats
+                        .corrupt_records
+                        .fetch_add(1, Ordering::Relaxed);
+                    eprintln!("farm node {}: {error}", self.node.id);
+                    *self.node.last_corruption.lock().expect("corruption lock") =
+                        Some(error.to_string());
+                    self.buffer = buffer;
+                    break;
+                }
+                Err(error) => Err(error),
+            };
+            self.buffer = buffer;
+            result?;
+            worked += 1;
         }
         Ok(worked)
     }

@@ -22,6 +22,9 @@ use crate::txn_id::TxnId;
 pub(crate) trait InboxPoller: Send {
     /// One pass over every ring; returns how many records it processed.
     fn poll_once(&mut self) -> Result<usize>;
+
+    /// Processes the records waiting in the ring from node `sender` only.
+    fn poll_sender(&mut self, sender: usize) -> Result<usize>;
 }
 
 /// How threads of a node reach its inbox poller.
@@ -62,6 +65,16 @@ impl InboxHook {
         }
     }
 
+    /// Processes the ring from node `sender` if no other thread is
+    /// running the poller.
+    pub(crate) fn help_sender(&self, sender: usize) {
+        if let Some(poller) = self.poller.get().and_then(Weak::upgrade) {
+            if let Ok(mut poller) = poller.try_lock() {
+                let _ = poller.poll_sender(sender);
+            }
+        }
+    }
+
     /// [`InboxHook::help`], skipped when no notification arrived since the
     /// last time a thread polled through here (where the fabric can tell).
     /// Records sent without a notification (COMMIT-BACKUP, TRUNCATE) are
@@ -92,13 +105,27 @@ impl InboxHook {
     }
 }
 
+/// Spins on the answers before the first pass over the primaries' rings.
+const HELP_PRIMARIES_AFTER: u32 = 8;
+
 /// Waits until every primary of `primaries` answered the LOCK of `txid`
 /// (sent from `context`); returns how many granted it, or `None` after
 /// `timeout` or once `node`'s gate closes. The primaries WRITE their
 /// answers into this node's inbox, so the client polls memory: no thread
 /// of this node needs to wake for it.
+///
+/// While it waits it runs server passes: this node's (`hook`), for the
+/// records its peers wait on, and each primary's (`help_primary`, with
+/// the primary's id), which in an in-process cluster processes the LOCK in
+/// this thread.
 pub(crate) fn wait_lock_replies(
-    (inbox, hook, fabric, gate): (&MemoryRegion, &InboxHook, &dyn Fabric, &Gate),
+    (inbox, hook, help_primary, fabric, gate): (
+        &MemoryRegion,
+        &InboxHook,
+        &dyn Fn(usize),
+        &dyn Fabric,
+        &Gate,
+    ),
     context: usize,
     txid: TxnId,
     primaries: &[usize],
@@ -129,12 +156,20 @@ pub(crate) fn wait_lock_replies(
             return Some(granted);
         }
         spins += 1;
+        if spins == HELP_PRIMARIES_AFTER {
+            for &primary in primaries {
+                help_primary(primary);
+            }
+        }
         if spins < 128 {
             std::hint::spin_loop();
             continue;
         }
         if spins.is_multiple_of(16) {
             hook.help();
+            for &primary in primaries {
+                help_primary(primary);
+            }
         } else {
             std::thread::yield_now();
         }

@@ -21,7 +21,7 @@ pub(crate) mod truncation;
 pub(crate) mod view;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use rdma_transport::{Endpoint, Fabric, MemoryRegion};
 
@@ -75,6 +75,10 @@ pub(crate) struct NodeShared {
     pub(crate) contexts: ContextPool,
     pub(crate) truncations: TruncationQueue,
     pub(crate) hook: InboxHook,
+    /// The other nodes of an in-process cluster, by id (set once, by
+    /// [`crate::Cluster::start`]): a client waiting for a LOCK answer runs
+    /// the primary's server pass itself (see [`NodeShared::help_node`]).
+    neighbours: OnceLock<Vec<Weak<NodeShared>>>,
     /// Closed while the configuration changes.
     pub(crate) gate: Gate,
     /// Each peer's incarnation as this node knows it: bumped when a peer
@@ -112,12 +116,42 @@ impl NodeShared {
             allocators,
             contexts: ContextPool::default(),
             hook: InboxHook::new(),
+            neighbours: OnceLock::new(),
             gate: Gate::new(),
             peer_generations: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),
             stats: NodeStats::default(),
             last_corruption: Mutex::new(None),
         })
+    }
+
+    /// Makes `nodes` (every node of an in-process cluster, by id) this
+    /// node's neighbours; false if it had some already.
+    pub(crate) fn set_neighbours(&self, nodes: Vec<Weak<NodeShared>>) -> bool {
+        self.neighbours.set(nodes).is_ok()
+    }
+
+    /// Runs one pass of node `id`'s server from this thread, if that node
+    /// lives in this process, still serves, and no other thread is running
+    /// its pass. In an in-process cluster this is FaRM's "whoever polls
+    /// next processes it" (NSDI'14 §3): a coordinator spinning for a LOCK
+    /// answer processes the LOCK at the primary itself instead of waiting
+    /// for the primary's server thread to get a core (on this 2-core box
+    /// that wait was most of the LOCK phase). Node processes have no
+    /// neighbours: their servers are in other processes.
+    pub(crate) fn help_node(&self, id: usize) {
+        if id == self.id {
+            self.hook.help();
+            return;
+        }
+        let Some(node) = self.neighbours.get().and_then(|n| n.get(id)) else {
+            return;
+        };
+        if let Some(node) = node.upgrade() {
+            if !node.stop.load(Ordering::Acquire) {
+                node.hook.help_sender(self.id);
+            }
+        }
     }
 
     pub(crate) fn faults(&self) -> Faults {
