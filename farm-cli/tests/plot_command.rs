@@ -44,6 +44,13 @@ fn plot_draws_saved_reports() {
     };
     bench("1", "single.json");
     bench("1,2", "sweep.json");
+    // Every report says how long loading took.
+    let single: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("single.json")).unwrap())
+            .unwrap();
+    let single = single.as_array().and_then(|a| a.first()).unwrap_or(&single);
+    let load_s = single["load_s"].as_f64().expect("load_s in the report");
+    assert!(load_s > 0.0, "load_s {load_s}");
     let output = farm(
         &["plot", "single.json", "sweep.json", "--out", "both.svg"],
         dir.path(),

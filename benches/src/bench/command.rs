@@ -478,13 +478,13 @@ fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchRepor
                 warehouses_per_node: options.warehouses_per_node,
             },
         )?;
+        let load_s = loading.elapsed().as_secs_f64();
         if !options.quiet {
             eprintln!();
         }
         if !options.quiet {
             eprintln!(
-                "farm bench: loaded in {:.1} s; warm-up {} s, then {} s with {} threads per node",
-                loading.elapsed().as_secs_f64(),
+                "farm bench: loaded in {load_s:.1} s; warm-up {} s, then {} s with {} threads per node",
                 options.warmup.as_secs_f64(),
                 options.duration.as_secs_f64(),
                 threads
@@ -502,6 +502,10 @@ fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchRepor
             options.fabric,
             copies,
         )?;
+        let report = BenchReport {
+            load_s: Some(load_s),
+            ..report
+        };
         println!("{}\n", report.table());
         reports.push(report);
     }

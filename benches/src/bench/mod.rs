@@ -199,6 +199,10 @@ pub struct BenchReport {
     /// When measuring began (node 0's clock), ms since the Unix epoch.
     #[serde(default)]
     pub started_unix_ms: f64,
+    /// How long loading the workload took, seconds (in-process runs; a
+    /// `--cluster` run that finds its workload loaded already has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_s: Option<f64>,
     /// Commits in each millisecond of the measured time: `[ms, committed]`.
     #[serde(default)]
     pub timeline: Vec<(u64, u64)>,
@@ -602,6 +606,7 @@ pub fn report(
         },
         label: None,
         started_unix_ms: measured.started_unix_ms,
+        load_s: None,
         timeline: measured
             .timeline
             .iter()
