@@ -632,6 +632,13 @@ pub(crate) fn commit_primary(
         Kind::CommitPrimary,
         &participants.primaries,
     )?;
+    // In an in-process cluster, install and unlock at the primaries now
+    // (see `NodeShared::help_node`): their servers may be asleep, since
+    // waiting coordinators took their LOCKs, and readers of these objects
+    // wait while they stay locked.
+    for &primary in &participants.primaries {
+        node.help_node(primary);
+    }
     Ok(Committed { txid })
 }
 
