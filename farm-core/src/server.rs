@@ -36,10 +36,12 @@ const IDLE_SPINS: u32 = 64;
 /// [`IDLE_WAIT_MS_MAX`]. The wait bounds how late a record written without
 /// a notification (a COMMIT-BACKUP) is seen on an otherwise quiet node.
 const IDLE_WAIT_MS_MIN: u64 = 2;
-/// The longest wait on the doorbell. A fixed 2 ms wait woke idle verbs
-/// nodes 500 times a second, each wake a pass over every ring and a poll
-/// of the receive CQ: three idle `farm node` processes in the soft-RoCE VM
-/// used about 5.6 s of CPU in 15 s.
+/// The longest wait on the doorbell. A fixed 2 ms wait woke idle nodes 500
+/// times a second, each wake a pass over every ring (and, over verbs, a
+/// poll of the receive CQ). With it and the membership agent's 2 ms
+/// control listener (the larger share), an idle verbs node in the
+/// soft-RoCE VM used 10.5–11% of a CPU; with both fixed, 2–4%
+/// (`soft-roce-setup/vm/idle-cluster.sh`).
 const IDLE_WAIT_MS_MAX: u64 = 64;
 
 /// Scratch layout of the server: one 8-byte staging word per node for
