@@ -131,9 +131,10 @@ impl NodeShared {
         self.neighbours.set(nodes).is_ok()
     }
 
-    /// Runs one pass of node `id`'s server from this thread, if that node
+    /// Runs node `id`'s server over the ring from this node (the records
+    /// this node sent it), from this thread, if node `id` is this node or
     /// lives in this process, still serves, and no other thread is running
-    /// its pass. In an in-process cluster this is FaRM's "whoever polls
+    /// its server. In an in-process cluster this is FaRM's "whoever polls
     /// next processes it" (NSDI'14 §3): a coordinator spinning for a LOCK
     /// answer processes the LOCK at the primary itself instead of waiting
     /// for the primary's server thread to get a core (on this 2-core box
@@ -141,7 +142,7 @@ impl NodeShared {
     /// neighbours: their servers are in other processes.
     pub(crate) fn help_node(&self, id: usize) {
         if id == self.id {
-            self.hook.help();
+            self.hook.help_sender(self.id);
             return;
         }
         let Some(node) = self.neighbours.get().and_then(|n| n.get(id)) else {
