@@ -587,6 +587,7 @@ impl Cluster {
                 &placement,
                 config.region_bytes,
                 &data_dir,
+                config.resident_regions,
             )?;
             directory.inbox_keys.push(memory.inbox.rkey());
             directory.region_keys.push(memory.replicas.keys());
@@ -811,6 +812,7 @@ impl NodeMemory {
         placement: &Placement,
         region_bytes: u64,
         data_dir: &Path,
+        resident: bool,
     ) -> Result<NodeMemory> {
         let dir = node_dir(data_dir, id);
         std::fs::create_dir_all(&dir).map_err(|source| Error::File {
@@ -835,6 +837,9 @@ impl NodeMemory {
                     },
                     Access::ALL,
                 )?;
+                if resident {
+                    mr.make_resident()?;
+                }
                 region::format(&mr, region)?;
                 replicas.push(Some(mr));
             } else {

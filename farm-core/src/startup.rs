@@ -74,6 +74,7 @@ impl NodeStartup {
             &placement,
             config.region_bytes,
             data_dir,
+            config.resident_regions,
         )?;
         Ok(NodeStartup {
             id,

