@@ -308,6 +308,112 @@ impl HashTable {
         txn.write(at, &bucket.encode())
     }
 
+    /// Index of `key`'s home bucket in [`HashTable::bucket_addrs`]: bulk
+    /// loaders group keys by it (see [`HashTable::link_many`]).
+    pub fn home_index(&self, key: u64) -> usize {
+        (mix(key) % self.buckets.len() as u64) as usize
+    }
+
+    /// Links values that are already objects to their keys, as many
+    /// [`HashTable::put`]s would, but reading and writing each bucket (and
+    /// chain) it touches once: `entries` are (key, value address) pairs in
+    /// any order. A key already in the table is pointed at its new value
+    /// and its old value is freed; a key given twice keeps the last.
+    ///
+    /// This is the bulk-load path: a loader allocates the values on their
+    /// own node (many per transaction), then has each bucket's primary link
+    /// the keys of its buckets, so that each bucket is written once instead
+    /// of once per key and no two loaders write the same bucket. With
+    /// TATP's 2–3 keys per bucket that is about a third of the bucket
+    /// traffic, and no bucket read per key.
+    ///
+    /// # Errors
+    /// As [`Txn::read`], [`Txn::write`], [`Txn::alloc`] and [`Txn::free`];
+    /// [`Error::TransactionTooLarge`](crate::Error::TransactionTooLarge) at
+    /// commit when the buckets touched do not fit one transaction (give
+    /// fewer entries).
+    pub fn link_many(&self, txn: &mut Txn, entries: &[(u64, Addr)]) -> Result<(), TxnError> {
+        let mut by_home: Vec<(usize, u64, Addr)> = entries
+            .iter()
+            .map(|&(key, value)| (self.home_index(key), key, value))
+            .collect();
+        // Stable: a key given twice keeps its order, so the last one wins.
+        by_home.sort_by_key(|&(home, _, _)| home);
+        for group in by_home.chunk_by(|a, b| a.0 == b.0) {
+            self.link_group(txn, self.buckets[group[0].0], group)?;
+        }
+        Ok(())
+    }
+
+    /// [`HashTable::link_many`] for keys of one home bucket at `home`.
+    fn link_group(
+        &self,
+        txn: &mut Txn,
+        home: Addr,
+        group: &[(usize, u64, Addr)],
+    ) -> Result<(), TxnError> {
+        // The chain as it is: (address, bucket, changed); new overflow
+        // buckets get their address when they are allocated, at the end.
+        let mut chain: Vec<(Option<Addr>, Bucket, bool)> = Vec::new();
+        let mut at = home;
+        loop {
+            let bucket = read_bucket(txn, at)?;
+            let next = bucket.next;
+            chain.push((Some(at), bucket, false));
+            if next == 0 {
+                break;
+            }
+            at = Addr(next);
+        }
+        for &(_, key, value) in group {
+            let found = chain.iter_mut().find_map(|(_, bucket, changed)| {
+                let slot = bucket.entries.iter().position(|(k, _)| *k == key)?;
+                Some((bucket, changed, slot))
+            });
+            if let Some((bucket, changed, slot)) = found {
+                let old = std::mem::replace(&mut bucket.entries[slot].1, value);
+                if old != value {
+                    *changed = true;
+                    through_bucket(txn.free(old))?;
+                }
+                continue;
+            }
+            let (_, last, changed) = chain.last_mut().expect("a chain has its home bucket");
+            if last.entries.len() < BUCKET_SLOTS {
+                last.entries.push((key, value));
+                *changed = true;
+            } else {
+                chain.push((
+                    None,
+                    Bucket {
+                        next: 0,
+                        entries: vec![(key, value)],
+                    },
+                    true,
+                ));
+            }
+        }
+        // From the end: a new bucket's address is known before the bucket
+        // that points at it is written.
+        let mut following = 0u64;
+        for (addr, bucket, changed) in chain.iter_mut().rev() {
+            if bucket.next != following {
+                bucket.next = following;
+                *changed = true;
+            }
+            match addr {
+                None => following = txn.alloc(&bucket.encode())?.0,
+                Some(addr) => {
+                    if *changed {
+                        txn.write(*addr, &bucket.encode())?;
+                    }
+                    following = addr.0;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes `key`; true if it was there.
     pub fn delete(&self, txn: &mut Txn, key: u64) -> Result<bool, TxnError> {
         let (at, mut bucket, slot) = self.find(txn, key)?;

@@ -49,6 +49,86 @@ fn put_get_delete_from_every_node_with_overflow_chains() {
     }
 }
 
+/// The bulk path ([`HashTable::link_many`]) ends where the same puts one at
+/// a time end: chains past a bucket's capacity (4 buckets, 300 keys), keys
+/// already there (their old values are freed), keys given twice (the last
+/// wins), and batches that each touch buckets earlier batches grew.
+#[test]
+fn link_many_agrees_with_put() {
+    let cluster = cluster();
+    let nodes: Vec<_> = cluster.nodes().iter().collect();
+    let linked = HashTable::create(&nodes, 4).unwrap();
+    let model_table = HashTable::create(&nodes, 4).unwrap();
+    let mut model = HashMap::new();
+    // Some keys put the ordinary way first: link_many must replace them.
+    for key in (0..300u64).step_by(7) {
+        let value = vec![0xEE; 5];
+        cluster
+            .node(0)
+            .run(|txn| linked.put(txn, key, &value))
+            .unwrap();
+    }
+    let old_values: Vec<_> = (0..300u64)
+        .step_by(7)
+        .map(|key| {
+            cluster
+                .node(0)
+                .run(|txn| linked.value_addr(txn, key))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    for (round, keys) in [(0..150u64), (100..300u64)].into_iter().enumerate() {
+        let mut keys: Vec<u64> = keys.collect();
+        // A key twice in one call (the first chunk): the second value must
+        // win.
+        keys.insert(5, keys[3]);
+        for (node_id, chunk) in keys.chunks(40).enumerate() {
+            let node = cluster.node(node_id % 3);
+            let values: Vec<Vec<u8>> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, key)| {
+                    vec![(key + i as u64 + round as u64) as u8; 1 + (*key as usize % 90)]
+                })
+                .collect();
+            let addrs = node
+                .run(|txn| {
+                    values
+                        .iter()
+                        .map(|v| txn.alloc(v))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap();
+            let entries: Vec<(u64, farm_core::Addr)> =
+                chunk.iter().copied().zip(addrs.iter().copied()).collect();
+            cluster
+                .node((node_id + 1) % 3)
+                .run(|txn| linked.link_many(txn, &entries))
+                .unwrap();
+            for (key, value) in chunk.iter().zip(&values) {
+                node.run(|txn| model_table.put(txn, *key, value)).unwrap();
+                model.insert(*key, value.clone());
+            }
+        }
+    }
+    for key in 0..320u64 {
+        let node = cluster.node(key as usize % 3);
+        let got = node.run(|txn| linked.get(txn, key)).unwrap();
+        let expected = node.run(|txn| model_table.get(txn, key)).unwrap();
+        assert_eq!(got, expected, "key {key}");
+        assert_eq!(got.as_ref(), model.get(&key), "key {key}");
+    }
+    // The values replaced were freed: their addresses are stale now.
+    for old in old_values {
+        let read = cluster.node(1).run(|txn| txn.read(old).map(|_| ()));
+        assert!(
+            matches!(read, Err(farm_core::Error::StaleAddress { .. })),
+            "a replaced value at {old} was not freed: {read:?}"
+        );
+    }
+}
+
 #[test]
 fn an_aborted_put_is_not_visible() {
     let cluster = cluster();

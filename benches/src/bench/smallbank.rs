@@ -78,16 +78,19 @@ impl SmallBank {
             total += balances.iter().map(|(s, c)| s + c).sum::<i64>();
             by_node[(first / 64) as usize % site.nodes()].push((first, balances));
         }
-        let (savings_table, checking_table) = (&savings, &checking);
-        site.load_parallel(&by_node, &|node, (first, balances)| {
-            node.run(|txn| {
+        // Values first, then each bucket's primary links its keys
+        // ([`Site::load_bulk`]): table 0 savings, 1 checking.
+        site.load_bulk(
+            &[&savings, &checking],
+            &by_node,
+            &|(first, balances), sink| {
                 for (account, (s, c)) in (*first..).zip(balances) {
-                    set(savings_table, txn, account, *s)?;
-                    set(checking_table, txn, account, *c)?;
+                    sink(0, account, &s.to_le_bytes())?;
+                    sink(1, account, &c.to_le_bytes())?;
                 }
                 Ok(())
-            })
-        })?;
+            },
+        )?;
         site.barrier("smallbank-loaded")?;
         Ok(SmallBank {
             savings,

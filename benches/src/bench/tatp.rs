@@ -21,7 +21,7 @@
 
 use farm_core::{AbortReason, HashTable, Node, Txn, TxnError};
 
-use super::site::Site;
+use super::site::{RowSink, Site};
 use super::{finish, Attempt, Rng, Workload};
 
 const TYPES: &[&str] = &[
@@ -142,9 +142,11 @@ impl Tatp {
     /// # Errors
     /// The engine's, while loading.
     ///
-    /// Each node of this process loads its own subscribers from its own
-    /// thread, as many per transaction as [`LOAD_BATCH_ROW_BYTES`] allows
-    /// ([`Site::load_parallel`]).
+    /// Each node of this process allocates its own subscribers' rows from
+    /// its own thread, as many per transaction as [`LOAD_BATCH_ROW_BYTES`]
+    /// allows; then each bucket's primary links the keys of its buckets
+    /// ([`Site::load_bulk`]). At `--scale 10` (1.07 M rows) that took
+    /// loading from 3.2–3.5 s to 1.0–1.1 s on the 2-vCPU dev machine.
     pub fn load(site: &Site, subscribers: u64) -> farm_core::Result<Tatp> {
         let buckets = (subscribers as usize / 2).max(1);
         let mut tatp = Tatp {
@@ -207,32 +209,38 @@ impl Tatp {
         let batches: Vec<Vec<&[SubscriberRows]>> =
             by_node.iter().map(|rows| batches(rows)).collect();
         let t = &tatp;
-        site.load_parallel(&batches, &|node, batch| {
-            node.run(|txn| {
-                for subscriber in batch.iter() {
-                    t.insert(txn, subscriber)?;
-                }
-                Ok(())
-            })
+        let tables = [
+            &t.subscriber,
+            &t.access_info,
+            &t.special_facility,
+            &t.call_forwarding,
+            &t.sub_nbr_index,
+        ];
+        site.load_bulk(&tables, &batches, &|batch, sink| {
+            for subscriber in batch.iter() {
+                Tatp::rows(subscriber, sink)?;
+            }
+            Ok(())
         })?;
         site.barrier("tatp-loaded")?;
         Ok(tatp)
     }
 
-    /// Inserts one subscriber's rows in `txn`.
-    fn insert(&self, txn: &mut Txn, subscriber: &SubscriberRows) -> Result<(), TxnError> {
+    /// One subscriber's rows, told to `sink` as (table, key, value), the
+    /// tables numbered subscriber 0, access info 1, special facility 2,
+    /// call forwarding 3, sub_nbr index 4 (the order [`Tatp::load`] hands
+    /// them to [`Site::load_bulk`]).
+    fn rows(subscriber: &SubscriberRows, sink: &mut RowSink<'_>) -> Result<(), TxnError> {
         let s_id = subscriber.s_id;
-        self.subscriber.put(txn, s_id, &subscriber.row)?;
-        self.sub_nbr_index.put(txn, s_id, &s_id.to_le_bytes())?;
+        sink(0, s_id, &subscriber.row)?;
+        sink(4, s_id, &s_id.to_le_bytes())?;
         for (ai_type, ai_row) in &subscriber.access_info {
-            self.access_info.put(txn, sf_key(s_id, *ai_type), ai_row)?;
+            sink(1, sf_key(s_id, *ai_type), ai_row)?;
         }
         for (sf_type, sf_row, forwards) in &subscriber.facilities {
-            self.special_facility
-                .put(txn, sf_key(s_id, *sf_type), sf_row)?;
+            sink(2, sf_key(s_id, *sf_type), sf_row)?;
             for (start_time, cf_row) in forwards {
-                self.call_forwarding
-                    .put(txn, cf_key(s_id, *sf_type, *start_time), cf_row)?;
+                sink(3, cf_key(s_id, *sf_type, *start_time), cf_row)?;
             }
         }
         Ok(())

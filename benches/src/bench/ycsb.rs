@@ -144,14 +144,13 @@ impl Ycsb {
         for first in (0..records).step_by(32) {
             by_node[(first / 32) as usize % site.nodes()].push(first..(first + 32).min(records));
         }
-        let t = &table;
-        site.load_parallel(&by_node, &|node, keys| {
-            node.run(|txn| {
-                for key in keys.clone() {
-                    t.put(txn, key, &record(key, 0))?;
-                }
-                Ok(())
-            })
+        // Values first, then each bucket's primary links its keys
+        // ([`Site::load_bulk`]).
+        site.load_bulk(&[&table], &by_node, &|keys, sink| {
+            for key in keys.clone() {
+                sink(0, key, &record(key, 0))?;
+            }
+            Ok(())
         })?;
         site.barrier("ycsb-loaded")?;
         Ok(Ycsb {
