@@ -162,27 +162,21 @@ impl<'a> Site<'a> {
     /// on a bucket. Progress goes to the site's hook as for
     /// [`Site::load_parallel`], both steps on one scale.
     ///
-    /// Across processes the keys would have to travel to their buckets'
-    /// processes; there each batch is put row by row as before
-    /// ([`HashTable::put`]).
+    /// Across processes, the (table, key, value address) triples of step 1
+    /// travel in round `round` (every process gets every process's, as a
+    /// flat JSON array of numbers: about 40 bytes a row) and each process
+    /// links those whose buckets its nodes are primary for.
     ///
     /// # Errors
-    /// The first of the loaders' errors.
+    /// The first of the loaders' errors; [`farm_core::Error::Peer`] for a
+    /// process's part that is not a list of triples of these tables.
     pub fn load_bulk<T: Sync>(
         &self,
+        round: &str,
         tables: &[&HashTable],
         by_node: &[Vec<T>],
         rows: &RowSource<'_, T>,
     ) -> farm_core::Result<()> {
-        if self.rounds.is_some() {
-            return self.load_parallel(by_node, &|node, batch| {
-                node.run(|txn| {
-                    rows(batch, &mut |table, key, value| {
-                        tables[table].put(txn, key, value)
-                    })
-                })
-            });
-        }
         use std::sync::atomic::{AtomicU64, Ordering};
         let batches: u64 = by_node.iter().map(|b| b.len() as u64).sum();
         // Both steps count as `batches` on the bar.
@@ -217,12 +211,45 @@ impl<'a> Site<'a> {
             })?;
         // Step 2: keys to the primaries of their home buckets, by table and
         // bucket, so that one transaction links whole buckets.
+        let allocated: Vec<(usize, u64, Addr)> = match self.rounds {
+            None => allocated.into_iter().flatten().collect(),
+            Some(rounds) => {
+                let flat: Vec<u64> = allocated
+                    .iter()
+                    .flatten()
+                    .flat_map(|&(table, key, addr)| [table as u64, key, addr.0])
+                    .collect();
+                let parts = rounds.exchange(round, Value::from(flat))?;
+                let mut all = Vec::new();
+                for part in &parts {
+                    let numbers = part.as_array().ok_or_else(|| malformed(round))?;
+                    if numbers.len() % 3 != 0 {
+                        return Err(malformed(round));
+                    }
+                    for triple in numbers.chunks(3) {
+                        let [Some(table), Some(key), Some(addr)] =
+                            [0, 1, 2].map(|i| triple[i].as_u64())
+                        else {
+                            return Err(malformed(round));
+                        };
+                        let table = usize::try_from(table)
+                            .ok()
+                            .filter(|t| *t < tables.len())
+                            .ok_or_else(|| malformed(round))?;
+                        all.push((table, key, Addr(addr)));
+                    }
+                }
+                all
+            }
+        };
         let placement = self.local[0].placement();
         let mut by_primary: Vec<Vec<(usize, usize, u64, Addr)>> = vec![Vec::new(); self.nodes];
-        for (table, key, addr) in allocated.into_iter().flatten() {
+        for (table, key, addr) in allocated {
             let home = tables[table].home_index(key);
             let primary = placement.primary(tables[table].bucket_addrs()[home].region());
-            by_primary[primary].push((table, home, key, addr));
+            if self.local(primary).is_some() {
+                by_primary[primary].push((table, home, key, addr));
+            }
         }
         let links: u64 = by_primary.iter().map(|l| l.len() as u64).sum();
         for links in &mut by_primary {

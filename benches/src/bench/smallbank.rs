@@ -81,6 +81,7 @@ impl SmallBank {
         // Values first, then each bucket's primary links its keys
         // ([`Site::load_bulk`]): table 0 savings, 1 checking.
         site.load_bulk(
+            "smallbank-links",
             &[&savings, &checking],
             &by_node,
             &|(first, balances), sink| {

@@ -216,7 +216,7 @@ impl Tatp {
             &t.call_forwarding,
             &t.sub_nbr_index,
         ];
-        site.load_bulk(&tables, &batches, &|batch, sink| {
+        site.load_bulk("tatp-links", &tables, &batches, &|batch, sink| {
             for subscriber in batch.iter() {
                 Tatp::rows(subscriber, sink)?;
             }

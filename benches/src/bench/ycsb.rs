@@ -146,7 +146,7 @@ impl Ycsb {
         }
         // Values first, then each bucket's primary links its keys
         // ([`Site::load_bulk`]).
-        site.load_bulk(&[&table], &by_node, &|keys, sink| {
+        site.load_bulk("ycsb-links", &[&table], &by_node, &|keys, sink| {
             for key in keys.clone() {
                 sink(0, key, &record(key, 0))?;
             }
