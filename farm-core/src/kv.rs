@@ -22,6 +22,7 @@ use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
+use smallvec::SmallVec;
 
 use crate::cluster::Node;
 use crate::codec::DecodeError;
@@ -64,7 +65,8 @@ pub struct HashTable {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Bucket {
     next: u64,
-    entries: Vec<(u64, Addr)>,
+    /// Inline: decoding a bucket allocates nothing.
+    entries: SmallVec<[(u64, Addr); BUCKET_SLOTS]>,
 }
 
 impl Bucket {
@@ -94,7 +96,9 @@ impl Bucket {
         })
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The bucket's bytes, on the stack (a `Vec` per bucket written was
+    /// an allocation per `put`).
+    fn encode(&self) -> [u8; BUCKET_BYTES] {
         assert!(self.entries.len() <= BUCKET_SLOTS);
         let mut raw = BucketBytes::zeroed();
         raw.next = self.next;
@@ -105,7 +109,9 @@ impl Bucket {
                 value: addr.0,
             };
         }
-        bytemuck::bytes_of(&raw).to_vec()
+        let mut bytes = [0u8; BUCKET_BYTES];
+        bytes.copy_from_slice(bytemuck::bytes_of(&raw));
+        bytes
     }
 }
 
@@ -301,7 +307,7 @@ impl HashTable {
         // Full: chain a new overflow bucket holding the key.
         let overflow = Bucket {
             next: 0,
-            entries: vec![(key, value_addr)],
+            entries: smallvec::smallvec![(key, value_addr)],
         };
         let overflow_addr = txn.alloc(&overflow.encode())?;
         bucket.next = overflow_addr.0;
@@ -387,7 +393,7 @@ impl HashTable {
                     None,
                     Bucket {
                         next: 0,
-                        entries: vec![(key, value)],
+                        entries: smallvec::smallvec![(key, value)],
                     },
                     true,
                 ));

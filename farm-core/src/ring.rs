@@ -113,14 +113,15 @@ impl RingSender {
     pub fn reserve_within(&mut self, len: usize, wait: Duration) -> Result<Reservation> {
         let len = len as u64;
         assert!(len.is_multiple_of(8) && len >= OVERHEAD_BYTES as u64 && len <= RING_BYTES / 16);
-        let start = Instant::now();
+        // The clock is read only once the ring is full.
+        let mut start: Option<Instant> = None;
         let mut spins = 0u32;
         while self.tail + self.needed(len) - self.head > RING_BYTES {
             self.refresh_head();
             if self.tail + self.needed(len) - self.head <= RING_BYTES {
                 break;
             }
-            if start.elapsed() >= wait {
+            if start.get_or_insert_with(Instant::now).elapsed() >= wait {
                 return Err(Error::RingFull {
                     receiver: self.receiver,
                     used: self.tail - self.head,
