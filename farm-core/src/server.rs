@@ -131,7 +131,12 @@ impl Server {
             }
             idle_rounds += 1;
             if idle_rounds < IDLE_SPINS {
-                std::hint::spin_loop();
+                // Yield, not spin: on a host with fewer cores than threads
+                // an idle server that spins keeps a core from the client
+                // threads that have work (and, in process, process the
+                // LOCKs themselves). Measured: TATP defaults 662-683K ->
+                // 827-830K tx/s, p99 109-111 -> 13.7 us.
+                std::thread::yield_now();
                 continue;
             }
             // Idle: tell senders what we retired, then sleep until a
