@@ -218,6 +218,14 @@ impl Node {
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);
     }
+
+    /// How this node's coordinators wait for LOCK answers from now on
+    /// ([`crate::LockWait`]; [`ClusterConfig::lock_wait`] sets it at start).
+    pub fn set_lock_wait(&self, wait: crate::LockWait) {
+        self.shared
+            .lock_spins
+            .store(wait.spins(), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// See [`Node::poller`].
@@ -614,6 +622,7 @@ impl Cluster {
             .collect();
         for node in &nodes {
             node.node().shared.set_neighbours(neighbours.clone());
+            node.node().set_lock_wait(config.lock_wait);
         }
         Ok(Cluster {
             handles: nodes.iter().map(|n| n.node().clone()).collect(),

@@ -455,7 +455,7 @@ pub(crate) fn lock(
         context.index,
         txid,
         &participants.primaries,
-        timeout(),
+        (timeout(), node.lock_spins.load(Ordering::Relaxed)),
     );
     match granted {
         None if !node.gate.is_open() => Ok(LockVote::Stopped),

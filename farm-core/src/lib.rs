@@ -52,7 +52,9 @@ mod server;
 pub mod testing;
 
 pub use cluster::{Cluster, Node, NodeControl, Poller, ServingNode};
-pub use config::{ClusterConfig, FabricKind, Fault, Faults, Placement, RetryBudget, VerbsDevice};
+pub use config::{
+    ClusterConfig, FabricKind, Fault, Faults, LockWait, Placement, RetryBudget, VerbsDevice,
+};
 pub use error::{Error, Result, TxnError};
 pub use header::{Addr, Header};
 pub use kv::HashTable;

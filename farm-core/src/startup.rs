@@ -31,6 +31,7 @@ pub struct NodeStartup {
     id: usize,
     placement: Placement,
     retry: RetryBudget,
+    lock_wait: crate::LockWait,
     fabric: Arc<dyn Fabric>,
     memory: NodeMemory,
     restarted: bool,
@@ -80,6 +81,7 @@ impl NodeStartup {
             id,
             placement,
             retry: config.retry,
+            lock_wait: config.lock_wait,
             fabric,
             memory,
             restarted,
@@ -154,8 +156,9 @@ impl NodeStartup {
             self.memory.inbox,
             self.memory.replicas,
         )?);
-
-        ServingNode::start(shared)
+        let serving = ServingNode::start(shared)?;
+        serving.node().set_lock_wait(self.lock_wait);
+        Ok(serving)
     }
 }
 

@@ -156,7 +156,24 @@ fn an_aborted_put_is_not_visible() {
 
 #[test]
 fn concurrent_increments_of_one_key_lose_no_update() {
-    let cluster = cluster();
+    increments_lose_no_update(cluster());
+}
+
+/// The same with coordinators that yield at once while they wait for LOCK
+/// answers (`LockWait::Yield`, `farm bench --lock-wait yield`).
+#[test]
+fn concurrent_increments_lose_no_update_with_yielding_lock_waits() {
+    let cluster = Cluster::start(farm_core::ClusterConfig {
+        region_bytes: 8 << 20,
+        lock_wait: farm_core::LockWait::Yield,
+        ..farm_core::ClusterConfig::default()
+    })
+    .unwrap();
+    increments_lose_no_update(cluster);
+}
+
+/// Four threads on three nodes add 1 to one key 150 times each.
+fn increments_lose_no_update(cluster: Cluster) {
     let nodes: Vec<_> = cluster.nodes().iter().collect();
     let table = HashTable::create(&nodes, 8).unwrap();
     cluster

@@ -61,6 +61,8 @@ pub struct BenchOptions {
     pub lease_ms: u64,
     /// The configuration store of `--processes` clusters.
     pub config_store: StoreAddress,
+    /// How coordinators wait for LOCK answers (in-process clusters).
+    pub lock_wait: farm_core::LockWait,
 }
 
 /// `--kill NODE@SECONDS`: kill node process NODE that many seconds into
@@ -455,6 +457,7 @@ fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchRepor
             fabric: options.fabric,
             verbs: options.verbs.clone(),
             resident_regions: true,
+            lock_wait: options.lock_wait,
             ..ClusterConfig::default()
         })?;
         let loading = Instant::now();

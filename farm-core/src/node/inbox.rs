@@ -129,7 +129,7 @@ pub(crate) fn wait_lock_replies(
     context: usize,
     txid: TxnId,
     primaries: &[usize],
-    timeout: Duration,
+    (timeout, spin_polls): (Duration, u32),
 ) -> Option<usize> {
     let started = Instant::now();
     let mut last_progress = started;
@@ -161,7 +161,7 @@ pub(crate) fn wait_lock_replies(
                 help_primary(primary);
             }
         }
-        if spins < 128 {
+        if spins < spin_polls.max(HELP_PRIMARIES_AFTER) {
             std::hint::spin_loop();
             continue;
         }

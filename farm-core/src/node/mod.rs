@@ -67,6 +67,9 @@ pub(crate) struct NodeShared {
     faults: AtomicU8,
     /// How long `Node::run` retries.
     pub(crate) retry: RetryBudget,
+    /// Polls a coordinator spins before it yields while it waits for LOCK
+    /// answers ([`crate::LockWait::spins`]).
+    pub(crate) lock_spins: std::sync::atomic::AtomicU32,
     pub(crate) fabric: Arc<dyn Fabric>,
     pub(crate) inbox: Arc<MemoryRegion>,
     pub(crate) replicas: Replicas,
@@ -110,6 +113,7 @@ impl NodeShared {
             view_serial: AtomicU64::new(0),
             faults: AtomicU8::new(faults.bits()),
             retry,
+            lock_spins: std::sync::atomic::AtomicU32::new(crate::LockWait::Spin.spins()),
             fabric,
             inbox,
             replicas,
