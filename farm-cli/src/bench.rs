@@ -92,7 +92,7 @@ pub struct Args {
     /// In process: how a coordinator waits for its LOCK answers. `spin`
     /// (spin, then yield) gives more throughput and a lower p99; `yield`
     /// (yield at once) a far tail (p99.9) of about 0.1 ms instead of 1–5
-    /// ms on a host with fewer cores than threads, for 10–20% less
+    /// ms on a host with fewer cores than threads, for 7–15% less
     /// throughput. See `farm_core::LockWait`.
     #[arg(long, value_name = "spin|yield", default_value = "spin")]
     pub lock_wait: farm_core::LockWait,

@@ -136,21 +136,24 @@ impl Default for RetryBudget {
 /// are still missing. A choice between throughput and the far tail on a
 /// host with fewer cores than threads; on dedicated cores they agree.
 ///
-/// Measured on the 2-vCPU dev machine, `farm bench --duration 5 --quiet
-/// --json F` with `--lock-wait spin` against `--lock-wait yield`, one run
-/// each (tx/s, p99 µs, p99.9 µs): TATP 864,556 / 12.8 / 1,550 against
-/// 767,697 / 70.9 / 103; SmallBank 288,562 / 492 / 1,176 against 234,413
-/// / 66 / 90; TATP `--threads 8` 787,843 / 42 / 5,030 against 700,633 /
-/// 262 / 367.
+/// Measured on the 2-vCPU dev machine (45db9e8, shm, interleaved): `farm
+/// bench --quiet --json F` with `--lock-wait spin` against `--lock-wait
+/// yield`, three runs each (median tx/s, p99 µs, p99.9 µs): TATP 904,467 /
+/// 12.7–12.8 / 1,340–1,431 against 798,817 / 63–66 / 92–98; SmallBank
+/// 298,918 / 450–481 / 977–1,115 against 255,424 / 57–62 / 81–86. TATP
+/// with 8 client threads per node (`--threads 8 --duration 5`, two runs):
+/// 790,666–821,576 / 231–249 / 4,542–4,649 against 732,686–736,788 /
+/// 238–242 / 343–351.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LockWait {
     /// Spin 128 polls, then yield between polls: more throughput and a
     /// lower p99, but a spinning thread loses its priority to the
-    /// scheduler, and the 0.1–1% of waits that outlast the spin wait
-    /// milliseconds.
+    /// scheduler, and the waits that outlast the spin take milliseconds
+    /// (instrumented once: 3.6% of TATP's read-write commits waited over
+    /// 300 µs for their LOCK answers).
     #[default]
     Spin,
-    /// Yield between polls from the first help on (after 8 polls): 10–20%
+    /// Yield between polls from the first help on (after 8 polls): 7–15%
     /// less throughput in process, a far tail (p99.9) of about 0.1–0.4 ms.
     Yield,
 }

@@ -246,7 +246,7 @@ impl HashTable {
     }
 
     fn home(&self, key: u64) -> Addr {
-        self.buckets[(mix(key) % self.buckets.len() as u64) as usize]
+        self.buckets[self.home_index(key)]
     }
 
     /// Walks the chain of `key`'s bucket: (bucket address, bucket, slot of

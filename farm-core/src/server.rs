@@ -134,8 +134,10 @@ impl Server {
                 // Yield, not spin: on a host with fewer cores than threads
                 // an idle server that spins keeps a core from the client
                 // threads that have work (and, in process, process the
-                // LOCKs themselves). Measured: TATP defaults 662-683K ->
-                // 827-830K tx/s, p99 109-111 -> 13.7 us.
+                // LOCKs themselves). Measured against the spinning build
+                // (82f2bd8), median of 3 interleaved `farm bench
+                // --duration 5` runs: TATP 765K -> 875K tx/s, p99 63-68
+                // -> 12.4-12.9 us; `--processes` 642-667K -> 850-853K.
                 std::thread::yield_now();
                 continue;
             }

@@ -21,9 +21,6 @@ pub trait Rounds: Sync {
     fn exchange(&self, round: &str, part: Value) -> farm_core::Result<Vec<Value>>;
 }
 
-/// Batches below which [`Site::load_parallel`] loads from one thread.
-const PARALLEL_LOAD_BATCHES_MIN: u64 = 256;
-
 /// Keys one transaction of [`Site::load_bulk`]'s second step links: each
 /// may write a 144-byte bucket, so a COMMIT-BACKUP stays near 28 KB, under
 /// a record's 64 KB.
@@ -91,76 +88,16 @@ impl<'a> Site<'a> {
         }
     }
 
-    /// Loads in parallel: `by_node[n]` holds node n's batches, and each
-    /// node of this process runs `load(node, batch)` for its own from a
-    /// thread of its own (other processes load theirs). Tells the site's
-    /// progress hook (batches done, of how many) about five times a second
-    /// from this thread, and once at the end.
-    ///
-    /// # Errors
-    /// The first of the loaders' errors.
-    pub fn load_parallel<T: Sync>(
-        &self,
-        by_node: &[Vec<T>],
-        load: &(dyn Fn(&Node, &T) -> farm_core::Result<()> + Sync),
-    ) -> farm_core::Result<()> {
-        let progress = |done: u64, total: u64| {
-            if let Some(progress) = self.progress {
-                progress(done, total);
-            }
-        };
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let mine: Vec<(&Node, &Vec<T>)> = by_node
-            .iter()
-            .enumerate()
-            .filter_map(|(owner, batches)| Some((self.local(owner)?, batches)))
-            .collect();
-        let total: u64 = mine.iter().map(|(_, batches)| batches.len() as u64).sum();
-        if total < PARALLEL_LOAD_BATCHES_MIN {
-            // A small population has few hash buckets, and loaders in
-            // parallel would keep aborting each other: one at a time.
-            for (node, batches) in &mine {
-                for batch in batches.iter() {
-                    load(node, batch)?;
-                }
-            }
-            progress(total, total);
-            return Ok(());
-        }
-        let done = AtomicU64::new(0);
-        let result = std::thread::scope(|scope| {
-            let loaders: Vec<_> = mine
-                .iter()
-                .map(|&(node, batches)| {
-                    let done = &done;
-                    scope.spawn(move || -> farm_core::Result<()> {
-                        for batch in batches {
-                            load(node, batch)?;
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            wait_telling(&|| loaders.iter().all(|l| l.is_finished()), &|| {
-                progress(done.load(Ordering::Relaxed), total)
-            });
-            loaders
-                .into_iter()
-                .try_for_each(|loader| loader.join().expect("a loader thread panicked"))
-        });
-        progress(done.load(Ordering::Relaxed), total);
-        result
-    }
-
     /// Loads rows into hash tables in two steps, every node in parallel:
-    /// each node allocates the values of its own batches (`by_node[n]`, as
-    /// in [`Site::load_parallel`]; many per transaction, no bucket read),
+    /// each node allocates the values of its own batches (`by_node[n]`
+    /// holds node n's; many values per transaction, no bucket read),
     /// then each bucket's primary links the keys of its buckets
     /// ([`HashTable::link_many`], [`LINKS_PER_TXN`] per transaction), so
     /// that every bucket is read and written once and no two loaders meet
-    /// on a bucket. Progress goes to the site's hook as for
-    /// [`Site::load_parallel`], both steps on one scale.
+    /// on a bucket. Tells the site's progress hook (batches done, of how
+    /// many) about five times a second, both steps on one scale. (Loaders
+    /// never conflict: step 1 only allocates, and step 2 splits the
+    /// buckets by primary.)
     ///
     /// Across processes, the (table, key, value address) triples of step 1
     /// travel in round `round` (every process gets every process's, as a
@@ -356,17 +293,8 @@ impl<'a> Site<'a> {
             Ok(Value::from(share.iter().map(|a| a.0).collect::<Vec<_>>()))
         };
         let parts = if self.rounds.is_none() && self.local.len() > 1 {
-            std::thread::scope(|scope| {
-                let makers: Vec<_> = self
-                    .local
-                    .iter()
-                    .map(|&node| scope.spawn(move || share_of(node)))
-                    .collect();
-                makers
-                    .into_iter()
-                    .map(|maker| maker.join().expect("a table share's thread panicked"))
-                    .collect::<farm_core::Result<Vec<Value>>>()
-            })?
+            let nothing = std::sync::atomic::AtomicU64::new(0);
+            self.on_every_node(&nothing, &|_| {}, share_of)?
         } else {
             self.gather(round, share_of)?
         };
