@@ -4,25 +4,49 @@
 //! it did.
 //!
 //! Layout: a fixed array of bucket objects chosen when the table is made,
-//! spread over the given nodes' regions. A bucket holds up to
-//! [`BUCKET_SLOTS`] (key, value address) pairs and the address of an
-//! overflow bucket:
+//! spread over the given nodes' regions. A bucket is one 256-byte object
+//! (232 bytes of payload): the address of an overflow bucket, the inline
+//! capacity `I` its slots were made with, and as many slots as fit. A slot
+//! holds a key and its value, inline when the value has at most `I` bytes,
+//! else the address of an object of its own:
 //!
 //! ```text
-//! bucket: | next (Addr, 0 = none) | count | key 0 | value 0 | ... | key 7 | value 7 |
-//!           8 B                     8 B     8 B     8 B             (144 bytes)
+//! bucket: | next (Addr, 0 = none) | I | slot 0 | slot 1 | ... | (unused) |
+//!           8 B                     1 B  9 + I bytes each: (232 - 9) / (9 + I) slots
+//! slot:   | key | tag | data (I bytes)                                   |
+//!           8 B   1 B   tag 0: empty; 1..=I + 1: inline, length tag - 1;
+//!                       0xFF: in an object, data[..8] = its Addr
 //! ```
 //!
-//! Values are objects of their own. A lookup costs two READs (bucket, then
-//! value) where FaRM's associative hopscotch table inlines small values in
-//! its buckets and mostly needs one: simpler, and the first thing to change
-//! when a benchmark says lookups dominate.
+//! `I` is the table's choice ([`HashTable::create_with`]; 8 to 64 bytes,
+//! [`INLINE_VALUE_BYTES`] by default): 40 gives 4 slots (TATP's 38-byte
+//! subscriber rows), 8 gives 13 (its 8-byte index entries). Each bucket
+//! says its own `I`, so a table handle needs no more than its bucket
+//! addresses and overflow buckets copy their home bucket's.
+//!
+//! A lookup of a key whose value is inline costs one READ (the bucket)
+//! when the key is in its home bucket, as in FaRM's hash table (NSDI'14
+//! §5: associative buckets, small values inline, chained overflow); the
+//! table before this one always took two (bucket, then value object).
+//! Larger values, and keys that overflowed their home bucket, cost one
+//! more READ each.
+//!
+//! Not (yet) FaRM's hopscotch part: FaRM reads a neighbourhood of two
+//! adjacent buckets in one READ and moves keys within it (hopscotch
+//! displacement) before it chains. Here each bucket is an object with a
+//! version of its own and a transaction reads one object per READ, so a
+//! neighbourhood read needs a multi-object READ that checks each
+//! object's version; until there is one, a key that does not fit its home
+//! bucket goes to an overflow bucket. Tables sized at about half their
+//! slots keep that to a few percent of keys;
+//! `tests/hash_table.rs::small_values_take_one_read_a_lookup` measures
+//! READs per lookup.
+//!
+//! The cost of inline values is false sharing: writing one key's value
+//! writes its bucket, so it conflicts with transactions that read other
+//! keys of that bucket (FaRM's trade too).
 
-use std::mem::{offset_of, size_of};
 use std::sync::Arc;
-
-use bytemuck::{Pod, Zeroable};
-use smallvec::SmallVec;
 
 use crate::cluster::Node;
 use crate::codec::DecodeError;
@@ -32,87 +56,227 @@ use crate::header::Addr;
 use crate::outcome::AbortReason;
 use crate::txn::Txn;
 
-pub const BUCKET_SLOTS: usize = 8;
+/// The inline capacity of [`HashTable::create`]'s buckets (bytes): 4
+/// slots a bucket.
+pub const INLINE_VALUE_BYTES: usize = 40;
+/// The smallest inline capacity: a slot's data holds an address.
+pub const INLINE_VALUE_BYTES_MIN: usize = 8;
+/// The largest inline capacity (3 slots a bucket).
+pub const INLINE_VALUE_BYTES_MAX: usize = 64;
 
-/// One (key, value address) pair of a bucket.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-struct BucketSlot {
+/// A bucket's payload: a 256-byte object to the byte.
+const BUCKET_BYTES: usize = 232;
+const _: () = assert!(
+    BUCKET_BYTES + crate::limits::OBJECT_OVERHEAD_BYTES as usize
+        == crate::limits::CLASS_BYTES[2] as usize
+);
+/// `next` and `I`.
+const BUCKET_HEADER_BYTES: usize = 9;
+/// A slot's key and tag.
+const SLOT_HEADER_BYTES: usize = 9;
+const TAG_EMPTY: u8 = 0;
+/// The tag of a slot whose value is an object of its own.
+const TAG_OBJECT: u8 = 0xFF;
+
+/// Slots of a bucket whose inline capacity is `inline` bytes.
+pub const fn bucket_slots(inline: usize) -> usize {
+    (BUCKET_BYTES - BUCKET_HEADER_BYTES) / (SLOT_HEADER_BYTES + inline)
+}
+
+const _: () = assert!(bucket_slots(INLINE_VALUE_BYTES) == 4);
+const _: () = assert!(bucket_slots(INLINE_VALUE_BYTES_MIN) == 13);
+
+/// A value as a bucket holds it: its bytes, or its object's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Value<'a> {
+    Inline(&'a [u8]),
+    Object(Addr),
+}
+
+/// The image of a bucket object, decoded in place: lookups read slots
+/// straight out of it and writes change it, so a `put` allocates nothing
+/// for its bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Bucket {
+    bytes: [u8; BUCKET_BYTES],
+}
+
+fn word(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Bucket {
+    /// An empty bucket whose slots hold `inline` bytes inline.
+    fn empty(inline: usize) -> Bucket {
+        debug_assert!((INLINE_VALUE_BYTES_MIN..=INLINE_VALUE_BYTES_MAX).contains(&inline));
+        let mut bytes = [0u8; BUCKET_BYTES];
+        bytes[8] = inline as u8;
+        Bucket { bytes }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Bucket, DecodeError> {
+        let bytes: [u8; BUCKET_BYTES] = bytes.try_into().map_err(|_| DecodeError::BadLength {
+            what: "hash bucket",
+            len: bytes.len() as u64,
+            why: "not the size of a bucket",
+        })?;
+        let bucket = Bucket { bytes };
+        let inline = bucket.inline();
+        if !(INLINE_VALUE_BYTES_MIN..=INLINE_VALUE_BYTES_MAX).contains(&inline) {
+            return Err(DecodeError::BadLength {
+                what: "hash bucket's inline capacity",
+                len: inline as u64,
+                why: "not 8 to 64 bytes",
+            });
+        }
+        for slot in 0..bucket.slots() {
+            let tag = bucket.tag(slot);
+            if tag != TAG_EMPTY && tag != TAG_OBJECT && usize::from(tag) > inline + 1 {
+                return Err(DecodeError::BadLength {
+                    what: "hash bucket slot's tag",
+                    len: u64::from(tag),
+                    why: "neither empty, an inline length nor an object",
+                });
+            }
+        }
+        Ok(bucket)
+    }
+
+    fn inline(&self) -> usize {
+        usize::from(self.bytes[8])
+    }
+
+    fn slots(&self) -> usize {
+        bucket_slots(self.inline())
+    }
+
+    fn next(&self) -> u64 {
+        word(&self.bytes, 0)
+    }
+
+    fn set_next(&mut self, next: u64) {
+        self.bytes[..8].copy_from_slice(&next.to_le_bytes());
+    }
+
+    /// Where slot `slot` starts.
+    fn at(&self, slot: usize) -> usize {
+        BUCKET_HEADER_BYTES + slot * (SLOT_HEADER_BYTES + self.inline())
+    }
+
+    fn tag(&self, slot: usize) -> u8 {
+        self.bytes[self.at(slot) + 8]
+    }
+
+    fn key(&self, slot: usize) -> u64 {
+        word(&self.bytes, self.at(slot))
+    }
+
+    /// The slot holding `key`.
+    fn find(&self, key: u64) -> Option<usize> {
+        (0..self.slots()).find(|&slot| self.tag(slot) != TAG_EMPTY && self.key(slot) == key)
+    }
+
+    /// An empty slot.
+    fn vacant(&self) -> Option<usize> {
+        (0..self.slots()).find(|&slot| self.tag(slot) == TAG_EMPTY)
+    }
+
+    /// The value in (used) slot `slot`.
+    fn value(&self, slot: usize) -> Value<'_> {
+        let at = self.at(slot) + SLOT_HEADER_BYTES;
+        match self.tag(slot) {
+            TAG_OBJECT => Value::Object(Addr(word(&self.bytes, at))),
+            tag => Value::Inline(&self.bytes[at..at + usize::from(tag) - 1]),
+        }
+    }
+
+    /// Puts `key` and `value` in slot `slot`; an inline value must fit.
+    fn set(&mut self, slot: usize, key: u64, value: Value<'_>) {
+        let (at, inline) = (self.at(slot), self.inline());
+        self.bytes[at..at + 8].copy_from_slice(&key.to_le_bytes());
+        let data = &mut self.bytes[at + SLOT_HEADER_BYTES..at + SLOT_HEADER_BYTES + inline];
+        data.fill(0);
+        self.bytes[at + 8] = match value {
+            Value::Inline(bytes) => {
+                assert!(bytes.len() <= inline, "an inline value fits its slot");
+                self.bytes[at + SLOT_HEADER_BYTES..][..bytes.len()].copy_from_slice(bytes);
+                bytes.len() as u8 + 1
+            }
+            Value::Object(addr) => {
+                self.bytes[at + SLOT_HEADER_BYTES..][..8].copy_from_slice(&addr.0.to_le_bytes());
+                TAG_OBJECT
+            }
+        };
+    }
+
+    fn clear(&mut self, slot: usize) {
+        let at = self.at(slot);
+        self.bytes[at + 8] = TAG_EMPTY;
+    }
+
+    /// Used slots.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        (0..self.slots())
+            .filter(|&slot| self.tag(slot) != TAG_EMPTY)
+            .count()
+    }
+}
+
+/// A value on its way into a bucket: bytes not placed yet, or an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Incoming<'a> {
+    Bytes(&'a [u8]),
+    Object(Addr),
+}
+
+impl<'a> Incoming<'a> {
+    /// Where the value goes in `bucket`: inline if it fits, else an
+    /// object `txn` allocates.
+    fn place(self, txn: &mut Txn, bucket: &Bucket) -> Result<Value<'a>, TxnError> {
+        match self {
+            Incoming::Bytes(bytes) if bytes.len() <= bucket.inline() => Ok(Value::Inline(bytes)),
+            Incoming::Bytes(bytes) => Ok(Value::Object(txn.alloc(bytes)?)),
+            Incoming::Object(addr) => Ok(Value::Object(addr)),
+        }
+    }
+}
+
+/// Gives `key` (in `bucket`'s slot `slot`) the value `new`: an old value
+/// object is written in place while the new bytes fit its class (so a
+/// kept [`HashTable::value_addr`] stays good), else freed. True when the
+/// bucket changed and must be written.
+fn replace(
+    txn: &mut Txn,
+    bucket: &mut Bucket,
+    slot: usize,
     key: u64,
-    value: u64,
+    new: Incoming<'_>,
+) -> Result<bool, TxnError> {
+    let old = bucket.value(slot);
+    if let Value::Object(old) = old {
+        match new {
+            Incoming::Object(addr) if addr == old => return Ok(false),
+            Incoming::Bytes(bytes) if crate::region::class_for(bytes.len())? <= old.class() => {
+                through_bucket(txn.write(old, bytes))?;
+                return Ok(false);
+            }
+            _ => {}
+        }
+    }
+    let placed = new.place(txn, bucket)?;
+    if let Value::Object(old) = old {
+        through_bucket(txn.free(old))?;
+    }
+    bucket.set(slot, key, placed);
+    Ok(true)
 }
-
-/// A bucket object's bytes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-struct BucketBytes {
-    next: u64,
-    count: u64,
-    slots: [BucketSlot; BUCKET_SLOTS],
-}
-
-const BUCKET_BYTES: usize = size_of::<BucketBytes>();
-const _: () = assert!(BUCKET_BYTES == 144);
-const _: () = assert!(offset_of!(BucketBytes, slots) == 16);
 
 /// A handle on a table: the addresses of its buckets. Cheap to clone; send
 /// [`HashTable::bucket_addrs`] to another process to open the same table.
 #[derive(Clone, Debug)]
 pub struct HashTable {
     buckets: Arc<Vec<Addr>>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Bucket {
-    next: u64,
-    /// Inline: decoding a bucket allocates nothing.
-    entries: SmallVec<[(u64, Addr); BUCKET_SLOTS]>,
-}
-
-impl Bucket {
-    fn decode(bytes: &[u8]) -> Result<Bucket, DecodeError> {
-        if bytes.len() != BUCKET_BYTES {
-            return Err(DecodeError::BadLength {
-                what: "hash bucket",
-                len: bytes.len() as u64,
-                why: "not the size of a bucket",
-            });
-        }
-        let raw: BucketBytes = bytemuck::pod_read_unaligned(bytes);
-        let count = usize::try_from(raw.count)
-            .ok()
-            .filter(|count| *count <= BUCKET_SLOTS)
-            .ok_or(DecodeError::BadLength {
-                what: "hash bucket",
-                len: raw.count,
-                why: "more entries than slots",
-            })?;
-        Ok(Bucket {
-            next: raw.next,
-            entries: raw.slots[..count]
-                .iter()
-                .map(|slot| (slot.key, Addr(slot.value)))
-                .collect(),
-        })
-    }
-
-    /// The bucket's bytes, on the stack (a `Vec` per bucket written was
-    /// an allocation per `put`).
-    fn encode(&self) -> [u8; BUCKET_BYTES] {
-        assert!(self.entries.len() <= BUCKET_SLOTS);
-        let mut raw = BucketBytes::zeroed();
-        raw.next = self.next;
-        raw.count = self.entries.len() as u64;
-        for (slot, (key, addr)) in raw.slots.iter_mut().zip(&self.entries) {
-            *slot = BucketSlot {
-                key: *key,
-                value: addr.0,
-            };
-        }
-        let mut bytes = [0u8; BUCKET_BYTES];
-        bytes.copy_from_slice(bytemuck::bytes_of(&raw));
-        bytes
-    }
 }
 
 /// A bucket read in `txn`; one that does not decode is corrupt.
@@ -149,12 +313,25 @@ fn mix(key: u64) -> u64 {
 }
 
 impl HashTable {
-    /// Makes a table of `buckets` buckets, round-robin over `nodes`' regions.
+    /// Makes a table of `buckets` buckets, round-robin over `nodes`'
+    /// regions, that holds values of up to [`INLINE_VALUE_BYTES`] inline.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for no nodes or no buckets; the engine's
-    /// while allocating them.
+    /// As [`HashTable::create_with`].
     pub fn create(nodes: &[&Node], buckets: usize) -> Result<HashTable> {
+        HashTable::create_with(nodes, buckets, INLINE_VALUE_BYTES)
+    }
+
+    /// Makes a table of `buckets` buckets, round-robin over `nodes`'
+    /// regions, whose buckets hold values of up to `inline` bytes inline
+    /// ([`INLINE_VALUE_BYTES_MIN`] to [`INLINE_VALUE_BYTES_MAX`]; a bucket
+    /// has [`bucket_slots`]`(inline)` slots). Pick the size of the table's
+    /// usual value: a lookup of a larger one costs a second READ.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no nodes, no buckets or `inline` out
+    /// of range; the engine's while allocating them.
+    pub fn create_with(nodes: &[&Node], buckets: usize, inline: usize) -> Result<HashTable> {
         if nodes.is_empty() || buckets == 0 {
             return Err(Error::InvalidArgument {
                 what: "a hash table",
@@ -164,37 +341,65 @@ impl HashTable {
         let shares = nodes
             .iter()
             .enumerate()
-            .map(|(index, node)| HashTable::create_share(node, index, nodes.len(), buckets))
+            .map(|(index, node)| {
+                HashTable::create_share_with(node, index, nodes.len(), buckets, inline)
+            })
             .collect::<Result<Vec<_>>>()?;
         HashTable::from_shares(&shares, buckets)
     }
 
+    /// One node's share of a table spread over `of` nodes, with
+    /// [`INLINE_VALUE_BYTES`] inline: see [`HashTable::create_share_with`].
+    ///
+    /// # Errors
+    /// As [`HashTable::create_share_with`].
+    pub fn create_share(node: &Node, index: usize, of: usize, buckets: usize) -> Result<Vec<Addr>> {
+        HashTable::create_share_with(node, index, of, buckets, INLINE_VALUE_BYTES)
+    }
+
     /// One node's share of a table spread over `of` nodes: it allocates
-    /// buckets `index`, `index + of`, … in its own regions. Processes of a
-    /// multi-process cluster each make their share and swap them (see
+    /// buckets `index`, `index + of`, … in its own regions, each holding
+    /// values of up to `inline` bytes inline. Processes of a multi-process
+    /// cluster each make their share and swap them (see
     /// [`HashTable::from_shares`]).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] unless `index < of` and `buckets > 0`;
+    /// [`Error::InvalidArgument`] unless `index < of`, `buckets > 0` and
+    /// `inline` is in [`INLINE_VALUE_BYTES_MIN`]..=[`INLINE_VALUE_BYTES_MAX`];
     /// the engine's while allocating.
-    pub fn create_share(node: &Node, index: usize, of: usize, buckets: usize) -> Result<Vec<Addr>> {
-        // Empty buckets allocated per transaction: each is a 64-byte object,
-        // so a COMMIT-BACKUP of 256 stays well under a record's limit.
-        const BUCKETS_PER_CREATE: usize = 256;
+    pub fn create_share_with(
+        node: &Node,
+        index: usize,
+        of: usize,
+        buckets: usize,
+        inline: usize,
+    ) -> Result<Vec<Addr>> {
+        // Empty buckets allocated per transaction: each is a 256-byte
+        // object, so a COMMIT-BACKUP of 128 (about 33 KB) stays well under
+        // a record's 64 KB.
+        const BUCKETS_PER_CREATE: usize = 128;
         if index >= of || buckets == 0 {
             return Err(Error::InvalidArgument {
                 what: "a hash table share",
                 why: format!("share {index} of {of}, {buckets} buckets"),
             });
         }
-        let empty = Bucket::default().encode();
+        if !(INLINE_VALUE_BYTES_MIN..=INLINE_VALUE_BYTES_MAX).contains(&inline) {
+            return Err(Error::InvalidArgument {
+                what: "a hash table's inline value bytes",
+                why: format!(
+                    "{inline} is not in {INLINE_VALUE_BYTES_MIN}..={INLINE_VALUE_BYTES_MAX}"
+                ),
+            });
+        }
+        let empty = Bucket::empty(inline);
         let mine: Vec<usize> = (index..buckets).step_by(of).collect();
         let mut addrs = Vec::with_capacity(mine.len());
         for chunk in mine.chunks(BUCKETS_PER_CREATE) {
             addrs.extend(node.run(|txn| {
                 chunk
                     .iter()
-                    .map(|_| txn.alloc(&empty))
+                    .map(|_| txn.alloc(&empty.bytes))
                     .collect::<Result<Vec<_>, _>>()
             })?);
         }
@@ -255,67 +460,79 @@ impl HashTable {
         let mut at = self.home(key);
         loop {
             let bucket = read_bucket(txn, at)?;
-            if let Some(slot) = bucket.entries.iter().position(|(k, _)| *k == key) {
+            if let Some(slot) = bucket.find(key) {
                 return Ok((at, bucket, Some(slot)));
             }
-            if bucket.next == 0 {
+            if bucket.next() == 0 {
                 return Ok((at, bucket, None));
             }
-            at = Addr(bucket.next);
+            at = Addr(bucket.next());
         }
     }
 
-    /// The address of `key`'s value object, if the key is there: an
-    /// application may keep it and read the value directly later (a read
-    /// through it after the key is deleted fails with
-    /// [`Error::StaleAddress`]).
+    /// The address of `key`'s value object, if the key is there and its
+    /// value is an object of its own (it was larger than its bucket's
+    /// inline capacity when it was put; a value inline in its bucket has
+    /// no address: `None`). An application may keep the address and read
+    /// the value directly later (a read through it after the key is
+    /// deleted fails with [`Error::StaleAddress`]).
     ///
     /// # Errors
     /// As [`Txn::read`].
     pub fn value_addr(&self, txn: &mut Txn, key: u64) -> Result<Option<Addr>, TxnError> {
         let (_, bucket, slot) = self.find(txn, key)?;
-        Ok(slot.map(|slot| bucket.entries[slot].1))
+        Ok(slot.and_then(|slot| match bucket.value(slot) {
+            Value::Object(addr) => Some(addr),
+            Value::Inline(_) => None,
+        }))
     }
 
+    /// `key`'s value, if the key is there: one READ for an inline value
+    /// in its home bucket, one more for an object or an overflowed key.
+    ///
+    /// # Errors
+    /// As [`Txn::read`]; [`Error::Corrupt`] for a bucket that does not
+    /// decode.
     pub fn get(&self, txn: &mut Txn, key: u64) -> Result<Option<Vec<u8>>, TxnError> {
         let (_, bucket, slot) = self.find(txn, key)?;
-        match slot {
-            Some(slot) => Ok(Some(through_bucket(txn.read(bucket.entries[slot].1))?)),
+        match slot.map(|slot| bucket.value(slot)) {
+            Some(Value::Inline(bytes)) => Ok(Some(bytes.to_vec())),
+            Some(Value::Object(addr)) => Ok(Some(through_bucket(txn.read(addr))?)),
             None => Ok(None),
         }
     }
 
-    /// Inserts or replaces `key`'s value.
+    /// Inserts or replaces `key`'s value. A value that has an object of
+    /// its own is written in place while the new value fits the object's
+    /// class (so a kept [`HashTable::value_addr`] stays good); otherwise
+    /// a value that fits the bucket's inline capacity goes in the bucket.
+    ///
+    /// # Errors
+    /// As [`Txn::read`], [`Txn::write`] and [`Txn::alloc`]
+    /// ([`Error::InvalidArgument`] for a value larger than an object).
     pub fn put(&self, txn: &mut Txn, key: u64, value: &[u8]) -> Result<(), TxnError> {
         let (at, mut bucket, slot) = self.find(txn, key)?;
         if let Some(slot) = slot {
-            let old = bucket.entries[slot].1;
-            // In place when the value still fits its object's class.
-            if crate::region::class_for(value.len())? <= old.class() {
-                return through_bucket(txn.write(old, value));
+            if replace(txn, &mut bucket, slot, key, Incoming::Bytes(value))? {
+                txn.write(at, &bucket.bytes)?;
             }
-            let new = txn.alloc(value)?;
-            through_bucket(txn.free(old))?;
-            bucket.entries[slot].1 = new;
-            return txn.write(at, &bucket.encode());
+            return Ok(());
         }
-        let value_addr = txn.alloc(value)?;
-        if bucket.entries.len() < BUCKET_SLOTS {
-            bucket.entries.push((key, value_addr));
-            return txn.write(at, &bucket.encode());
+        let placed = Incoming::Bytes(value).place(txn, &bucket)?;
+        if let Some(slot) = bucket.vacant() {
+            bucket.set(slot, key, placed);
+            return txn.write(at, &bucket.bytes);
         }
         // Full: chain a new overflow bucket holding the key.
-        let overflow = Bucket {
-            next: 0,
-            entries: smallvec::smallvec![(key, value_addr)],
-        };
-        let overflow_addr = txn.alloc(&overflow.encode())?;
-        bucket.next = overflow_addr.0;
-        txn.write(at, &bucket.encode())
+        let mut overflow = Bucket::empty(bucket.inline());
+        overflow.set(0, key, placed);
+        let overflow_addr = txn.alloc(&overflow.bytes)?;
+        bucket.set_next(overflow_addr.0);
+        txn.write(at, &bucket.bytes)
     }
 
     /// Index of `key`'s home bucket in [`HashTable::bucket_addrs`]: bulk
-    /// loaders group keys by it (see [`HashTable::link_many`]).
+    /// loaders group keys by it (see [`HashTable::put_many`]).
     pub fn home_index(&self, key: u64) -> usize {
         (mix(key) % self.buckets.len() as u64) as usize
     }
@@ -324,14 +541,9 @@ impl HashTable {
     /// [`HashTable::put`]s would, but reading and writing each bucket (and
     /// chain) it touches once: `entries` are (key, value address) pairs in
     /// any order. A key already in the table is pointed at its new value
-    /// and its old value is freed; a key given twice keeps the last.
-    ///
-    /// This is the bulk-load path: a loader allocates the values on their
-    /// own node (many per transaction), then has each bucket's primary link
-    /// the keys of its buckets, so that each bucket is written once instead
-    /// of once per key and no two loaders write the same bucket. With
-    /// TATP's 2–3 keys per bucket that is about a third of the bucket
-    /// traffic, and no bucket read per key.
+    /// and its old value object, if any, is freed; a key given twice keeps
+    /// the last. The values stay objects of their own (two READs a
+    /// lookup): to load small values inline, use [`HashTable::put_many`].
     ///
     /// # Errors
     /// As [`Txn::read`], [`Txn::write`], [`Txn::alloc`] and [`Txn::free`];
@@ -339,9 +551,9 @@ impl HashTable {
     /// commit when the buckets touched do not fit one transaction (give
     /// fewer entries).
     pub fn link_many(&self, txn: &mut Txn, entries: &[(u64, Addr)]) -> Result<(), TxnError> {
-        let mut by_home: Vec<(usize, u64, Addr)> = entries
+        let mut by_home: Vec<(usize, u64, Incoming<'_>)> = entries
             .iter()
-            .map(|&(key, value)| (self.home_index(key), key, value))
+            .map(|&(key, value)| (self.home_index(key), key, Incoming::Object(value)))
             .collect();
         // Stable: a key given twice keeps its order, so the last one wins.
         by_home.sort_by_key(|&(home, _, _)| home);
@@ -351,12 +563,49 @@ impl HashTable {
         Ok(())
     }
 
-    /// [`HashTable::link_many`] for keys of one home bucket at `home`.
+    /// Puts many (key, value) pairs, as many [`HashTable::put`]s would,
+    /// but reading and writing each bucket (and chain) it touches once:
+    /// the bulk-load path. Values that fit their bucket's inline capacity
+    /// go inline; larger ones get objects allocated on this transaction's
+    /// node. A key already in the table gets its new value (as `put`
+    /// gives it); a key given twice keeps the last.
+    ///
+    /// A loader that has each bucket's primary put the keys of its own
+    /// buckets writes each bucket once instead of once per key, and no
+    /// two loaders write the same bucket (`farm bench` loads this way).
+    ///
+    /// # Errors
+    /// As [`HashTable::link_many`].
+    pub fn put_many(&self, txn: &mut Txn, entries: &[(u64, &[u8])]) -> Result<(), TxnError> {
+        let mut order: Vec<(usize, u64, usize)> = entries
+            .iter()
+            .enumerate()
+            .map(|(at, &(key, _))| (self.home_index(key), key, at))
+            .collect();
+        // Stable, so among a key's entries the last given is last here;
+        // only that one is stored (an object for an earlier one would be
+        // allocated and freed in one transaction).
+        order.sort_by_key(|&(home, key, _)| (home, key));
+        let by_home: Vec<(usize, u64, Incoming<'_>)> = order
+            .chunk_by(|a, b| a.0 == b.0 && a.1 == b.1)
+            .map(|same_key| {
+                let (home, key, at) = same_key[same_key.len() - 1];
+                (home, key, Incoming::Bytes(entries[at].1))
+            })
+            .collect();
+        for group in by_home.chunk_by(|a, b| a.0 == b.0) {
+            self.link_group(txn, self.buckets[group[0].0], group)?;
+        }
+        Ok(())
+    }
+
+    /// [`HashTable::link_many`] and [`HashTable::put_many`] for keys of one
+    /// home bucket, at `home`.
     fn link_group(
         &self,
         txn: &mut Txn,
         home: Addr,
-        group: &[(usize, u64, Addr)],
+        group: &[(usize, u64, Incoming<'_>)],
     ) -> Result<(), TxnError> {
         // The chain as it is: (address, bucket, changed); new overflow
         // buckets get their address when they are allocated, at the end.
@@ -364,7 +613,7 @@ impl HashTable {
         let mut at = home;
         loop {
             let bucket = read_bucket(txn, at)?;
-            let next = bucket.next;
+            let next = bucket.next();
             chain.push((Some(at), bucket, false));
             if next == 0 {
                 break;
@@ -373,45 +622,37 @@ impl HashTable {
         }
         for &(_, key, value) in group {
             let found = chain.iter_mut().find_map(|(_, bucket, changed)| {
-                let slot = bucket.entries.iter().position(|(k, _)| *k == key)?;
+                let slot = bucket.find(key)?;
                 Some((bucket, changed, slot))
             });
             if let Some((bucket, changed, slot)) = found {
-                let old = std::mem::replace(&mut bucket.entries[slot].1, value);
-                if old != value {
-                    *changed = true;
-                    through_bucket(txn.free(old))?;
-                }
+                *changed |= replace(txn, bucket, slot, key, value)?;
                 continue;
             }
             let (_, last, changed) = chain.last_mut().expect("a chain has its home bucket");
-            if last.entries.len() < BUCKET_SLOTS {
-                last.entries.push((key, value));
+            let placed = value.place(txn, last)?;
+            if let Some(slot) = last.vacant() {
+                last.set(slot, key, placed);
                 *changed = true;
             } else {
-                chain.push((
-                    None,
-                    Bucket {
-                        next: 0,
-                        entries: smallvec::smallvec![(key, value)],
-                    },
-                    true,
-                ));
+                let mut overflow = Bucket::empty(last.inline());
+                overflow.set(0, key, placed);
+                chain.push((None, overflow, true));
             }
         }
         // From the end: a new bucket's address is known before the bucket
         // that points at it is written.
         let mut following = 0u64;
         for (addr, bucket, changed) in chain.iter_mut().rev() {
-            if bucket.next != following {
-                bucket.next = following;
+            if bucket.next() != following {
+                bucket.set_next(following);
                 *changed = true;
             }
             match addr {
-                None => following = txn.alloc(&bucket.encode())?.0,
+                None => following = txn.alloc(&bucket.bytes)?.0,
                 Some(addr) => {
                     if *changed {
-                        txn.write(*addr, &bucket.encode())?;
+                        txn.write(*addr, &bucket.bytes)?;
                     }
                     following = addr.0;
                 }
@@ -421,12 +662,17 @@ impl HashTable {
     }
 
     /// Removes `key`; true if it was there.
+    ///
+    /// # Errors
+    /// As [`Txn::read`], [`Txn::write`] and [`Txn::free`].
     pub fn delete(&self, txn: &mut Txn, key: u64) -> Result<bool, TxnError> {
         let (at, mut bucket, slot) = self.find(txn, key)?;
         let Some(slot) = slot else { return Ok(false) };
-        let (_, value) = bucket.entries.swap_remove(slot);
-        through_bucket(txn.free(value))?;
-        txn.write(at, &bucket.encode())?;
+        if let Value::Object(value) = bucket.value(slot) {
+            through_bucket(txn.free(value))?;
+        }
+        bucket.clear(slot);
+        txn.write(at, &bucket.bytes)?;
         Ok(true)
     }
 }
@@ -437,26 +683,93 @@ mod tests {
 
     proptest::proptest! {
         /// Fuzz target: a bucket read from a region is bytes anyone may
-        /// have written; decoding never panics.
+        /// have written; decoding never panics, and a bucket that decodes
+        /// can be read slot by slot without panicking.
         #[test]
-        fn buckets_of_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+        fn buckets_of_arbitrary_bytes_never_panic(
+            mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            inline in 0u8..70,
+            tags in proptest::collection::vec(0u8..70, 13),
+        ) {
             let _ = Bucket::decode(&bytes);
             if bytes.len() >= BUCKET_BYTES {
+                // Mostly layouts and tags that decode (69 stands for the
+                // object tag), so that the slots are read below.
+                bytes[8] = inline;
+                let slot_bytes = SLOT_HEADER_BYTES + usize::from(inline);
+                for (slot, tag) in tags.iter().enumerate() {
+                    let at = BUCKET_HEADER_BYTES + slot * slot_bytes + 8;
+                    if at < BUCKET_BYTES {
+                        bytes[at] = if *tag == 69 { TAG_OBJECT } else { *tag };
+                    }
+                }
                 if let Ok(bucket) = Bucket::decode(&bytes[..BUCKET_BYTES]) {
-                    proptest::prop_assert!(bucket.entries.len() <= BUCKET_SLOTS);
+                    proptest::prop_assert!(bucket.len() <= bucket.slots());
+                    for slot in 0..bucket.slots() {
+                        if bucket.tag(slot) != TAG_EMPTY {
+                            if let Value::Inline(value) = bucket.value(slot) {
+                                proptest::prop_assert!(value.len() <= bucket.inline());
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 
+    /// Tags that are neither empty, inline lengths nor the object tag, and
+    /// inline capacities out of range, are refused.
     #[test]
-    fn bucket_round_trips() {
-        let bucket = Bucket {
-            next: 77,
-            entries: (0..BUCKET_SLOTS as u64)
-                .map(|k| (k * 3, Addr(k + 1000)))
-                .collect(),
-        };
-        assert_eq!(Bucket::decode(&bucket.encode()).unwrap(), bucket);
+    fn bad_tags_and_layouts_are_refused() {
+        let mut bucket = Bucket::empty(INLINE_VALUE_BYTES);
+        bucket.bytes[BUCKET_HEADER_BYTES + 8] = INLINE_VALUE_BYTES as u8 + 2;
+        assert!(matches!(
+            Bucket::decode(&bucket.bytes),
+            Err(DecodeError::BadLength { len, .. }) if len == INLINE_VALUE_BYTES as u64 + 2
+        ));
+        for inline in [0u8, 7, 65, 255] {
+            let mut bytes = Bucket::empty(INLINE_VALUE_BYTES).bytes;
+            bytes[8] = inline;
+            assert!(Bucket::decode(&bytes).is_err(), "inline {inline}");
+        }
+        assert!(
+            Bucket::decode(&[0u8; 144]).is_err(),
+            "the old 144-byte format"
+        );
+    }
+
+    #[test]
+    fn slots_hold_keys_inline_values_and_objects() {
+        for inline in [
+            INLINE_VALUE_BYTES_MIN,
+            10,
+            INLINE_VALUE_BYTES,
+            INLINE_VALUE_BYTES_MAX,
+        ] {
+            let mut bucket = Bucket::empty(inline);
+            let slots = bucket.slots();
+            for slot in 0..slots {
+                let value = vec![slot as u8 + 1; slot % (inline + 1)];
+                bucket.set(slot, 1000 + slot as u64, Value::Inline(&value));
+            }
+            bucket.set(slots - 1, 7, Value::Object(Addr(0xDEAD_BEEF)));
+            bucket.set_next(77);
+            let decoded = Bucket::decode(&bucket.bytes).unwrap();
+            assert_eq!(decoded.next(), 77);
+            assert_eq!(decoded.len(), slots);
+            assert_eq!(decoded.vacant(), None);
+            for slot in 0..slots - 1 {
+                let value = vec![slot as u8 + 1; slot % (inline + 1)];
+                assert_eq!(decoded.find(1000 + slot as u64), Some(slot));
+                assert_eq!(decoded.value(slot), Value::Inline(&value));
+            }
+            assert_eq!(decoded.value(slots - 1), Value::Object(Addr(0xDEAD_BEEF)));
+            // An empty value is not an empty slot; a cleared slot is.
+            let mut bucket = decoded;
+            bucket.set(0, 5, Value::Inline(b""));
+            assert_eq!(bucket.find(5), Some(0));
+            bucket.clear(0);
+            assert_eq!((bucket.find(5), bucket.vacant()), (None, Some(0)));
+        }
     }
 }

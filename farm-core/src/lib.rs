@@ -57,9 +57,11 @@ pub use config::{
 };
 pub use error::{Error, Result, TxnError};
 pub use header::{Addr, Header};
-pub use kv::HashTable;
+pub use kv::{
+    bucket_slots, HashTable, INLINE_VALUE_BYTES, INLINE_VALUE_BYTES_MAX, INLINE_VALUE_BYTES_MIN,
+};
 pub use node::{Directory, NodeStats};
 pub use outcome::{AbortCounts, AbortReason, Outcome, PhaseTimes};
 pub use startup::{NodeKeys, NodeStartup, ReplaySummary};
-pub use txn::Txn;
+pub use txn::{thread_reads, ReadCounts, Txn};
 pub use txn_id::TxnId;

@@ -59,16 +59,18 @@ fn a_kept_value_address_stays_stale_through_put_delete_churn() {
     let cluster = one_node();
     let node = cluster.node(0);
     let table = HashTable::create(&[node], 64).unwrap();
-    node.run(|txn| table.put(txn, 7, b"first")).unwrap();
+    // Values over the inline capacity: each is an object of its own.
+    let value = |tag: &[u8]| [tag, &[0u8; farm_core::INLINE_VALUE_BYTES]].concat();
+    node.run(|txn| table.put(txn, 7, &value(b"first"))).unwrap();
     let kept = node
         .run(|txn| table.value_addr(txn, 7))
         .unwrap()
         .expect("key 7 is there");
-    assert_eq!(node.run(|txn| txn.read(kept)).unwrap(), b"first");
+    assert_eq!(node.run(|txn| txn.read(kept)).unwrap(), value(b"first"));
     node.run(|txn| table.delete(txn, 7)).unwrap();
     for turn in 0..10_000u64 {
         let key = turn % 5;
-        node.run(|txn| table.put(txn, key, &turn.to_le_bytes()))
+        node.run(|txn| table.put(txn, key, &value(&turn.to_le_bytes())))
             .unwrap();
         node.run(|txn| table.delete(txn, key)).unwrap();
         if turn % 1000 == 0 {

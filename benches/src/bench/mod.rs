@@ -212,6 +212,14 @@ pub struct BenchReport {
     /// One entry per node killed during the run (`farm bench --kill`).
     #[serde(default)]
     pub recovery: Vec<Recovery>,
+    /// Object copies read per transaction attempt (committed or aborted)
+    /// while measuring: one-sided READs plus reads of a node's own
+    /// memory. A TATP lookup of a small value costs one.
+    #[serde(default)]
+    pub object_reads_per_txn: f64,
+    /// Of those, one-sided READs through the fabric, per attempt.
+    #[serde(default)]
+    pub remote_reads_per_txn: f64,
 }
 
 /// How the cluster came back from one kill (FaRM SOSP'15 §6.4), in
@@ -292,6 +300,13 @@ pub struct Measured {
     /// Commits in each millisecond since `started_unix_ms`.
     #[serde(default)]
     pub timeline: Vec<u64>,
+    /// Object copies this process's client threads read for transactions
+    /// while measuring ([`farm_core::thread_reads`]), and of those,
+    /// one-sided READs through the fabric.
+    #[serde(default)]
+    pub object_reads: u64,
+    #[serde(default)]
+    pub remote_reads: u64,
 }
 
 /// Histograms travel as their (value, count) pairs.
@@ -345,6 +360,8 @@ impl Measured {
             phase_count: 0,
             started_unix_ms: 0.0,
             timeline: Vec::new(),
+            object_reads: 0,
+            remote_reads: 0,
         }
     }
 
@@ -402,6 +419,8 @@ impl Measured {
             self.phases[i] += other.phases[i];
         }
         self.phase_count += other.phase_count;
+        self.object_reads += other.object_reads;
+        self.remote_reads += other.remote_reads;
         self.merge_timeline(other);
         Ok(())
     }
@@ -477,6 +496,7 @@ pub fn measure(
                 let mut rng = Rng::new(seed);
                 // Between transactions this thread serves its node's rings.
                 let _poller = node.poller();
+                let mut reads_before = None;
                 while !stop.load(Ordering::Relaxed) {
                     let begun = Instant::now();
                     let attempt = workload.run_one(node, &mut rng)?;
@@ -485,6 +505,8 @@ pub fn measure(
                     node.poll();
                     // Acquire: pairs with the Release that set `offset_ms`.
                     if measuring.load(Ordering::Acquire) {
+                        // The reads of the attempts measured.
+                        reads_before.get_or_insert(farm_core::thread_reads());
                         if attempt.outcome == Outcome::Committed {
                             done.fetch_add(1, Ordering::Relaxed);
                             let ms = now.duration_since(base).as_millis() as u64;
@@ -493,6 +515,11 @@ pub fn measure(
                         }
                         stats.count(&attempt, elapsed);
                     }
+                }
+                if let Some(before) = reads_before {
+                    let after = farm_core::thread_reads();
+                    stats.object_reads = after.objects - before.objects;
+                    stats.remote_reads = after.remote - before.remote;
                 }
                 Ok(stats)
             }));
@@ -615,6 +642,8 @@ pub fn report(
             .collect(),
         events: Vec::new(),
         recovery: Vec::new(),
+        object_reads_per_txn: measured.object_reads as f64 / (committed + aborted).max(1) as f64,
+        remote_reads_per_txn: measured.remote_reads as f64 / (committed + aborted).max(1) as f64,
     }
 }
 
@@ -718,6 +747,11 @@ impl BenchReport {
             out,
             "commit phases (mean µs, read-write commits): lock {:.1}, validate {:.1}, commit-backup {:.1}, commit-primary {:.1}",
             self.phases_us.lock, self.phases_us.validate, self.phases_us.commit_backup, self.phases_us.commit_primary
+        );
+        let _ = writeln!(
+            out,
+            "object reads per transaction: {:.2} ({:.2} one-sided READs through the fabric)",
+            self.object_reads_per_txn, self.remote_reads_per_txn
         );
         let _ = write!(out, "consistency: {}", self.consistency);
         out

@@ -21,10 +21,34 @@ pub trait Rounds: Sync {
     fn exchange(&self, round: &str, part: Value) -> farm_core::Result<Vec<Value>>;
 }
 
-/// Keys one transaction of [`Site::load_bulk`]'s second step links: each
-/// may write a 144-byte bucket, so a COMMIT-BACKUP stays near 28 KB, under
-/// a record's 64 KB.
-const LINKS_PER_TXN: usize = 160;
+/// Bytes of objects one loading transaction of [`Site::load_bulk`] writes
+/// at most (each key counts its 256-byte bucket, and its value's object
+/// when the value is not inline): a COMMIT-BACKUP stays near half of a
+/// record's 64 KB.
+const LOAD_TXN_BYTES: usize = farm_core::limits::RECORD_BYTES_MAX / 2;
+
+/// A bucket object's bytes, as [`LOAD_TXN_BYTES`] counts them.
+const BUCKET_OBJECT_BYTES: usize = 256;
+
+/// One row of [`Site::load_bulk`] on its way to the primary of its home
+/// bucket: its value is `bytes[start..start + len]` of its [`Parcel`].
+struct Link {
+    table: u32,
+    home: u32,
+    key: u64,
+    start: u32,
+    len: u32,
+}
+
+/// A row to put: (table, home bucket, key, value).
+type Row<'a> = (usize, usize, u64, &'a [u8]);
+
+/// The rows one loader thread sorted out for one node.
+#[derive(Default)]
+struct Parcel {
+    links: Vec<Link>,
+    bytes: Vec<u8>,
+}
 
 /// Where [`Site::load_bulk`] hands each row: `(table, key, value)`, the
 /// table an index into the load's tables.
@@ -88,125 +112,126 @@ impl<'a> Site<'a> {
         }
     }
 
-    /// Loads rows into hash tables in two steps, every node in parallel:
-    /// each node allocates the values of its own batches (`by_node[n]`
-    /// holds node n's; many values per transaction, no bucket read),
-    /// then each bucket's primary links the keys of its buckets
-    /// ([`HashTable::link_many`], [`LINKS_PER_TXN`] per transaction), so
-    /// that every bucket is read and written once and no two loaders meet
-    /// on a bucket. Tells the site's progress hook (batches done, of how
-    /// many) about five times a second, both steps on one scale. (Loaders
-    /// never conflict: step 1 only allocates, and step 2 splits the
-    /// buckets by primary.)
+    /// Loads rows into hash tables, every node in parallel, in two steps:
+    /// first the loader threads (one per node of this process) draw the
+    /// rows of `batches` and sort them out by the primary of each row's
+    /// home bucket (no transaction); then each node puts the rows of its
+    /// own buckets with [`HashTable::put_many`], in transactions of up to
+    /// [`LOAD_TXN_BYTES`], so that every bucket is read and written once
+    /// and no two loaders meet on a bucket. Small values go inline in the
+    /// buckets; larger ones become objects on the bucket's primary. Tells
+    /// the site's progress hook (of twice the batches: both steps on one
+    /// scale) about five times a second.
     ///
-    /// Across processes, the (table, key, value address) triples of step 1
-    /// travel in round `round` (every process gets every process's, as a
-    /// flat JSON array of numbers: about 40 bytes a row) and each process
-    /// links those whose buckets its nodes are primary for.
+    /// `batches` are every node's batches, in any grouping: every process
+    /// of a multi-process cluster draws the same rows and keeps only those
+    /// of its own nodes' buckets, so nothing travels between processes.
+    /// (The loader before this one allocated each value on the node that
+    /// drew it and shipped the addresses to the bucket primaries in a
+    /// round: a second object and a second READ per lookup.)
     ///
     /// # Errors
-    /// The first of the loaders' errors; [`farm_core::Error::Peer`] for a
-    /// process's part that is not a list of triples of these tables.
+    /// The first of the loaders' errors.
     pub fn load_bulk<T: Sync>(
         &self,
-        round: &str,
         tables: &[&HashTable],
-        by_node: &[Vec<T>],
+        batches: &[Vec<T>],
         rows: &RowSource<'_, T>,
     ) -> farm_core::Result<()> {
         use std::sync::atomic::{AtomicU64, Ordering};
-        let batches: u64 = by_node.iter().map(|b| b.len() as u64).sum();
-        // Both steps count as `batches` on the bar.
-        let total = 2 * batches;
+        let count: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        let total = 2 * count;
         let done = AtomicU64::new(0);
         let progress = |done: u64| {
             if let Some(progress) = self.progress {
                 progress(done.min(total), total);
             }
         };
-        // Step 1: values, on their own nodes: (table, key, address).
-        let allocated: Vec<Vec<(usize, u64, Addr)>> =
-            self.on_every_node(&done, &progress, |node| {
-                let mut linked = Vec::new();
-                for batch in by_node
-                    .get(node.id())
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    let addrs = node.run(|txn| {
-                        let mut addrs = Vec::new();
-                        rows(batch, &mut |table, key, value| {
-                            addrs.push((table, key, txn.alloc(value)?));
-                            Ok(())
-                        })?;
-                        Ok(addrs)
+        // Step 1: rows to the primaries of their home buckets; loader i
+        // takes the batch lists i, i + loaders, ...
+        let placement = self.local[0].placement();
+        let loaders = self.local.len();
+        let sorted: Vec<Vec<Parcel>> = self.on_every_node(&done, &progress, |node| {
+            let me = self.local.iter().position(|n| n.id() == node.id());
+            let mut parcels: Vec<Parcel> = (0..self.nodes).map(|_| Parcel::default()).collect();
+            for list in batches.iter().skip(me.unwrap_or(0)).step_by(loaders) {
+                for batch in list {
+                    rows(batch, &mut |table, key, value| {
+                        let home = tables[table].home_index(key);
+                        let primary =
+                            placement.primary(tables[table].bucket_addrs()[home].region());
+                        if self.local(primary).is_some() {
+                            let parcel = &mut parcels[primary];
+                            parcel.links.push(Link {
+                                table: table as u32,
+                                home: home as u32,
+                                key,
+                                start: parcel.bytes.len() as u32,
+                                len: value.len() as u32,
+                            });
+                            parcel.bytes.extend_from_slice(value);
+                        }
+                        Ok(())
+                    })
+                    .map_err(|error| match error {
+                        TxnError::Failed(error) => error,
+                        TxnError::Conflict(reason) => farm_core::Error::Peer(format!(
+                            "drawing rows to load aborted ({reason:?})"
+                        )),
                     })?;
-                    linked.extend(addrs);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(linked)
-            })?;
-        // Step 2: keys to the primaries of their home buckets, by table and
-        // bucket, so that one transaction links whole buckets.
-        let allocated: Vec<(usize, u64, Addr)> = match self.rounds {
-            None => allocated.into_iter().flatten().collect(),
-            Some(rounds) => {
-                let flat: Vec<u64> = allocated
-                    .iter()
-                    .flatten()
-                    .flat_map(|&(table, key, addr)| [table as u64, key, addr.0])
-                    .collect();
-                let parts = rounds.exchange(round, Value::from(flat))?;
-                let mut all = Vec::new();
-                for part in &parts {
-                    let numbers = part.as_array().ok_or_else(|| malformed(round))?;
-                    if numbers.len() % 3 != 0 {
-                        return Err(malformed(round));
-                    }
-                    for triple in numbers.chunks(3) {
-                        let [Some(table), Some(key), Some(addr)] =
-                            [0, 1, 2].map(|i| triple[i].as_u64())
-                        else {
-                            return Err(malformed(round));
-                        };
-                        let table = usize::try_from(table)
-                            .ok()
-                            .filter(|t| *t < tables.len())
-                            .ok_or_else(|| malformed(round))?;
-                        all.push((table, key, Addr(addr)));
-                    }
-                }
-                all
             }
-        };
-        let placement = self.local[0].placement();
-        let mut by_primary: Vec<Vec<(usize, usize, u64, Addr)>> = vec![Vec::new(); self.nodes];
-        for (table, key, addr) in allocated {
-            let home = tables[table].home_index(key);
-            let primary = placement.primary(tables[table].bucket_addrs()[home].region());
-            if self.local(primary).is_some() {
-                by_primary[primary].push((table, home, key, addr));
+            Ok(parcels)
+        })?;
+        // Step 2: each node puts the rows of its buckets, by table and
+        // bucket, so that one transaction fills whole buckets.
+        let mut mine: Vec<Vec<Row<'_>>> = vec![Vec::new(); self.nodes];
+        for parcels in &sorted {
+            for (primary, parcel) in parcels.iter().enumerate() {
+                mine[primary].extend(parcel.links.iter().map(|link| {
+                    let start = link.start as usize;
+                    (
+                        link.table as usize,
+                        link.home as usize,
+                        link.key,
+                        &parcel.bytes[start..start + link.len as usize],
+                    )
+                }));
             }
         }
-        let links: u64 = by_primary.iter().map(|l| l.len() as u64).sum();
-        for links in &mut by_primary {
+        let links: u64 = mine.iter().map(|l| l.len() as u64).sum();
+        for links in &mut mine {
+            // Stable: a key loaded twice keeps its order (the last wins).
             links.sort_by_key(|&(table, home, _, _)| (table, home));
         }
         let step_one = done.load(Ordering::Relaxed);
         let linked = AtomicU64::new(0);
-        let scaled = |linked: u64| step_one + linked * batches / links.max(1);
+        let scaled = |linked: u64| step_one + linked * count / links.max(1);
         self.on_every_node(&linked, &|l| progress(scaled(l)), |node| {
-            let mine = &by_primary[node.id()];
-            for chunk in mine.chunks(LINKS_PER_TXN) {
+            let mine = &mine[node.id()];
+            let mut from = 0;
+            while from < mine.len() {
+                let (mut to, mut bytes) = (from, 0);
+                while to < mine.len() && (to == from || bytes < LOAD_TXN_BYTES) {
+                    let value = mine[to].3.len();
+                    bytes += BUCKET_OBJECT_BYTES;
+                    if value > farm_core::INLINE_VALUE_BYTES {
+                        bytes += value + farm_core::limits::OBJECT_OVERHEAD_BYTES as usize;
+                    }
+                    to += 1;
+                }
+                let chunk = &mine[from..to];
                 node.run(|txn| {
                     for run in chunk.chunk_by(|a, b| a.0 == b.0) {
-                        let entries: Vec<(u64, Addr)> =
-                            run.iter().map(|&(_, _, key, addr)| (key, addr)).collect();
-                        tables[run[0].0].link_many(txn, &entries)?;
+                        let entries: Vec<(u64, &[u8])> =
+                            run.iter().map(|&(_, _, key, value)| (key, value)).collect();
+                        tables[run[0].0].put_many(txn, &entries)?;
                     }
                     Ok(())
                 })?;
                 linked.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                from = to;
             }
             Ok(())
         })?;
@@ -281,15 +306,22 @@ impl<'a> Site<'a> {
         self.per_process(round, Value::Null).map(|_| ())
     }
 
-    /// A hash table of `buckets` buckets spread over every node: each node
-    /// allocates its share, the shares meet in a round.
+    /// A hash table of `buckets` buckets spread over every node, holding
+    /// values of up to `inline` bytes in its buckets
+    /// ([`HashTable::create_share_with`]): each node allocates its share,
+    /// the shares meet in a round.
     ///
     /// In process, the nodes allocate their shares in parallel, a thread
     /// each (one after the other, the five TATP tables took 0.3–0.6 s of
     /// loading at `--scale 10`).
-    pub fn table(&self, round: &str, buckets: usize) -> farm_core::Result<HashTable> {
+    pub fn table(
+        &self,
+        round: &str,
+        buckets: usize,
+        inline: usize,
+    ) -> farm_core::Result<HashTable> {
         let share_of = |node: &Node| -> farm_core::Result<Value> {
-            let share = HashTable::create_share(node, node.id(), self.nodes, buckets)?;
+            let share = HashTable::create_share_with(node, node.id(), self.nodes, buckets, inline)?;
             Ok(Value::from(share.iter().map(|a| a.0).collect::<Vec<_>>()))
         };
         let parts = if self.rounds.is_none() && self.local.len() > 1 {

@@ -81,11 +81,9 @@ struct SubscriberRows {
 /// start time.
 type Facility = (u64, [u8; 8], Vec<(u64, Vec<u8>)>);
 
-/// Bytes of rows one loading transaction inserts at most: one commit per
-/// batch instead of one per subscriber. A backup's COMMIT-BACKUP carries
-/// every row it backs plus the hash buckets they go into (about twice the
-/// rows' bytes with objects' overhead), and must stay under
-/// [`farm_core::limits::RECORD_BYTES_MAX`].
+/// Bytes of rows in one batch of loading: the unit the loader threads
+/// draw rows in and count progress by ([`Site::load_bulk`] sizes its
+/// transactions itself).
 const LOAD_BATCH_ROW_BYTES: usize = farm_core::limits::RECORD_BYTES_MAX / 4;
 
 /// Consecutive subscribers whose rows (with [`OBJECT_ESTIMATE_BYTES`] per
@@ -142,20 +140,24 @@ impl Tatp {
     /// # Errors
     /// The engine's, while loading.
     ///
-    /// Each node of this process allocates its own subscribers' rows from
-    /// its own thread, as many per transaction as [`LOAD_BATCH_ROW_BYTES`]
-    /// allows; then each bucket's primary links the keys of its buckets
-    /// ([`Site::load_bulk`]). At `--scale 10` (1.07 M rows) that took
-    /// loading from 3.2–3.5 s to 1.0–1.1 s on the 2-vCPU dev machine.
+    /// Rows go straight into the buckets of their primaries, inline
+    /// ([`Site::load_bulk`]), each node from its own thread.
     pub fn load(site: &Site, subscribers: u64) -> farm_core::Result<Tatp> {
-        let buckets = (subscribers as usize / 2).max(1);
+        // Each table's buckets hold its rows inline (subscriber rows are
+        // 38 bytes, 4 a bucket; access-info rows 10, 11 a bucket; special
+        // facilities 8 and call forwardings 9, 13 and 12 a bucket; index
+        // entries 8), at about half their slots on average, so that few
+        // keys overflow their home bucket and a lookup is one READ.
+        let per = |buckets_per_subscriber: f64| {
+            ((subscribers as f64 * buckets_per_subscriber) as usize).max(1)
+        };
         let mut tatp = Tatp {
             subscribers,
-            subscriber: site.table("tatp-subscriber", buckets)?,
-            access_info: site.table("tatp-access-info", buckets * 2)?,
-            special_facility: site.table("tatp-special-facility", buckets * 2)?,
-            call_forwarding: site.table("tatp-call-forwarding", buckets * 2)?,
-            sub_nbr_index: site.table("tatp-sub-nbr-index", buckets)?,
+            subscriber: site.table("tatp-subscriber", per(1.0), 40)?,
+            access_info: site.table("tatp-access-info", per(0.5), 10)?,
+            special_facility: site.table("tatp-special-facility", per(0.5), 8)?,
+            call_forwarding: site.table("tatp-call-forwarding", per(0.75), 9)?,
+            sub_nbr_index: site.table("tatp-sub-nbr-index", per(0.25), 8)?,
             access_rows: 0,
         };
         // Draw every row in one pass (the same draws, in the same order, as
@@ -197,14 +199,12 @@ impl Tatp {
                 .iter()
                 .map(|t| (*t, (0..10).map(|_| rng.next_u64() as u8).collect()))
                 .collect();
-            if site.local(owner).is_some() {
-                by_node[owner].push(SubscriberRows {
-                    s_id,
-                    row,
-                    access_info,
-                    facilities,
-                });
-            }
+            by_node[owner].push(SubscriberRows {
+                s_id,
+                row,
+                access_info,
+                facilities,
+            });
         }
         let batches: Vec<Vec<&[SubscriberRows]>> =
             by_node.iter().map(|rows| batches(rows)).collect();
@@ -216,7 +216,7 @@ impl Tatp {
             &t.call_forwarding,
             &t.sub_nbr_index,
         ];
-        site.load_bulk("tatp-links", &tables, &batches, &|batch, sink| {
+        site.load_bulk(&tables, &batches, &|batch, sink| {
             for subscriber in batch.iter() {
                 Tatp::rows(subscriber, sink)?;
             }

@@ -99,6 +99,9 @@ fn last_name(c: u64, rng: &mut Rng) -> u64 {
     }
 }
 
+/// Inline capacity of TPC-C's tables (most rows are a few words).
+const INLINE: usize = farm_core::INLINE_VALUE_BYTES;
+
 impl Tpcc {
     /// Warehouse w is loaded by node w − 1, the items by node 0; every
     /// process draws the whole population.
@@ -108,23 +111,35 @@ impl Tpcc {
         let items = ((10_000.0 * scale) as u64).max(100);
         let customers = ((300.0 * scale) as u64).max(30);
         let rows_per_w = items + DISTRICTS * customers * 3;
-        let buckets = |rows: u64| (rows as usize / 4).max(16);
+        // Rows of up to 40 bytes inline, 4 a bucket, about 2 in each.
+        let buckets = |rows: u64| (rows as usize / 2).max(16);
         let tpcc = Tpcc {
             nodes,
             warehouses,
             items,
             customers,
-            warehouse: site.table("tpcc-warehouse", 16)?,
-            district: site.table("tpcc-district", buckets(warehouses * DISTRICTS))?,
-            customer: site.table("tpcc-customer", buckets(warehouses * DISTRICTS * customers))?,
-            by_last_name: site
-                .table("tpcc-by-last-name", buckets(warehouses * DISTRICTS * 1000))?,
-            item: site.table("tpcc-item", buckets(items))?,
-            stock: site.table("tpcc-stock", buckets(warehouses * items))?,
-            order: site.table("tpcc-order", buckets(warehouses * rows_per_w / 8))?,
-            new_order: site.table("tpcc-new-order", buckets(warehouses * rows_per_w / 8))?,
-            order_line: site.table("tpcc-order-line", buckets(warehouses * rows_per_w))?,
-            history: site.table("tpcc-history", buckets(warehouses * rows_per_w / 8))?,
+            warehouse: site.table("tpcc-warehouse", 16, INLINE)?,
+            district: site.table("tpcc-district", buckets(warehouses * DISTRICTS), INLINE)?,
+            customer: site.table(
+                "tpcc-customer",
+                buckets(warehouses * DISTRICTS * customers),
+                INLINE,
+            )?,
+            by_last_name: site.table(
+                "tpcc-by-last-name",
+                buckets(warehouses * DISTRICTS * 1000),
+                INLINE,
+            )?,
+            item: site.table("tpcc-item", buckets(items), INLINE)?,
+            stock: site.table("tpcc-stock", buckets(warehouses * items), INLINE)?,
+            order: site.table("tpcc-order", buckets(warehouses * rows_per_w / 8), INLINE)?,
+            new_order: site.table(
+                "tpcc-new-order",
+                buckets(warehouses * rows_per_w / 8),
+                INLINE,
+            )?,
+            order_line: site.table("tpcc-order-line", buckets(warehouses * rows_per_w), INLINE)?,
+            history: site.table("tpcc-history", buckets(warehouses * rows_per_w / 8), INLINE)?,
             history_ids: AtomicU64::new(1),
         };
         let mut rng = Rng::new(2023);
