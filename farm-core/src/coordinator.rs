@@ -849,7 +849,7 @@ pub(crate) fn read_slot_copy(
     addr: Addr,
     copy: &mut [u8],
 ) -> Result<()> {
-    crate::txn::count_read(primary != node.id);
+    crate::read_counts::count_read(primary != node.id);
     if primary == node.id {
         let mr = node
             .replicas

@@ -32,6 +32,7 @@ pub mod header;
 pub mod kv;
 pub mod limits;
 pub mod outcome;
+pub mod read_counts;
 pub mod startup;
 pub mod txn;
 pub mod txn_id;
@@ -62,6 +63,7 @@ pub use kv::{
 };
 pub use node::{Directory, NodeStats};
 pub use outcome::{AbortCounts, AbortReason, Outcome, PhaseTimes};
+pub use read_counts::{thread_reads, ReadCounts};
 pub use startup::{NodeKeys, NodeStartup, ReplaySummary};
-pub use txn::{thread_reads, ReadCounts, Txn};
+pub use txn::Txn;
 pub use txn_id::TxnId;

@@ -23,42 +23,6 @@ use crate::txn_id::TxnId;
 
 use crate::codec::object::{self, SlotState};
 
-/// Object copies the calling thread has read for transactions since it
-/// started ([`thread_reads`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReadCounts {
-    /// Copies read from primaries, retries included: one-sided READs plus
-    /// reads of the node's own memory when it is the primary. A
-    /// hash-table lookup's cost in READs is the change of this.
-    pub objects: u64,
-    /// Of `objects`, one-sided READs through the fabric.
-    pub remote: u64,
-}
-
-thread_local! {
-    /// Per thread, so that counting costs no shared cache line (a counter
-    /// in [`crate::NodeStats`] cost YCSB-B a few percent).
-    static READS: std::cell::Cell<ReadCounts> = const {
-        std::cell::Cell::new(ReadCounts { objects: 0, remote: 0 })
-    };
-}
-
-/// The reads of transactions this thread has run (all nodes, since the
-/// thread started): take it before and after a piece of work.
-pub fn thread_reads() -> ReadCounts {
-    READS.with(|reads| reads.get())
-}
-
-/// Counts one object copy read by this thread.
-pub(crate) fn count_read(remote: bool) {
-    READS.with(|reads| {
-        let mut counts = reads.get();
-        counts.objects += 1;
-        counts.remote += u64::from(remote);
-        reads.set(counts);
-    });
-}
-
 /// A transaction. `commit` consumes it; dropping it aborts.
 pub struct Txn {
     node: Arc<NodeShared>,

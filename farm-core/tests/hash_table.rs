@@ -329,6 +329,9 @@ fn small_values_take_one_read_a_lookup() {
                 .run(|txn| table.put_many(txn, &entries))
                 .unwrap();
         }
+        // Every commit applied and unlocked first: a read of a locked
+        // bucket is retried, and retries count as READs.
+        cluster.quiesce(Duration::from_secs(20)).unwrap();
         let before = farm_core::thread_reads().objects;
         for (key, value) in &all {
             let node = cluster.node(*key as usize % 3);

@@ -76,6 +76,11 @@ pub trait Workload: Send + Sync {
     /// Checks the workload's own consistency conditions afterwards, with
     /// transactions from `node` (node 0); the text says what was checked.
     fn check(&self, node: &Node, tallies: &[i64]) -> farm_core::Result<Result<String, String>>;
+    /// How far the check running now is: (rows or keys checked, of how
+    /// many), for a progress bar; `None` for a workload that does not say.
+    fn check_progress(&self) -> Option<CheckProgress> {
+        None
+    }
     /// The part of the check that concerns the rows node `index` of `of`
     /// owns, made with transactions from that node (its reads are local),
     /// for [`Workload::check_merge`] to put together; `None`, the default,
@@ -453,6 +458,77 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
+/// How far a consistency check is: `done` of `total` (what they count,
+/// in `unit`'s words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckProgress {
+    pub done: u64,
+    pub total: u64,
+    pub unit: &'static str,
+}
+
+/// A workload's check counter: [`Workload::check_progress`] reads it.
+#[derive(Debug, Default)]
+pub struct CheckCounter {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl CheckCounter {
+    /// A check of `total` begins.
+    pub fn begin(&self, total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, done: u64) {
+        self.done.fetch_add(done, Ordering::Relaxed);
+    }
+
+    pub fn progress(&self, unit: &'static str) -> Option<CheckProgress> {
+        Some(CheckProgress {
+            done: self.done.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            unit,
+        })
+    }
+}
+
+/// Runs `check`, drawing a progress bar on stderr from `workload`'s
+/// [`Workload::check_progress`] about five times a second when `show`.
+fn with_check_progress<R: Send>(
+    workload: &dyn Workload,
+    show: bool,
+    check: impl FnOnce() -> R + Send,
+) -> R {
+    let finished = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let finished = &finished;
+        if show {
+            scope.spawn(move || {
+                while !finished.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if let Some(p) = workload.check_progress() {
+                        let filled =
+                            (p.done * 30).checked_div(p.total).unwrap_or(0).min(30) as usize;
+                        eprint!(
+                            "\r[{}{}] {}/{} {} checked",
+                            "#".repeat(filled),
+                            " ".repeat(30 - filled),
+                            p.done,
+                            p.total,
+                            p.unit
+                        );
+                    }
+                }
+            });
+        }
+        let result = check();
+        finished.store(true, Ordering::Release);
+        result
+    })
+}
+
 /// Prints a progress bar on stderr: `elapsed` of `total` seconds, `rate`.
 pub fn progress_bar(elapsed: f64, total: f64, rate: &str) {
     let filled = (((elapsed / total) * 30.0) as usize).min(30);
@@ -667,10 +743,12 @@ pub fn run(
         eprintln!();
     }
     let checking = std::time::Instant::now();
-    let consistency = workload.check(cluster.node(0), &[workload.tally()])?;
+    let consistency = with_check_progress(workload, options.progress, || {
+        workload.check(cluster.node(0), &[workload.tally()])
+    })?;
     if options.progress {
         eprintln!(
-            "checked consistency in {:.1} s",
+            "\nchecked consistency in {:.1} s",
             checking.elapsed().as_secs_f64()
         );
     }

@@ -34,6 +34,7 @@ pub struct SmallBank {
     initial_total: i64,
     /// Net money that committed transactions brought in or took out.
     delta: AtomicI64,
+    checked: super::CheckCounter,
 }
 
 fn get(table: &HashTable, txn: &mut farm_core::Txn, account: u64) -> Result<i64, TxnError> {
@@ -101,6 +102,7 @@ impl SmallBank {
             accounts,
             initial_total: total,
             delta: AtomicI64::new(0),
+            checked: super::CheckCounter::default(),
         })
     }
 }
@@ -184,6 +186,10 @@ impl Workload for SmallBank {
         Ok(attempt)
     }
 
+    fn check_progress(&self) -> Option<super::CheckProgress> {
+        self.checked.progress("accounts")
+    }
+
     fn tally(&self) -> i64 {
         self.delta.load(Ordering::Relaxed)
     }
@@ -191,7 +197,9 @@ impl Workload for SmallBank {
     /// `tallies`: every process's net money in and out.
     fn check(&self, node: &Node, tallies: &[i64]) -> farm_core::Result<Result<String, String>> {
         let mut total = 0i64;
+        self.checked.begin(self.accounts);
         for account in 0..self.accounts {
+            self.checked.add(1);
             total += node.run(|txn| {
                 Ok::<i64, TxnError>(
                     get(&self.savings, txn, account)? + get(&self.checking, txn, account)?,

@@ -36,6 +36,7 @@ const TYPES: &[&str] = &[
 
 pub struct Tatp {
     subscribers: u64,
+    checked: super::CheckCounter,
     subscriber: HashTable,
     access_info: HashTable,
     special_facility: HashTable,
@@ -153,6 +154,7 @@ impl Tatp {
         };
         let mut tatp = Tatp {
             subscribers,
+            checked: super::CheckCounter::default(),
             subscriber: site.table("tatp-subscriber", per(1.0), 40)?,
             access_info: site.table("tatp-access-info", per(0.5), 10)?,
             special_facility: site.table("tatp-special-facility", per(0.5), 8)?,
@@ -161,7 +163,8 @@ impl Tatp {
             access_rows: 0,
         };
         // Draw every row in one pass (the same draws, in the same order, as
-        // ever), keeping those of this process's nodes, by node.
+        // ever), by the node that owns the subscriber (every process keeps
+        // them all: each puts the rows of its own buckets).
         let nodes = site.nodes();
         let mut by_node: Vec<Vec<SubscriberRows>> = (0..nodes).map(|_| Vec::new()).collect();
         let mut rng = Rng::new(4242);
@@ -259,6 +262,8 @@ impl Tatp {
             .map_or(2, |n| n.get())
             .clamp(2, 8) as u64;
         let first = if index == 0 { of } else { index };
+        self.checked
+            .begin((first..=self.subscribers).step_by(of as usize).count() as u64);
         let parts: Vec<farm_core::Result<(Option<String>, u64, u64)>> =
             std::thread::scope(|scope| {
                 let checkers: Vec<_> = (0..threads)
@@ -311,6 +316,7 @@ impl Tatp {
             if problem.is_some() {
                 return Ok((problem, 0, 0));
             }
+            self.checked.add(batch.len() as u64);
             forwards += cf;
             access += ai;
         }
@@ -514,14 +520,20 @@ impl Workload for Tatp {
     /// Checks every subscriber from several threads of `node` (reads are
     /// latency-bound, over verbs above all), [`CHECK_BATCH`] subscribers
     /// per read-only transaction.
+    fn check_progress(&self) -> Option<super::CheckProgress> {
+        self.checked.progress("subscribers")
+    }
+
     fn check(&self, node: &Node, tallies: &[i64]) -> farm_core::Result<Result<String, String>> {
         let part = self.check_counts(node, 0, 1)?;
         Ok(self.check_merge(&[part], tallies))
     }
 
-    /// The subscribers node `index` of `of` owns (and holds the rows of),
-    /// checked from that node: `[problem or null, call-forwarding rows,
-    /// access-info rows]`.
+    /// The subscribers node `index` of `of` owns, checked from that node,
+    /// in parallel with the other nodes' parts: `[problem or null,
+    /// call-forwarding rows, access-info rows]`. (Rows live in the buckets
+    /// their keys hash to, on any node: a lookup from the owner is a
+    /// one-sided READ two times in three with three nodes.)
     fn check_part(
         &self,
         node: &Node,

@@ -127,6 +127,7 @@ pub struct Ycsb {
     table: HashTable,
     records: u64,
     zipfian: Option<Arc<Zipfian>>,
+    checked: super::CheckCounter,
 }
 
 impl Ycsb {
@@ -167,6 +168,7 @@ impl Ycsb {
             records,
             zipfian: (distribution == Distribution::Zipfian)
                 .then(|| Arc::new(Zipfian::new(records, 0.99))),
+            checked: super::CheckCounter::default(),
         })
     }
 
@@ -213,9 +215,15 @@ impl Workload for Ycsb {
         finish(kind, txn, body)
     }
 
+    fn check_progress(&self) -> Option<super::CheckProgress> {
+        self.checked.progress("records")
+    }
+
     fn check(&self, node: &Node, _: &[i64]) -> farm_core::Result<Result<String, String>> {
         let mut updates = 0;
+        self.checked.begin(self.records);
         for key in 0..self.records {
+            self.checked.add(1);
             let value = node.run(|txn| self.table.get(txn, key))?;
             match value.as_deref().and_then(parse) {
                 Some((stored, version)) if stored == key => updates += version,
