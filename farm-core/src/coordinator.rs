@@ -29,6 +29,8 @@
 //! consistent), others validate.
 
 use std::sync::atomic::Ordering;
+
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -506,13 +508,17 @@ pub(crate) fn validate(
     if !writes.is_empty() && node.faults().skip_validation {
         return Ok(Some(validated));
     }
-    let to_check: Vec<(Addr, Header)> = reads
+    // On the stack for usual read sets: a `Vec` here was an allocation per
+    // validation, and under two client threads sharing a malloc arena its
+    // `realloc` was where they queued for the arena's lock (YCSB-C).
+    let to_check: SmallVec<[(Addr, Header); 16]> = reads
         .iter()
         .filter(|r| !writes.iter().any(|w| w.addr == r.addr))
         .map(|r| (r.addr, r.header))
         .collect();
     // One batch of 8-byte READs per remote primary, then wait.
-    let mut remote: Vec<(usize, Vec<(usize, Addr)>)> = Vec::new();
+    type Remote = SmallVec<[(usize, Addr); 8]>;
+    let mut remote: SmallVec<[(usize, Remote); 4]> = SmallVec::new();
     for (index, (addr, header)) in to_check.iter().enumerate() {
         let primary = context.view.config.primary(addr.region());
         if primary == node.id {
@@ -524,7 +530,7 @@ pub(crate) fn validate(
         }
         match remote.iter_mut().find(|(node, _)| *node == primary) {
             Some((_, list)) => list.push((index, *addr)),
-            None => remote.push((primary, vec![(index, *addr)])),
+            None => remote.push((primary, smallvec::smallvec![(index, *addr)])),
         }
     }
     const WORD_BYTES: u64 = std::mem::size_of::<u64>() as u64;
@@ -532,7 +538,7 @@ pub(crate) fn validate(
         rdma_transport::limits::BATCH_WR_COUNT_MAX.min((READ_AREA_BYTES / WORD_BYTES) as usize);
     for (primary, list) in &remote {
         for chunk in list.chunks(per_batch) {
-            let mut ops = Vec::with_capacity(chunk.len());
+            let mut ops: SmallVec<[Op; 8]> = SmallVec::with_capacity(chunk.len());
             for (slot, (_, addr)) in chunk.iter().enumerate() {
                 ops.push(Op::Read {
                     local: context

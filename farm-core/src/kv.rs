@@ -287,8 +287,7 @@ pub struct HashTable {
 
 /// A bucket read in `txn`; one that does not decode is corrupt.
 fn read_bucket(txn: &mut Txn, at: Addr) -> Result<Bucket, TxnError> {
-    let bytes = through_bucket(txn.read(at))?;
-    Bucket::decode(&bytes).map_err(|source| {
+    through_bucket(txn.read_with(at, Bucket::decode))?.map_err(|source| {
         TxnError::Failed(Error::Corrupt {
             what: format!("hash bucket at {at}"),
             source,
