@@ -115,6 +115,42 @@ pub(crate) struct Participant {
     /// COMMIT-BACKUP is gone from this node (see [`Participant::held`]).
     truncated: HashMap<usize, std::collections::VecDeque<TxnId>>,
     effects: Effects,
+    /// Emptied entry lists and payload buffers of finished LOCKs and
+    /// COMMIT-BACKUPs, for the next records. A record is decoded by
+    /// whichever thread polls the ring (a client thread helping, or the
+    /// server) and freed by another at COMMIT-PRIMARY or TRUNCATE; with
+    /// malloc that free queued on the decoding thread's arena lock
+    /// (SmallBank, `perf record -e sched:sched_switch`). Reused here,
+    /// they are allocated once.
+    spare: Spare,
+}
+
+/// See [`Participant::spare`]: at most [`SPARE_MAX`] of each.
+#[derive(Default)]
+struct Spare {
+    entries: Vec<Vec<Entry>>,
+    payloads: Vec<Vec<u8>>,
+    regions: Vec<Vec<u16>>,
+}
+
+const SPARE_MAX: usize = 1024;
+
+impl Spare {
+    /// Keeps what `entries` and `regions` hold, emptied.
+    fn keep(&mut self, mut entries: Vec<Entry>, mut regions: Vec<u16>) {
+        for entry in entries.drain(..) {
+            if self.payloads.len() < SPARE_MAX {
+                self.payloads.push(entry.payload);
+            }
+        }
+        if self.entries.len() < SPARE_MAX {
+            self.entries.push(entries);
+        }
+        regions.clear();
+        if self.regions.len() < SPARE_MAX {
+            self.regions.push(regions);
+        }
+    }
 }
 
 /// Truncated transactions a participant remembers per coordinator: more
@@ -140,6 +176,7 @@ impl Participant {
             committed: HashSet::new(),
             truncated: HashMap::new(),
             effects: Effects::default(),
+            spare: Spare::default(),
         }
     }
 
@@ -222,9 +259,9 @@ impl Participant {
 
     /// The object writes of a LOCK or COMMIT-BACKUP, each naming a slot of
     /// a region this node holds, with a payload that fits the slot.
-    fn entries(env: &Env, incoming: &Incoming) -> Result<Vec<Entry>> {
+    fn entries(&mut self, env: &Env, incoming: &Incoming) -> Result<Vec<Entry>> {
         let region_bytes = env.replicas.region_bytes();
-        let mut entries = Vec::new();
+        let mut entries = self.spare.entries.pop().unwrap_or_default();
         for entry in incoming.record.entries().map_err(|e| incoming.corrupt(e))? {
             let entry = entry.map_err(|e| incoming.corrupt(e))?;
             let why = if env.replicas.get(entry.addr.region()).is_none() {
@@ -244,18 +281,24 @@ impl Participant {
                     why,
                 }));
             }
-            entries.push(entry.to_owned());
+            let mut payload = self.spare.payloads.pop().unwrap_or_default();
+            payload.clear();
+            payload.extend_from_slice(entry.payload);
+            entries.push(Entry {
+                addr: entry.addr,
+                expected: entry.expected,
+                new: entry.new,
+                payload,
+            });
         }
         Ok(entries)
     }
 
     /// The regions a LOCK or COMMIT-BACKUP says its transaction writes.
-    fn regions(incoming: &Incoming) -> Result<Vec<u16>> {
-        Ok(incoming
-            .record
-            .regions()
-            .map_err(|e| incoming.corrupt(e))?
-            .collect())
+    fn regions(&mut self, incoming: &Incoming) -> Result<Vec<u16>> {
+        let mut regions = self.spare.regions.pop().unwrap_or_default();
+        regions.extend(incoming.record.regions().map_err(|e| incoming.corrupt(e))?);
+        Ok(regions)
     }
 
     fn retire(&mut self, ring: usize, position: u64) {
@@ -271,7 +314,7 @@ impl Participant {
         if let Some(stats) = env.stats {
             stats.lock_records.fetch_add(1, Ordering::Relaxed);
         }
-        let entries = Self::entries(env, incoming)?;
+        let entries = self.entries(env, incoming)?;
         let (granted, locked) = match self.mode {
             Mode::Serve if env.faults.skip_lock => (true, false),
             Mode::Serve => {
@@ -284,17 +327,19 @@ impl Participant {
             }
         };
         if granted {
+            let regions = self.regions(incoming)?;
             self.locks.insert(
                 record.txid,
                 PendingLock {
                     ring,
                     position: incoming.position,
-                    regions: Self::regions(incoming)?,
+                    regions,
                     entries,
                     locked,
                 },
             );
         } else {
+            self.spare.keep(entries, Vec::new());
             self.retire(ring, incoming.position);
         }
         if self.mode == Mode::Serve {
@@ -309,13 +354,14 @@ impl Participant {
     pub(crate) fn on_commit_backup(&mut self, env: &Env, incoming: &Incoming) -> Result<()> {
         self.check_origin(incoming)?;
         let (ring, record) = (incoming.ring, incoming.record);
-        let entries = Self::entries(env, incoming)?;
+        let entries = self.entries(env, incoming)?;
+        let regions = self.regions(incoming)?;
         self.backups.insert(
             record.txid,
             PendingBackup {
                 ring,
                 position: incoming.position,
-                regions: Self::regions(incoming)?,
+                regions,
                 entries,
             },
         );
@@ -391,6 +437,7 @@ impl Participant {
             }
         }
         self.retire(lock.ring, lock.position);
+        self.spare.keep(lock.entries, lock.regions);
         Ok(())
     }
 
@@ -406,6 +453,7 @@ impl Participant {
             }
         }
         self.retire(lock.ring, lock.position);
+        self.spare.keep(lock.entries, lock.regions);
         Ok(())
     }
 
@@ -422,6 +470,7 @@ impl Participant {
             stats.truncated.fetch_add(1, Ordering::Relaxed);
         }
         self.retire(backup.ring, backup.position);
+        self.spare.keep(backup.entries, backup.regions);
         Ok(())
     }
 
