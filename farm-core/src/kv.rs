@@ -95,27 +95,24 @@ enum Value<'a> {
 
 /// The image of a bucket object, decoded in place: lookups read slots
 /// straight out of it and writes change it, so a `put` allocates nothing
-/// for its bucket.
+/// for its bucket. `B` is an owned image or one borrowed from a read
+/// buffer ([`Bucket::view`]: a `get` copies out only the value it finds,
+/// where moving a decoded 232-byte bucket through `Result`s was most of
+/// TATP's `memmove`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Bucket {
-    bytes: [u8; BUCKET_BYTES],
+struct Bucket<B = [u8; BUCKET_BYTES]> {
+    bytes: B,
 }
 
 fn word(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
-impl Bucket {
-    /// An empty bucket whose slots hold `inline` bytes inline.
-    fn empty(inline: usize) -> Bucket {
-        debug_assert!((INLINE_VALUE_BYTES_MIN..=INLINE_VALUE_BYTES_MAX).contains(&inline));
-        let mut bytes = [0u8; BUCKET_BYTES];
-        bytes[8] = inline as u8;
-        Bucket { bytes }
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Bucket, DecodeError> {
-        let bytes: [u8; BUCKET_BYTES] = bytes.try_into().map_err(|_| DecodeError::BadLength {
+impl<'a> Bucket<&'a [u8; BUCKET_BYTES]> {
+    /// A bucket's bytes, checked: its inline capacity in range and every
+    /// slot's tag empty, an inline length that fits, or an object.
+    fn view(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let bytes: &[u8; BUCKET_BYTES] = bytes.try_into().map_err(|_| DecodeError::BadLength {
             what: "hash bucket",
             len: bytes.len() as u64,
             why: "not the size of a bucket",
@@ -142,8 +139,33 @@ impl Bucket {
         Ok(bucket)
     }
 
+    /// What the bucket says of `key`, the value copied out.
+    fn look_up(&self, key: u64) -> Found {
+        match self.find(key).map(|slot| self.value(slot)) {
+            Some(Value::Inline(bytes)) => Found::Inline(bytes.to_vec()),
+            Some(Value::Object(addr)) => Found::Object(addr),
+            None if self.next() != 0 => Found::Next(Addr(self.next())),
+            None => Found::Absent,
+        }
+    }
+}
+
+/// What a bucket says of a key ([`Bucket::look_up`]).
+enum Found {
+    Inline(Vec<u8>),
+    Object(Addr),
+    /// Not here: look in the overflow bucket.
+    Next(Addr),
+    Absent,
+}
+
+impl<B: std::borrow::Borrow<[u8; BUCKET_BYTES]>> Bucket<B> {
+    fn raw(&self) -> &[u8; BUCKET_BYTES] {
+        self.bytes.borrow()
+    }
+
     fn inline(&self) -> usize {
-        usize::from(self.bytes[8])
+        usize::from(self.raw()[8])
     }
 
     fn slots(&self) -> usize {
@@ -151,11 +173,7 @@ impl Bucket {
     }
 
     fn next(&self) -> u64 {
-        word(&self.bytes, 0)
-    }
-
-    fn set_next(&mut self, next: u64) {
-        self.bytes[..8].copy_from_slice(&next.to_le_bytes());
+        word(self.raw(), 0)
     }
 
     /// Where slot `slot` starts.
@@ -164,14 +182,14 @@ impl Bucket {
     }
 
     fn tag(&self, slot: usize) -> u8 {
-        self.bytes[self.at(slot) + 8]
+        self.raw()[self.at(slot) + 8]
     }
 
     /// The slots' bytes, one chunk a slot (what lookups scan: a chunk
     /// walk costs no multiply or bounds check per slot).
     fn slot_chunks(&self) -> std::slice::ChunksExact<'_, u8> {
         let stride = SLOT_HEADER_BYTES + self.inline();
-        self.bytes[BUCKET_HEADER_BYTES..BUCKET_HEADER_BYTES + self.slots() * stride]
+        self.raw()[BUCKET_HEADER_BYTES..BUCKET_HEADER_BYTES + self.slots() * stride]
             .chunks_exact(stride)
     }
 
@@ -191,9 +209,38 @@ impl Bucket {
     fn value(&self, slot: usize) -> Value<'_> {
         let at = self.at(slot) + SLOT_HEADER_BYTES;
         match self.tag(slot) {
-            TAG_OBJECT => Value::Object(Addr(word(&self.bytes, at))),
-            tag => Value::Inline(&self.bytes[at..at + usize::from(tag) - 1]),
+            TAG_OBJECT => Value::Object(Addr(word(self.raw(), at))),
+            tag => Value::Inline(&self.raw()[at..at + usize::from(tag) - 1]),
         }
+    }
+
+    /// Used slots.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        (0..self.slots())
+            .filter(|&slot| self.tag(slot) != TAG_EMPTY)
+            .count()
+    }
+}
+
+impl Bucket {
+    /// An empty bucket whose slots hold `inline` bytes inline.
+    fn empty(inline: usize) -> Bucket {
+        debug_assert!((INLINE_VALUE_BYTES_MIN..=INLINE_VALUE_BYTES_MAX).contains(&inline));
+        let mut bytes = [0u8; BUCKET_BYTES];
+        bytes[8] = inline as u8;
+        Bucket { bytes }
+    }
+
+    /// An owned copy of a checked bucket ([`Bucket::view`]).
+    fn decode(bytes: &[u8]) -> Result<Bucket, DecodeError> {
+        Ok(Bucket {
+            bytes: *Bucket::view(bytes)?.bytes,
+        })
+    }
+
+    fn set_next(&mut self, next: u64) {
+        self.bytes[..8].copy_from_slice(&next.to_le_bytes());
     }
 
     /// Puts `key` and `value` in slot `slot`; an inline value must fit.
@@ -218,14 +265,6 @@ impl Bucket {
     fn clear(&mut self, slot: usize) {
         let at = self.at(slot);
         self.bytes[at + 8] = TAG_EMPTY;
-    }
-
-    /// Used slots.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        (0..self.slots())
-            .filter(|&slot| self.tag(slot) != TAG_EMPTY)
-            .count()
     }
 }
 
@@ -287,11 +326,22 @@ pub struct HashTable {
 
 /// A bucket read in `txn`; one that does not decode is corrupt.
 fn read_bucket(txn: &mut Txn, at: Addr) -> Result<Bucket, TxnError> {
-    through_bucket(txn.read_with(at, Bucket::decode))?.map_err(|source| {
-        TxnError::Failed(Error::Corrupt {
-            what: format!("hash bucket at {at}"),
-            source,
-        })
+    through_bucket(txn.read_with(at, Bucket::decode))?.map_err(|source| corrupt(at, source))
+}
+
+/// What `at`'s bucket says of `key`, read in `txn` without copying the
+/// bucket.
+fn look_up(txn: &mut Txn, at: Addr, key: u64) -> Result<Found, TxnError> {
+    through_bucket(txn.read_with(at, |bytes| {
+        Bucket::view(bytes).map(|bucket| bucket.look_up(key))
+    }))?
+    .map_err(|source| corrupt(at, source))
+}
+
+fn corrupt(at: Addr, source: DecodeError) -> TxnError {
+    TxnError::Failed(Error::Corrupt {
+        what: format!("hash bucket at {at}"),
+        source,
     })
 }
 
@@ -485,11 +535,14 @@ impl HashTable {
     /// # Errors
     /// As [`Txn::read`].
     pub fn value_addr(&self, txn: &mut Txn, key: u64) -> Result<Option<Addr>, TxnError> {
-        let (_, bucket, slot) = self.find(txn, key)?;
-        Ok(slot.and_then(|slot| match bucket.value(slot) {
-            Value::Object(addr) => Some(addr),
-            Value::Inline(_) => None,
-        }))
+        let mut at = self.home(key);
+        loop {
+            match look_up(txn, at, key)? {
+                Found::Object(addr) => return Ok(Some(addr)),
+                Found::Inline(_) | Found::Absent => return Ok(None),
+                Found::Next(next) => at = next,
+            }
+        }
     }
 
     /// `key`'s value, if the key is there: one READ for an inline value
@@ -499,11 +552,14 @@ impl HashTable {
     /// As [`Txn::read`]; [`Error::Corrupt`] for a bucket that does not
     /// decode.
     pub fn get(&self, txn: &mut Txn, key: u64) -> Result<Option<Vec<u8>>, TxnError> {
-        let (_, bucket, slot) = self.find(txn, key)?;
-        match slot.map(|slot| bucket.value(slot)) {
-            Some(Value::Inline(bytes)) => Ok(Some(bytes.to_vec())),
-            Some(Value::Object(addr)) => Ok(Some(through_bucket(txn.read(addr))?)),
-            None => Ok(None),
+        let mut at = self.home(key);
+        loop {
+            match look_up(txn, at, key)? {
+                Found::Inline(value) => return Ok(Some(value)),
+                Found::Object(addr) => return Ok(Some(through_bucket(txn.read(addr))?)),
+                Found::Absent => return Ok(None),
+                Found::Next(next) => at = next,
+            }
         }
     }
 
