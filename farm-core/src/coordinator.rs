@@ -29,12 +29,11 @@
 //! consistent), others validate.
 
 use std::sync::atomic::Ordering;
-
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdma_transport::{Endpoint, MemoryRegion, NodeId, Op, RemoteAddr};
+use smallvec::SmallVec;
 
 use crate::codec::record::{entries_record_bytes, Kind, RecordWriter, TRUNCATE_TXIDS_MAX};
 use crate::config::Placement;
