@@ -25,9 +25,19 @@ fn request() -> impl Strategy<Value = BenchRequest> {
         any::<f64>(),
         any::<f64>(),
         any::<usize>(),
+        any::<usize>(),
     )
         .prop_map(
-            |(workload, scale, zipfian, threads, warmup_s, duration_s, warehouses_per_node)| {
+            |(
+                workload,
+                scale,
+                zipfian,
+                threads,
+                warmup_s,
+                duration_s,
+                warehouses_per_node,
+                in_flight,
+            )| {
                 BenchRequest {
                     workload,
                     scale,
@@ -40,6 +50,7 @@ fn request() -> impl Strategy<Value = BenchRequest> {
                     warmup_s,
                     duration_s,
                     warehouses_per_node,
+                    in_flight,
                 }
             },
         )

@@ -12,6 +12,17 @@ use farm_core::FabricKind;
 
 #[test]
 fn every_workload_stays_consistent() {
+    every_workload_stays_consistent_with(2, 1);
+}
+
+/// The same with each client thread a worker keeping three transactions
+/// in flight as tasks (farm_core::Worker).
+#[test]
+fn every_workload_stays_consistent_on_workers() {
+    every_workload_stays_consistent_with(1, 3);
+}
+
+fn every_workload_stays_consistent_with(threads_per_node: usize, in_flight: usize) {
     for name in WorkloadName::ALL {
         let cluster = farm_core::testing::cluster(16 << 20);
         // A small population: more conflicts per transaction.
@@ -20,7 +31,8 @@ fn every_workload_stays_consistent() {
             &cluster,
             workload.as_ref(),
             &RunOptions {
-                threads_per_node: 2,
+                threads_per_node,
+                in_flight,
                 warmup: Duration::from_millis(100),
                 duration: Duration::from_millis(700),
                 progress: false,
@@ -78,6 +90,7 @@ fn smallbank_check_catches_lost_updates() {
         workload.as_ref(),
         &RunOptions {
             threads_per_node: 2,
+            in_flight: 1,
             warmup: Duration::from_millis(50),
             duration: Duration::from_millis(700),
             progress: false,
@@ -109,6 +122,7 @@ fn plot_has_labelled_axes_and_every_type() {
         workload.as_ref(),
         &RunOptions {
             threads_per_node: 1,
+            in_flight: 1,
             warmup: Duration::from_millis(50),
             duration: Duration::from_millis(300),
             progress: false,
@@ -151,6 +165,7 @@ fn tpcc_with_several_warehouses_per_node_stays_consistent() {
         workload.as_ref(),
         &RunOptions {
             threads_per_node: 2,
+            in_flight: 1,
             warmup: Duration::from_millis(100),
             duration: Duration::from_millis(700),
             progress: false,

@@ -24,6 +24,12 @@ pub struct Args {
     /// Client threads per node; a comma list sweeps (e.g. 1,2,4).
     #[arg(long, default_value = "2", value_delimiter = ',')]
     pub threads: Vec<usize>,
+    /// Transactions each client thread keeps in flight. Above 1 each
+    /// client thread is a worker event loop running that many
+    /// transactions as tasks, which pause where they wait (a LOCK answer,
+    /// a READ's completion) and let the others run (farm_core::Worker).
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: usize,
     /// Replicas of every region (at most the number of nodes).
     #[arg(long, default_value_t = 3)]
     pub copies: usize,
@@ -118,6 +124,7 @@ pub fn run(args: Args) -> CommandResult {
         workload: args.workload,
         nodes: args.nodes,
         threads: args.threads,
+        in_flight: args.in_flight,
         copies: args.copies,
         scale: args.scale,
         warehouses_per_node: args.warehouses,

@@ -43,6 +43,44 @@ use crate::server::Server;
 use crate::txn::Txn;
 use crate::txn_id::TxnId;
 
+/// The future of [`Node::run_async`]: the transaction's result.
+pub struct RunAsync<T> {
+    /// The task; or the error that kept it from starting, until it is
+    /// returned; `None` once the future has completed.
+    task: Option<std::result::Result<crate::task::Task<Result<T>>, Option<Error>>>,
+}
+
+impl<T: 'static> std::future::Future for RunAsync<T> {
+    type Output = Result<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        use std::task::Poll;
+        match self.task.as_mut() {
+            None => panic!("RunAsync polled after it completed"),
+            Some(Err(error)) => {
+                let error = error.take().expect("a start error is returned once");
+                self.task = None;
+                Poll::Ready(Err(error))
+            }
+            Some(Ok(task)) => match task.step() {
+                Some(result) => {
+                    self.task = None;
+                    Poll::Ready(result)
+                }
+                None => {
+                    // Paused at a wait: look again on the executor's next
+                    // round.
+                    context.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            },
+        }
+    }
+}
+
 /// A handle on a node of this process (of an in-process cluster, or a
 /// `farm node` process's own); clones are the same node.
 #[derive(Clone)]
@@ -134,8 +172,34 @@ impl Node {
                     last: reason,
                 });
             }
-            std::thread::sleep(backoff);
+            // In a task, the thread's other transactions run meanwhile.
+            crate::task::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(2));
+        }
+    }
+
+    /// The async form of [`Node::run`]: the transaction runs as a task
+    /// ([`crate::task`]) that this future steps each time it is polled. At
+    /// each wait (a LOCK answer, a locked object, a fabric completion, a
+    /// retry's back-off) it returns `Pending` and wakes itself at once, so
+    /// the executor runs its other futures meanwhile; nothing blocks the
+    /// executor's thread but the steps themselves. The future is not
+    /// `Send` (the task's stack stays on the thread that first polled it):
+    /// spawn it on a local executor. Which form to use when: see
+    /// [`crate::worker`].
+    ///
+    /// # Errors
+    /// As [`Node::run`], and [`Error::TaskStack`] when the task's stack
+    /// cannot be mapped.
+    pub fn run_async<T: 'static>(
+        &self,
+        body: impl FnMut(&mut Txn) -> Result<T, TxnError> + 'static,
+    ) -> RunAsync<T> {
+        crate::task::install_fabric_hook();
+        let node = self.clone();
+        let task = crate::task::Task::new(move || node.run(body));
+        RunAsync {
+            task: Some(task.map_err(Some)),
         }
     }
 

@@ -89,6 +89,11 @@ pub enum Error {
     },
     #[error("more than {max} concurrent transactions on node {node}")]
     TooManyContexts { node: usize, max: usize },
+    #[error("cannot map a {bytes}-byte stack for a transaction task: {source}")]
+    TaskStack {
+        bytes: usize,
+        source: std::io::Error,
+    },
     #[error("ring to node {receiver} stayed full ({used} bytes in use, {needed} needed)")]
     RingFull {
         receiver: usize,

@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | [`limits`] | every bound of the engine, checked against each other at compile time |
 //! | [`error`], [`outcome`] | errors; commit outcomes, abort reasons and their counts |
+//! | [`task`] | transactions as tasks: pausing at waits so a worker runs many in flight |
 //! | [`header`], [`txn_id`] | the 64-bit words: object header, object address, transaction id |
 //! | [`codec`] | every byte layout: records, object slots, region headers, the inbox |
 //! | [`config`] | cluster configuration, region placement, injected faults |
@@ -19,6 +20,7 @@
 //! | `server`, `recovery` | the node's server thread; restart from the mapped files |
 //! | [`reconfiguration`] | deciding the transactions a failure left unfinished |
 //! | [`cluster`], [`startup`] | the embedded API (`Cluster`, `Node`); a node process's start-up steps |
+//! | [`worker`] | worker event loops: many transactions in flight per thread |
 //! | [`kv`] | a transactional hash table |
 //!
 //! Node processes, the cluster file and the driver protocol are the
@@ -34,10 +36,12 @@ pub mod limits;
 pub mod outcome;
 pub mod read_counts;
 pub mod startup;
+pub mod task;
 pub mod txn;
 pub mod txn_id;
 
 pub mod cluster;
+pub mod worker;
 
 mod allocator;
 mod coordinator;
@@ -52,7 +56,7 @@ mod server;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use cluster::{Cluster, Node, NodeControl, Poller, ServingNode};
+pub use cluster::{Cluster, Node, NodeControl, Poller, RunAsync, ServingNode};
 pub use config::{
     ClusterConfig, FabricKind, Fault, Faults, LockWait, Placement, RetryBudget, VerbsDevice,
 };
@@ -67,3 +71,4 @@ pub use read_counts::{thread_reads, ReadCounts};
 pub use startup::{NodeKeys, NodeStartup, ReplaySummary};
 pub use txn::Txn;
 pub use txn_id::TxnId;
+pub use worker::Worker;

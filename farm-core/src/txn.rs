@@ -23,9 +23,10 @@ use crate::txn_id::TxnId;
 
 use crate::codec::object::{self, SlotState};
 
-/// The read set, write set and read buffer of this thread's last finished
-/// transaction, emptied, for its next: in steady state `begin` allocates
-/// none of them (issue 11: no heap allocation per transaction).
+/// The read set, write set and read buffer of a finished transaction of
+/// this thread, emptied, for a next one: in steady state `begin`
+/// allocates none of them (issue 11: no heap allocation per transaction).
+/// A stack of them, one per transaction a worker keeps in flight.
 struct Spare {
     reads: Vec<ReadEntry>,
     writes: Vec<WriteEntry>,
@@ -33,7 +34,7 @@ struct Spare {
 }
 
 thread_local! {
-    static SPARE: std::cell::Cell<Option<Spare>> = const { std::cell::Cell::new(None) };
+    static SPARE: std::cell::RefCell<Vec<Spare>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A transaction. `commit` consumes it; dropping it aborts.
@@ -62,7 +63,7 @@ impl Txn {
         let mut context = node.take_context()?;
         context.sequence = context.sequence.wrapping_add(1);
         let txid = TxnId::new(node.id, context.index, context.sequence);
-        let spare = SPARE.with(|spare| spare.take()).unwrap_or(Spare {
+        let spare = SPARE.with_borrow_mut(Vec::pop).unwrap_or(Spare {
             reads: Vec::new(),
             writes: Vec::new(),
             buffer: Vec::new(),
@@ -154,8 +155,13 @@ impl Txn {
                         SlotState::Torn => &node.stats.torn_reads,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    // In a task, the thread's other transactions run while
+                    // this object stays locked.
+                    let paused = crate::task::pause_after(attempt);
                     if attempt < READ_SPINS {
-                        std::hint::spin_loop();
+                        if !paused {
+                            std::hint::spin_loop();
+                        }
                         continue;
                     }
                     // Regression: a bounded count of retries gave up while
@@ -170,6 +176,9 @@ impl Txn {
                     // The lock may be waiting for a record this node's
                     // server has not processed yet: process it.
                     node.help();
+                    if paused {
+                        continue;
+                    }
                     if attempt < 1024 {
                         std::thread::yield_now();
                     } else {
@@ -437,12 +446,14 @@ impl Txn {
         reads.clear();
         writes.clear();
         let buffer = std::mem::take(&mut self.buffer);
-        SPARE.with(|spare| {
-            spare.set(Some(Spare {
-                reads,
-                writes,
-                buffer,
-            }))
+        SPARE.with_borrow_mut(|spare| {
+            if spare.len() < crate::limits::CONTEXTS_MAX {
+                spare.push(Spare {
+                    reads,
+                    writes,
+                    buffer,
+                });
+            }
         });
     }
 

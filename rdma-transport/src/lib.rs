@@ -26,6 +26,7 @@ pub mod faulty;
 pub mod limits;
 pub mod mr;
 pub mod op;
+pub mod pause;
 pub mod shm;
 #[cfg(feature = "verbs")]
 pub mod verbs;

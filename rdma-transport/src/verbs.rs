@@ -1260,6 +1260,9 @@ impl Endpoint for VerbsEndpoint {
                 self.signaled -= 1;
             }
             if polled == 0 {
+                // Nothing completed yet: the thread's other transactions
+                // run meanwhile (see `crate::pause`).
+                crate::pause::pause();
                 spins += 1;
                 if spins.is_multiple_of(4096) {
                     self.qp.device.replenish()?;

@@ -41,6 +41,8 @@ pub struct BenchOptions {
     pub nodes: Vec<usize>,
     /// Client threads per node to sweep.
     pub threads: Vec<usize>,
+    /// Transactions each client thread keeps in flight.
+    pub in_flight: usize,
     pub copies: usize,
     pub scale: f64,
     pub warehouses_per_node: usize,
@@ -233,6 +235,7 @@ fn request(options: &BenchOptions) -> BenchRequest {
         warmup_s: options.warmup.as_secs_f64(),
         duration_s: options.duration.as_secs_f64(),
         warehouses_per_node: options.warehouses_per_node,
+        in_flight: options.in_flight,
     }
 }
 
@@ -499,6 +502,7 @@ fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchRepor
             workload.as_ref(),
             &RunOptions {
                 threads_per_node: threads,
+                in_flight: options.in_flight,
                 warmup: options.warmup,
                 duration: options.duration,
                 progress: !options.quiet,

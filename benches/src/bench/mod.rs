@@ -113,6 +113,10 @@ pub trait Workload: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub threads_per_node: usize,
+    /// Transactions each client thread keeps in flight: above 1, the
+    /// thread is a [`farm_core::Worker`] running that many clients as
+    /// tasks.
+    pub in_flight: usize,
     pub warmup: Duration,
     pub duration: Duration,
     pub progress: bool,
@@ -182,6 +186,10 @@ pub struct BenchReport {
     pub nodes: usize,
     pub copies: usize,
     pub threads: usize,
+    /// Transactions each client thread kept in flight (`--in-flight`;
+    /// above 1 each thread was a worker running that many as tasks).
+    #[serde(default = "one")]
+    pub in_flight: usize,
     pub host: String,
     pub cpus: usize,
     pub duration_s: f64,
@@ -552,6 +560,7 @@ pub fn measure(
     progress: &mut dyn FnMut(f64, f64),
 ) -> farm_core::Result<Measured> {
     let threads = options.threads_per_node * nodes.len();
+    let in_flight = options.in_flight;
     let types = workload.types().len();
     let measuring = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
@@ -567,32 +576,50 @@ pub fn measure(
             let node = nodes[thread % nodes.len()];
             let (measuring, stop, done, offset_ms) = (&measuring, &stop, &done, &offset_ms);
             handles.push(scope.spawn(move || -> farm_core::Result<Measured> {
-                let mut stats = Measured::new(types, 1);
-                let seed = (node.id() * 1000 + thread) as u64 + 1;
-                let mut rng = Rng::new(seed);
                 // Between transactions this thread serves its node's rings.
                 let _poller = node.poller();
-                let mut reads_before = None;
-                while !stop.load(Ordering::Relaxed) {
-                    let begun = Instant::now();
-                    let attempt = workload.run_one(node, &mut rng)?;
-                    let now = Instant::now();
-                    let elapsed = now.duration_since(begun).as_nanos() as u64;
-                    node.poll();
-                    // Acquire: pairs with the Release that set `offset_ms`.
-                    if measuring.load(Ordering::Acquire) {
-                        // The reads of the attempts measured.
-                        reads_before.get_or_insert(farm_core::thread_reads());
-                        if attempt.outcome == Outcome::Committed {
-                            done.fetch_add(1, Ordering::Relaxed);
-                            let ms = now.duration_since(base).as_millis() as u64;
-                            let ms = ms.saturating_sub(offset_ms.load(Ordering::Relaxed));
-                            stats.count_at(ms as usize);
+                // The thread's reads when it first saw the measured time
+                // begin (the counters are per thread, shared by its tasks).
+                let reads_before = std::cell::Cell::new(None);
+                let client = |task: usize| -> farm_core::Result<Measured> {
+                    let mut stats = Measured::new(types, usize::from(task == 0));
+                    let seed = ((node.id() * 1000 + thread) * 64 + task) as u64 + 1;
+                    let mut rng = Rng::new(seed);
+                    while !stop.load(Ordering::Relaxed) {
+                        let begun = Instant::now();
+                        let attempt = workload.run_one(node, &mut rng)?;
+                        let now = Instant::now();
+                        let elapsed = now.duration_since(begun).as_nanos() as u64;
+                        node.poll();
+                        // Acquire: pairs with the Release that set `offset_ms`.
+                        if measuring.load(Ordering::Acquire) {
+                            // The reads of the attempts measured.
+                            if reads_before.get().is_none() {
+                                reads_before.set(Some(farm_core::thread_reads()));
+                            }
+                            if attempt.outcome == Outcome::Committed {
+                                done.fetch_add(1, Ordering::Relaxed);
+                                let ms = now.duration_since(base).as_millis() as u64;
+                                let ms = ms.saturating_sub(offset_ms.load(Ordering::Relaxed));
+                                stats.count_at(ms as usize);
+                            }
+                            stats.count(&attempt, elapsed);
                         }
-                        stats.count(&attempt, elapsed);
                     }
-                }
-                if let Some(before) = reads_before {
+                    Ok(stats)
+                };
+                let mut stats = if in_flight <= 1 {
+                    client(0)?
+                } else {
+                    // One worker: `in_flight` clients on this thread, each
+                    // a task that pauses at its waits (farm_core::worker).
+                    let mut all = Measured::new(types, 0);
+                    for part in farm_core::Worker::new(node, in_flight).run(client)? {
+                        all.merge(&part?)?;
+                    }
+                    all
+                };
+                if let Some(before) = reads_before.get() {
                     let after = farm_core::thread_reads();
                     stats.object_reads = after.objects - before.objects;
                     stats.remote_reads = after.remote - before.remote;
@@ -651,6 +678,8 @@ pub struct RunShape {
     pub nodes: usize,
     pub copies: usize,
     pub duration: Duration,
+    /// Transactions in flight per client thread.
+    pub in_flight: usize,
 }
 
 /// The report of a run: `measured` merged over every process,
@@ -685,6 +714,7 @@ pub fn report(
         nodes: shape.nodes,
         copies: shape.copies,
         threads: measured.threads,
+        in_flight: shape.in_flight,
         host: hostname(),
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
@@ -761,8 +791,13 @@ pub fn run(
             nodes: nodes.len(),
             copies,
             duration: options.duration,
+            in_flight: options.in_flight,
         },
     ))
+}
+
+fn one() -> usize {
+    1
 }
 
 fn hostname() -> String {
@@ -777,8 +812,8 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "farm bench: {} on {} fabric, {} nodes, {} copies, {} client threads, host {} ({} CPUs), {:.1} s measured",
-            self.workload, self.fabric, self.nodes, self.copies, self.threads, self.host, self.cpus, self.duration_s
+            "farm bench: {} on {} fabric, {} nodes, {} copies, {} client threads × {} in flight, host {} ({} CPUs), {:.1} s measured",
+            self.workload, self.fabric, self.nodes, self.copies, self.threads, self.in_flight, self.host, self.cpus, self.duration_s
         );
         let _ = writeln!(
             out,

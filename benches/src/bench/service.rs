@@ -40,6 +40,10 @@ pub struct BenchRequest {
     /// TPC-C's warehouses on each node.
     #[serde(default = "one")]
     pub warehouses_per_node: usize,
+    /// Transactions each client thread keeps in flight (1: a plain
+    /// thread; more: a worker, see `farm_core::worker`).
+    #[serde(default = "one")]
+    pub in_flight: usize,
 }
 
 fn one() -> usize {
@@ -58,6 +62,15 @@ impl BenchRequest {
         let seconds = |s: f64| s.is_finite() && (0.0..=86_400.0).contains(&s);
         if !seconds(self.warmup_s) || !seconds(self.duration_s) || self.duration_s == 0.0 {
             return Err("warm-up and duration: seconds, duration above 0".into());
+        }
+        let most_threads = self.threads.iter().copied().max().unwrap_or(1);
+        if self.in_flight == 0
+            || most_threads.saturating_mul(self.in_flight) > farm_core::limits::CONTEXTS_MAX
+        {
+            return Err(format!(
+                "in-flight: at least 1, and threads × in-flight at most {} per node (farm_core::limits::CONTEXTS_MAX)",
+                farm_core::limits::CONTEXTS_MAX
+            ));
         }
         if !(1..=1024).contains(&self.warehouses_per_node) {
             return Err("warehouses: 1 to 1024 per node".into());
@@ -166,6 +179,7 @@ impl Service for BenchService {
             workload_site.barrier("bench-start")?;
             let options = RunOptions {
                 threads_per_node: threads,
+                in_flight: request.in_flight,
                 warmup: Duration::from_secs_f64(request.warmup_s),
                 duration: Duration::from_secs_f64(request.duration_s),
                 progress: false,
@@ -224,6 +238,7 @@ impl Service for BenchService {
                         nodes,
                         copies,
                         duration: options.duration,
+                        in_flight: options.in_flight,
                     },
                 );
                 events.sort_by(|a, b| a.unix_ms.total_cmp(&b.unix_ms));

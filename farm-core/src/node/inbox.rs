@@ -16,6 +16,7 @@ use super::gate::Gate;
 
 use crate::codec::inbox::{reply_offset, LockReply};
 use crate::error::Result;
+use crate::task::{self, NoPause};
 use crate::txn_id::TxnId;
 
 /// Something that processes the records waiting in a node's rings.
@@ -60,6 +61,9 @@ impl InboxHook {
     pub(crate) fn help(&self) {
         if let Some(poller) = self.poller.get().and_then(Weak::upgrade) {
             if let Ok(mut poller) = poller.try_lock() {
+                // A task must not pause holding the server (its thread's
+                // other tasks would find it taken).
+                let _held = NoPause::hold();
                 let _ = poller.poll_once();
             }
         }
@@ -70,6 +74,7 @@ impl InboxHook {
     pub(crate) fn help_sender(&self, sender: usize) {
         if let Some(poller) = self.poller.get().and_then(Weak::upgrade) {
             if let Ok(mut poller) = poller.try_lock() {
+                let _held = NoPause::hold();
                 let _ = poller.poll_sender(sender);
             }
         }
@@ -94,6 +99,7 @@ impl InboxHook {
                 // Read before polling: a notification after this read moves
                 // the counter again, so it is never skipped.
                 self.polled_at.store(now, Ordering::Relaxed);
+                let _held = NoPause::hold();
                 let _ = poller.poll_once();
             }
         }
@@ -161,8 +167,14 @@ pub(crate) fn wait_lock_replies(
                 help_primary(primary);
             }
         }
+        // In a task, every wait lets the thread's other transactions run
+        // (and its worker poll the rings); on a plain thread, spin, then
+        // yield the core.
+        let paused = task::pause_after(spins);
         if spins < spin_polls.max(HELP_PRIMARIES_AFTER) {
-            std::hint::spin_loop();
+            if !paused {
+                std::hint::spin_loop();
+            }
             continue;
         }
         if spins.is_multiple_of(16) {
@@ -170,7 +182,7 @@ pub(crate) fn wait_lock_replies(
             for &primary in primaries {
                 help_primary(primary);
             }
-        } else {
+        } else if !paused {
             std::thread::yield_now();
         }
         if spins.is_multiple_of(64) {

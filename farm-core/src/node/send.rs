@@ -13,6 +13,7 @@ use crate::codec::record::{self, TRAILER_BYTES};
 use crate::error::{Error, Result};
 use crate::limits::{RECORD_BYTES_MAX, REPLY_TIMEOUT_MS, RING_WAIT_MS};
 use crate::ring::{Reservation, RingSender};
+use crate::task::NoPause;
 
 pub(crate) struct SendPath {
     senders: Vec<Mutex<RingSender>>,
@@ -109,6 +110,10 @@ impl SendPath {
             endpoint.wait(Duration::from_millis(REPLY_TIMEOUT_MS))?;
         }
         let Destination { target, inbox_key } = destination;
+        // The ring sender stays locked until the record is posted: no
+        // pause in between (another task of this thread may send to the
+        // same receiver).
+        let _held = NoPause::hold();
         let (mut sender, reservation) = self.reserve(fabric, target, len)?;
         // The trailer's tag needs the position, known only now.
         record::seal(record, reservation.position).expect("the length was checked above");
