@@ -21,15 +21,18 @@ pub struct Args {
     /// Nodes (default 3); a comma list sweeps (e.g. 1,2,3).
     #[arg(long, value_delimiter = ',')]
     pub nodes: Vec<usize>,
-    /// Client threads per node; a comma list sweeps (e.g. 1,2,4).
-    #[arg(long, default_value = "2", value_delimiter = ',')]
+    /// Client threads per node; a comma list sweeps (e.g. 1,2,4). Default:
+    /// on shm (in process or --processes) the node's share of this host's
+    /// cores, at least 1; otherwise 2.
+    #[arg(long, value_delimiter = ',')]
     pub threads: Vec<usize>,
     /// Transactions each client thread keeps in flight. Above 1 each
     /// client thread is a worker event loop running that many
     /// transactions as tasks, which pause where they wait (a LOCK answer,
     /// a READ's completion) and let the others run (farm_core::Worker).
-    #[arg(long, default_value_t = 1)]
-    pub in_flight: usize,
+    /// Default: 2 on shm (in process or --processes), otherwise 1.
+    #[arg(long)]
+    pub in_flight: Option<usize>,
     /// Replicas of every region (at most the number of nodes).
     #[arg(long, default_value_t = 3)]
     pub copies: usize,
@@ -120,11 +123,19 @@ pub fn run(args: Args) -> CommandResult {
         },
         (None, false) => Target::InProcess,
     };
+    let nodes_max = args.nodes.iter().copied().max().unwrap_or(3);
+    let (threads, in_flight) = command::default_clients(args.fabric.fabric, &target, nodes_max);
+    let threads = if args.threads.is_empty() {
+        vec![threads]
+    } else {
+        args.threads
+    };
+    let in_flight = args.in_flight.unwrap_or(in_flight);
     command::run(&BenchOptions {
         workload: args.workload,
         nodes: args.nodes,
-        threads: args.threads,
-        in_flight: args.in_flight,
+        threads,
+        in_flight,
         copies: args.copies,
         scale: args.scale,
         warehouses_per_node: args.warehouses,

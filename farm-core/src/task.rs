@@ -163,7 +163,7 @@ impl Drop for NoPause {
 
 /// The hook of `rdma_transport::pause`: the fabric's waits pause the task.
 pub(crate) fn install_fabric_hook() {
-    rdma_transport::pause::set_pause_hook(pause);
+    rdma_transport::pause::set_pause_hook(pause_after);
 }
 
 #[cfg(test)]

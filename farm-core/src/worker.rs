@@ -26,9 +26,10 @@ use crate::error::Result;
 use crate::task::{self, Task};
 
 /// A round in which every paused task had waited at least this many polls
-/// ends with the worker yielding its core: nothing on this thread moves,
-/// and what it waits for may need a thread that has no core (a 2-core box
-/// running three in-process nodes).
+/// (none began a new wait, so none finished one) ends with the worker
+/// yielding its core: nothing on this thread moves, and what it waits for
+/// may need a thread that has no core (a 2-core box running three
+/// in-process nodes; soft-RoCE's kernel work in the VM).
 const YIELD_AFTER_POLLS: u32 = 64;
 
 /// One thread's event loop over `in_flight` transaction tasks of a node.

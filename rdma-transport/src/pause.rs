@@ -9,18 +9,19 @@
 
 use std::sync::OnceLock;
 
-static HOOK: OnceLock<fn() -> bool> = OnceLock::new();
+static HOOK: OnceLock<fn(u32) -> bool> = OnceLock::new();
 
 /// Installs `hook`, which returns true when it ran other work of the
 /// thread (and the caller should poll again at once), false when there is
-/// none here. One hook per process: false when one was installed before
+/// none here. Its argument is how many times the wait has polled already
+/// (a scheduler yields the core when every wait of the thread is long). One hook per process: false when one was installed before
 /// (the first stays).
-pub fn set_pause_hook(hook: fn() -> bool) -> bool {
+pub fn set_pause_hook(hook: fn(u32) -> bool) -> bool {
     HOOK.set(hook).is_ok()
 }
 
-/// Runs the thread's other work through the hook, if one is installed;
-/// true when it did.
-pub fn pause() -> bool {
-    HOOK.get().is_some_and(|hook| hook())
+/// Runs the thread's other work through the hook, if one is installed,
+/// from a wait that has polled `polls` times; true when it did.
+pub fn pause(polls: u32) -> bool {
+    HOOK.get().is_some_and(|hook| hook(polls))
 }

@@ -1262,7 +1262,7 @@ impl Endpoint for VerbsEndpoint {
             if polled == 0 {
                 // Nothing completed yet: the thread's other transactions
                 // run meanwhile (see `crate::pause`).
-                crate::pause::pause();
+                crate::pause::pause(spins);
                 spins += 1;
                 if spins.is_multiple_of(4096) {
                     self.qp.device.replenish()?;

@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::task;
 use crate::txn_id::TxnId;
 
 /// How far a commit got when the gate closed: what recovery decides by
@@ -120,6 +121,30 @@ impl Gate {
         self.managed.store(managed, Ordering::Relaxed);
     }
 
+    /// Waits up to `left` for the state to change (or not: callers look
+    /// again). On a plain thread, on the condition variable; in a task, by
+    /// pausing, since what the change waits for may be another task of
+    /// this thread (regression: with `farm bench --processes` on workers,
+    /// a transaction waiting here for the gate to open blocked its thread,
+    /// so another of its tasks, a commit still active, never finished, and
+    /// the reconfiguration waiting for quiet never went on).
+    fn wait_change<'a>(
+        &'a self,
+        state: MutexGuard<'a, State>,
+        left: Duration,
+    ) -> MutexGuard<'a, State> {
+        if task::in_task() {
+            drop(state);
+            let paused = task::pause_after(u32::MAX);
+            let state = self.state.lock().expect("gate lock");
+            if paused {
+                return state;
+            }
+            return self.changed.wait_timeout(state, left).expect("gate lock").0;
+        }
+        self.changed.wait_timeout(state, left).expect("gate lock").0
+    }
+
     /// Waits until the gate is open, up to `timeout`; false if it stayed
     /// closed.
     pub(crate) fn wait_open(&self, timeout: Duration) -> bool {
@@ -136,7 +161,7 @@ impl Gate {
             if left.is_zero() {
                 return false;
             }
-            state = self.changed.wait_timeout(state, left).expect("gate lock").0;
+            state = self.wait_change(state, left);
         }
         true
     }
@@ -166,7 +191,7 @@ impl Gate {
             if left.is_zero() {
                 return false;
             }
-            state = self.changed.wait_timeout(state, left).expect("gate lock").0;
+            state = self.wait_change(state, left);
         }
         drop(state);
         true
@@ -210,7 +235,7 @@ impl Gate {
                 state.in_doubt.remove(&txid);
                 return None;
             }
-            state = self.changed.wait_timeout(state, left).expect("gate lock").0;
+            state = self.wait_change(state, left);
         }
     }
 

@@ -162,28 +162,35 @@ pub(crate) fn wait_lock_replies(
             return Some(granted);
         }
         spins += 1;
-        if spins == HELP_PRIMARIES_AFTER {
+        if task::pause_after(spins) {
+            // In a task: the thread's other transactions ran, and its
+            // worker polled this node's rings, a round that costs what
+            // many spins do. Help the primaries every round (in process,
+            // this processes the LOCK here; regression: waiting 128
+            // rounds first, as a plain thread waits 128 spins, made the
+            // mean LOCK phase 10 ms over verbs in the VM).
             for &primary in primaries {
                 help_primary(primary);
             }
-        }
-        // In a task, every wait lets the thread's other transactions run
-        // (and its worker poll the rings); on a plain thread, spin, then
-        // yield the core.
-        let paused = task::pause_after(spins);
-        if spins < spin_polls.max(HELP_PRIMARIES_AFTER) {
-            if !paused {
+        } else {
+            // A plain thread: spin, then yield the core.
+            if spins == HELP_PRIMARIES_AFTER {
+                for &primary in primaries {
+                    help_primary(primary);
+                }
+            }
+            if spins < spin_polls.max(HELP_PRIMARIES_AFTER) {
                 std::hint::spin_loop();
+                continue;
             }
-            continue;
-        }
-        if spins.is_multiple_of(16) {
-            hook.help();
-            for &primary in primaries {
-                help_primary(primary);
+            if spins.is_multiple_of(16) {
+                hook.help();
+                for &primary in primaries {
+                    help_primary(primary);
+                }
+            } else {
+                std::thread::yield_now();
             }
-        } else if !paused {
-            std::thread::yield_now();
         }
         if spins.is_multiple_of(64) {
             let now = Instant::now();
