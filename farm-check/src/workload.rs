@@ -32,6 +32,10 @@ pub const LIST_CAPACITY: usize = 64;
 pub struct WorkloadOptions {
     pub txns: u64,
     pub threads: usize,
+    /// Transactions each client thread keeps in flight: above 1 the thread
+    /// is a `farm_core::Worker` running that many clients as tasks.
+    #[serde(default = "one")]
+    pub in_flight: usize,
     pub registers: usize,
     pub lists: usize,
     /// Micro-operations per transaction: 1 to this many.
@@ -46,11 +50,16 @@ pub struct WorkloadOptions {
     pub survive_failures: bool,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Default for WorkloadOptions {
     fn default() -> Self {
         WorkloadOptions {
             txns: 10_000,
             threads: 6,
+            in_flight: 1,
             registers: 64,
             lists: 32,
             ops_max: 4,
@@ -259,120 +268,136 @@ pub fn run_clients_with_progress(
                 finished.clone(),
                 aborts.clone(),
             );
-            let mut log = recorder.client();
+            // One client (a sequential history) per transaction in flight.
+            let in_flight = options.in_flight.max(1);
+            let logs: Vec<_> = (0..in_flight)
+                .map(|_| std::cell::Cell::new(Some(recorder.client())))
+                .collect();
             let node = nodes[thread % nodes.len()];
             let options = options.clone();
             handles.push(scope.spawn(move || -> farm_core::Result<()> {
-                // Values are unique per client: its id (unique across the
-                // processes of one check) above a counter.
-                let client = u64::from(log.client_id().0) + 1;
-                let mut rng =
-                    Rng(options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (client << 17) | 1);
-                let mut unique = 0u64;
-                // With `survive_failures`: when the engine last got a
-                // transaction through; a client gives up after
-                // SURVIVE_STALL without one (the cluster lost its
-                // majority, say) rather than wait for ever.
-                let mut progressed = Instant::now();
                 // Between transactions this thread serves its node's rings.
                 let _poller = node.poller();
-                while issued.fetch_add(1, Ordering::Relaxed) < options.txns {
-                    node.poll();
-                    let mut record = log.begin();
-                    let mut txn = match node.begin() {
-                        Ok(txn) => txn,
-                        Err(_)
-                            if options.survive_failures && progressed.elapsed() < SURVIVE_STALL =>
+                let client_loop = |task: usize| -> farm_core::Result<()> {
+                    let mut log = logs[task].take().expect("each task takes its own log");
+                    // Values are unique per client: its id (unique across the
+                    // processes of one check) above a counter.
+                    let client = u64::from(log.client_id().0) + 1;
+                    let mut rng =
+                        Rng(options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (client << 17) | 1);
+                    let mut unique = 0u64;
+                    // With `survive_failures`: when the engine last got a
+                    // transaction through; a client gives up after
+                    // SURVIVE_STALL without one (the cluster lost its
+                    // majority, say) rather than wait for ever.
+                    let mut progressed = Instant::now();
+                    while issued.fetch_add(1, Ordering::Relaxed) < options.txns {
+                        node.poll();
+                        let mut record = log.begin();
+                        let mut txn = match node.begin() {
+                            Ok(txn) => txn,
+                            Err(_)
+                                if options.survive_failures
+                                    && progressed.elapsed() < SURVIVE_STALL =>
+                            {
+                                record.finish(Outcome::Aborted);
+                                finished.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Err(error) => return Err(error),
+                        };
+                        let ops = 1 + rng.below(options.ops_max);
+                        let mut conflict = None;
+                        for _ in 0..ops {
+                            let key = rng.below(addrs.len());
+                            let addr = addrs[key];
+                            let kind = rng.below(100);
+                            let step: Result<(), TxnError> = (|| {
+                                if key < options.registers {
+                                    let value: u64 = txn.read_pod(addr)?;
+                                    record.read_register(key as u64, (value != 0).then_some(value));
+                                    if kind < 45 {
+                                        unique += 1;
+                                        let new = (client << 40) | unique;
+                                        txn.write_pod(addr, &new)?;
+                                        record.write_register(key as u64, new);
+                                    }
+                                } else {
+                                    let mut elements = list_decode(&txn.read(addr)?);
+                                    record.read_list(key as u64, elements.clone());
+                                    if kind < 50 && elements.len() < LIST_CAPACITY {
+                                        unique += 1;
+                                        let element = (client << 40) | unique;
+                                        elements.push(element);
+                                        txn.write(addr, &list_encode(&elements))?;
+                                        record.append(key as u64, element);
+                                    }
+                                }
+                                Ok(())
+                            })();
+                            match step {
+                                Ok(()) => {}
+                                Err(TxnError::Conflict(reason)) => {
+                                    conflict = Some(reason);
+                                    break;
+                                }
+                                Err(TxnError::Failed(_)) if options.survive_failures => {
+                                    conflict = Some(AbortReason::Unavailable);
+                                    break;
+                                }
+                                Err(TxnError::Failed(error)) => return Err(error),
+                            }
+                        }
+                        let outcome = match conflict {
+                            Some(reason) => {
+                                txn.abort();
+                                EngineOutcome::Aborted(reason)
+                            }
+                            None => {
+                                record.committing();
+                                match txn.commit() {
+                                    Ok(outcome) => outcome,
+                                    Err(_)
+                                        if options.survive_failures
+                                            && progressed.elapsed() < SURVIVE_STALL =>
+                                    {
+                                        // Dropped unfinished: recorded unknown.
+                                        drop(record);
+                                        finished.fetch_add(1, Ordering::Relaxed);
+                                        continue;
+                                    }
+                                    Err(error) => return Err(error),
+                                }
+                            }
+                        };
+                        if options.survive_failures
+                            && outcome != EngineOutcome::Aborted(AbortReason::Unavailable)
                         {
-                            record.finish(Outcome::Aborted);
-                            finished.fetch_add(1, Ordering::Relaxed);
-                            continue;
+                            progressed = Instant::now();
                         }
-                        Err(error) => return Err(error),
-                    };
-                    let ops = 1 + rng.below(options.ops_max);
-                    let mut conflict = None;
-                    for _ in 0..ops {
-                        let key = rng.below(addrs.len());
-                        let addr = addrs[key];
-                        let kind = rng.below(100);
-                        let step: Result<(), TxnError> = (|| {
-                            if key < options.registers {
-                                let value: u64 = txn.read_pod(addr)?;
-                                record.read_register(key as u64, (value != 0).then_some(value));
-                                if kind < 45 {
-                                    unique += 1;
-                                    let new = (client << 40) | unique;
-                                    txn.write_pod(addr, &new)?;
-                                    record.write_register(key as u64, new);
-                                }
-                            } else {
-                                let mut elements = list_decode(&txn.read(addr)?);
-                                record.read_list(key as u64, elements.clone());
-                                if kind < 50 && elements.len() < LIST_CAPACITY {
-                                    unique += 1;
-                                    let element = (client << 40) | unique;
-                                    elements.push(element);
-                                    txn.write(addr, &list_encode(&elements))?;
-                                    record.append(key as u64, element);
-                                }
+                        match outcome {
+                            EngineOutcome::Committed => record.finish(Outcome::Committed),
+                            EngineOutcome::Aborted(reason) => {
+                                let slot = AbortReason::ALL
+                                    .iter()
+                                    .position(|r| *r == reason)
+                                    .expect("every reason is in ALL");
+                                aborts[slot].fetch_add(1, Ordering::Relaxed);
+                                record.finish(Outcome::Aborted);
                             }
-                            Ok(())
-                        })();
-                        match step {
-                            Ok(()) => {}
-                            Err(TxnError::Conflict(reason)) => {
-                                conflict = Some(reason);
-                                break;
-                            }
-                            Err(TxnError::Failed(_)) if options.survive_failures => {
-                                conflict = Some(AbortReason::Unavailable);
-                                break;
-                            }
-                            Err(TxnError::Failed(error)) => return Err(error),
                         }
+                        finished.fetch_add(1, Ordering::Relaxed);
                     }
-                    let outcome = match conflict {
-                        Some(reason) => {
-                            txn.abort();
-                            EngineOutcome::Aborted(reason)
-                        }
-                        None => {
-                            record.committing();
-                            match txn.commit() {
-                                Ok(outcome) => outcome,
-                                Err(_)
-                                    if options.survive_failures
-                                        && progressed.elapsed() < SURVIVE_STALL =>
-                                {
-                                    // Dropped unfinished: recorded unknown.
-                                    drop(record);
-                                    finished.fetch_add(1, Ordering::Relaxed);
-                                    continue;
-                                }
-                                Err(error) => return Err(error),
-                            }
-                        }
-                    };
-                    if options.survive_failures
-                        && outcome != EngineOutcome::Aborted(AbortReason::Unavailable)
-                    {
-                        progressed = Instant::now();
-                    }
-                    match outcome {
-                        EngineOutcome::Committed => record.finish(Outcome::Committed),
-                        EngineOutcome::Aborted(reason) => {
-                            let slot = AbortReason::ALL
-                                .iter()
-                                .position(|r| *r == reason)
-                                .expect("every reason is in ALL");
-                            aborts[slot].fetch_add(1, Ordering::Relaxed);
-                            record.finish(Outcome::Aborted);
-                        }
-                    }
-                    finished.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                };
+                if in_flight == 1 {
+                    return client_loop(0);
                 }
-                Ok(())
+                // A worker: the clients run as tasks on this thread.
+                farm_core::Worker::new(node, in_flight)
+                    .run(client_loop)?
+                    .into_iter()
+                    .collect()
             }));
         }
         if options.progress {

@@ -38,6 +38,11 @@ pub struct Args {
     /// Client threads per node.
     #[arg(long, default_value_t = 2)]
     pub threads_per_node: usize,
+    /// Transactions each client thread keeps in flight: above 1 the thread
+    /// is a worker running that many clients as tasks (farm_core::Worker),
+    /// each with its own history.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: usize,
     /// Register objects.
     #[arg(long, default_value_t = 64)]
     pub registers: usize,
@@ -94,6 +99,7 @@ pub fn run(args: Args) -> CommandResult {
         workload: WorkloadOptions {
             txns: args.txns,
             threads: args.threads_per_node,
+            in_flight: args.in_flight,
             registers: args.registers,
             lists: args.lists,
             ops_max: args.ops_max,
