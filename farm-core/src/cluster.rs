@@ -45,9 +45,14 @@ use crate::txn_id::TxnId;
 
 /// The future of [`Node::run_async`]: the transaction's result.
 pub struct RunAsync<T> {
-    /// The task; or the error that kept it from starting, until it is
-    /// returned; `None` once the future has completed.
-    task: Option<std::result::Result<crate::task::Task<Result<T>>, Option<Error>>>,
+    state: RunState<T>,
+}
+
+enum RunState<T> {
+    Running(crate::task::Task<Result<T>>),
+    /// The task's stack could not be mapped: the first poll says so.
+    Failed(Error),
+    Done,
 }
 
 impl<T: 'static> std::future::Future for RunAsync<T> {
@@ -58,25 +63,27 @@ impl<T: 'static> std::future::Future for RunAsync<T> {
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<T>> {
         use std::task::Poll;
-        match self.task.as_mut() {
-            None => panic!("RunAsync polled after it completed"),
-            Some(Err(error)) => {
-                let error = error.take().expect("a start error is returned once");
-                self.task = None;
-                Poll::Ready(Err(error))
+        let step = match &mut self.state {
+            RunState::Running(task) => task.step(),
+            RunState::Failed(_) => {
+                let RunState::Failed(error) = std::mem::replace(&mut self.state, RunState::Done)
+                else {
+                    unreachable!("matched above")
+                };
+                return Poll::Ready(Err(error));
             }
-            Some(Ok(task)) => match task.step() {
-                Some(result) => {
-                    self.task = None;
-                    Poll::Ready(result)
-                }
-                None => {
-                    // Paused at a wait: look again on the executor's next
-                    // round.
-                    context.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            },
+            RunState::Done => panic!("RunAsync polled after it completed"),
+        };
+        match step {
+            Some(result) => {
+                self.state = RunState::Done;
+                Poll::Ready(result)
+            }
+            None => {
+                // Paused at a wait: look again on the executor's next round.
+                context.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
     }
 }
@@ -197,9 +204,11 @@ impl Node {
     ) -> RunAsync<T> {
         crate::task::install_fabric_hook();
         let node = self.clone();
-        let task = crate::task::Task::new(move || node.run(body));
         RunAsync {
-            task: Some(task.map_err(Some)),
+            state: match crate::task::Task::new(move || node.run(body)) {
+                Ok(task) => RunState::Running(task),
+                Err(error) => RunState::Failed(error),
+            },
         }
     }
 
