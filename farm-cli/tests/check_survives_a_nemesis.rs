@@ -4,7 +4,8 @@
 //! history (the killed nodes' too, from their journals) is strictly
 //! serializable with no acknowledged append lost; each killed node is
 //! restarted and rejoins, taking its replicas again. Once with the
-//! embedded configuration store, once with a real ZooKeeper server.
+//! embedded configuration store, once with a real ZooKeeper server, once
+//! with each node's clients as tasks on a worker.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -59,4 +60,13 @@ fn killed_nodes_lose_nothing_with_zookeeper() {
     let zookeeper = LocalZooKeeper::start().expect("start a ZooKeeper server");
     let address = zookeeper.address("/farm-test/check-nemesis");
     check_with_nemesis(&["--seed", "3", "--config-store", &address]);
+}
+
+/// The same with each node's clients as tasks on one worker thread, three
+/// in flight (`farm_core::Worker`): a task that waits for the gate or for
+/// recovery's decision must not hold up its worker's other tasks.
+#[test]
+fn killed_nodes_lose_nothing_with_clients_on_workers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    check_with_nemesis(&["--seed", "4", "--threads-per-node", "1", "--in-flight", "3"]);
 }
