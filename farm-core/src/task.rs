@@ -27,10 +27,12 @@ use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use crate::error::{Error, Result};
 
-/// Bytes of a task's stack (virtual: pages are touched as used). The
-/// engine's deepest path, a commit under a hash-table operation, uses a
-/// few tens of KiB.
-pub const TASK_STACK_BYTES: usize = 256 * 1024;
+/// Bytes of a task's stack (virtual: pages are touched as used), with a
+/// guard page below it: an overflow faults instead of corrupting memory.
+/// The engine's own deepest path, a commit under a hash-table operation,
+/// uses a few tens of KiB; the rest is for the application's code in the
+/// task (1 MiB, as `corosensei`'s default; a thread's is 8).
+pub const TASK_STACK_BYTES: usize = 1024 * 1024;
 
 thread_local! {
     /// The yielder of the task running on this thread now; null outside
