@@ -47,6 +47,9 @@ step "farm check over verbs: three node processes on rxe0 inside the soft-RoCE V
 cargo build --release -p farm-cli --features verbs --locked
 soft-roce-setup/vm/run.sh "$repo/target/release/farm" check --fabric verbs --nodes 3 --txns 20000
 
+step "farm check over verbs on workers: each node's clients as three tasks on one thread, pausing at completion-queue waits"
+soft-roce-setup/vm/run.sh "$repo/target/release/farm" check --fabric verbs --nodes 3 --txns 10000 --threads-per-node 1 --in-flight 3
+
 step "farm bench --cluster over verbs: TATP on three farm node processes on rxe0 inside the soft-RoCE VM"
 soft-roce-setup/vm/bench-cluster.sh --workload tatp --scale 0.1 --warmup 0.5 --duration 2 --quiet
 
