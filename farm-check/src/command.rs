@@ -107,12 +107,13 @@ pub fn run(options: &CheckOptions) -> Result<Report, Error> {
     let processes = options.processes.is_some() || options.fabric == FabricKind::Verbs;
     let threads = options.workload.threads * options.nodes;
     eprintln!(
-        "farm check: {} transactions, {} nodes ({}), {} copies, {} fabric, {threads} client threads",
+        "farm check: {} transactions, {} nodes ({}), {} copies, {} fabric, {threads} client threads × {} in flight",
         options.workload.txns,
         options.nodes,
         if processes { "separate processes" } else { "in this process" },
         options.copies,
         options.fabric,
+        options.workload.in_flight.max(1),
     );
     let started = Instant::now();
     if options.nemesis.is_some() && !processes {
