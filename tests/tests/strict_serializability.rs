@@ -107,46 +107,33 @@ fn checker_catches_skipped_validation() {
     );
 }
 
+/// Locks not taken at all.
+const SKIP_LOCK: Faults = Faults {
+    skip_validation: false,
+    skip_lock: true,
+    abort_in_recovery: false,
+};
+
+/// The anomaly kinds that skipped locks may show.
+const SKIPPED_LOCK_ANOMALIES: &[&str] = &[
+    "lost-update",
+    "G-single",
+    "G2",
+    "G1c",
+    "G0",
+    "G-nonadjacent",
+    "incompatible-order",
+    "garbage",
+];
+
 #[test]
 fn checker_catches_skipped_locks() {
-    fault_is_caught(
-        Faults {
-            skip_lock: true,
-            ..Faults::default()
-        },
-        &[
-            "lost-update",
-            "G-single",
-            "G2",
-            "G1c",
-            "G0",
-            "G-nonadjacent",
-            "incompatible-order",
-            "garbage",
-        ],
-    );
+    fault_is_caught(SKIP_LOCK, SKIPPED_LOCK_ANOMALIES);
 }
 
 /// The workers' histories can fail too: without locks, transactions in
 /// flight as tasks give anomalies the checker reports.
 #[test]
 fn checker_catches_skipped_locks_on_workers() {
-    fault_is_caught_with(
-        Faults {
-            skip_lock: true,
-            ..Faults::default()
-        },
-        &[
-            "lost-update",
-            "G-single",
-            "G2",
-            "G1c",
-            "G0",
-            "G-nonadjacent",
-            "incompatible-order",
-            "garbage",
-        ],
-        3,
-        4,
-    );
+    fault_is_caught_with(SKIP_LOCK, SKIPPED_LOCK_ANOMALIES, 3, 4);
 }

@@ -215,11 +215,11 @@ pub fn run(options: &BenchOptions) -> Result<Vec<BenchReport>> {
 /// share of this host's cores as worker threads (at least one), each with
 /// two transactions in flight (issue 11: FaRM's one event loop per core).
 /// Measured on the 2-core dev host, TATP, `--threads 1,2,4,8
-/// --in-flight 2`: 1.05 M tx/s at one worker per node against 0.92–0.95 M
-/// for the best plain set-up (two threads, one in flight), and less with
-/// more workers than cores. Elsewhere (verbs, `--cluster`): two plain
-/// client threads, one in flight, as before: in the soft-RoCE VM workers
-/// were 20–30% slower (emulated CPUs that rxe's kernel work shares; see
+/// --in-flight 2`: 1.05 M tx/s at one worker per node against 0.92 / 0.95
+/// M for one / two plain threads per node, and less with more workers
+/// than cores. Elsewhere (verbs, `--cluster`): two plain client threads,
+/// one in flight, as before: in the soft-RoCE VM workers were 17–38%
+/// slower than plain threads in the same boot (emulated CPUs that rxe's kernel work shares; see
 /// the README), and a `--cluster` driver cannot see the nodes' cores.
 pub fn default_clients(fabric: FabricKind, target: &Target, nodes_max: usize) -> (usize, usize) {
     let cluster = matches!(target, Target::Cluster { .. });
