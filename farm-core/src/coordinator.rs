@@ -178,8 +178,23 @@ fn timeout() -> Duration {
     Duration::from_millis(REPLY_TIMEOUT_MS)
 }
 
-fn elapsed_ns(started: Instant) -> u64 {
-    started.elapsed().as_nanos() as u64
+/// The clock of a commit's phases: one clock read per phase boundary, each
+/// phase ending where the next begins (the gate checks between two phases,
+/// a few atomic loads, count as the next phase's).
+struct PhaseClock(Instant);
+
+impl PhaseClock {
+    fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Nanoseconds since the last lap (or the start).
+    fn lap(&mut self) -> u64 {
+        let now = Instant::now();
+        let ns = now.duration_since(self.0).as_nanos() as u64;
+        self.0 = now;
+        ns
+    }
 }
 
 /// Commits a transaction that read `reads` and writes `writes`: the five
@@ -278,9 +293,9 @@ fn commit_steps(
         if reads.len() <= 1 {
             return Ok(Some(Outcome::Committed));
         }
-        let started = Instant::now();
+        let mut clock = PhaseClock::start();
         let valid = validate(node, context, txid, reads, writes, None)?;
-        phases.validate_ns = elapsed_ns(started);
+        phases.validate_ns = clock.lap();
         return Ok(Some(match valid {
             // The commit point of a read-only transaction: its reads are
             // the cluster's only if this node's lease still holds.
@@ -291,7 +306,7 @@ fn commit_steps(
     }
     let participants = Participants::plan(&context.view.config, writes)?;
 
-    let started = Instant::now();
+    let mut clock = PhaseClock::start();
     let locked = match lock(node, context, txid, writes, &participants)? {
         LockVote::Granted(locked) => locked,
         LockVote::Refused => {
@@ -300,12 +315,11 @@ fn commit_steps(
         }
         LockVote::Stopped => return Ok(None),
     };
-    phases.lock_ns = elapsed_ns(started);
+    phases.lock_ns = clock.lap();
     if !node.gate.is_open() {
         return Ok(None);
     }
 
-    let started = Instant::now();
     let validated = match validate(node, context, txid, reads, writes, Some(locked)) {
         Ok(Some(validated)) => validated,
         Ok(None) => {
@@ -323,7 +337,7 @@ fn commit_steps(
             ))
         }
     };
-    phases.validate_ns = elapsed_ns(started);
+    phases.validate_ns = clock.lap();
     if !node.gate.is_open() {
         return Ok(None);
     }
@@ -335,19 +349,17 @@ fn commit_steps(
         return Ok(Some(Outcome::Aborted(AbortReason::Unavailable)));
     }
 
-    let started = Instant::now();
     *backed_up = true;
     let proof = commit_backup(node, context, txid, writes, &participants, validated)?;
-    phases.commit_backup_ns = elapsed_ns(started);
+    phases.commit_backup_ns = clock.lap();
     if !node.gate.is_open() {
         return Ok(None);
     }
 
     *phase = CommitPhase::CommitPrimarySent;
-    let started = Instant::now();
     let committed = commit_primary(node, context, txid, &participants, proof)
         .map_err(|error| outcome_unknown(txid, "COMMIT-PRIMARY", error))?;
-    phases.commit_primary_ns = elapsed_ns(started);
+    phases.commit_primary_ns = clock.lap();
     if !node.gate.lease_valid() {
         // The lease ran out while COMMIT-PRIMARY went out: the cluster may
         // have removed this node meanwhile and decided the transaction by

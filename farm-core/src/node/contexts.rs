@@ -129,7 +129,7 @@ impl ContextPool {
         node: usize,
         fabric: &dyn Fabric,
         nodes: usize,
-        view: &Arc<View>,
+        view: impl FnOnce() -> Arc<View>,
     ) -> Result<Context> {
         if let Some(context) = self.take_idle() {
             return Ok(context);
@@ -152,8 +152,9 @@ impl ContextPool {
             scratch,
             sequence: 0,
             record: Vec::with_capacity(RECORD_BYTES_MAX),
-            view: view.clone(),
-            view_serial: 0,
+            view: view(),
+            // No serial yet: the caller takes the view again.
+            view_serial: u64::MAX,
             generations: vec![0; nodes],
         })
     }
