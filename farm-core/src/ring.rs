@@ -321,8 +321,15 @@ impl RingReceiver {
     /// Marks the record at `position` retired, then zeroes and releases
     /// the retired prefix.
     pub fn retire(&mut self, position: u64) {
-        if let Some(entry) = self.unretired.iter_mut().find(|entry| entry.0 == position) {
-            entry.2 = true;
+        // Sorted by position (records are processed in ring order): a
+        // binary search, not a scan (with 8 worker threads per node and 2
+        // transactions in flight each, many LOCKs wait here for their
+        // COMMIT-PRIMARY, and the scan was 4.6% of TATP's time, perf).
+        if let Ok(index) = self
+            .unretired
+            .binary_search_by_key(&position, |entry| entry.0)
+        {
+            self.unretired[index].2 = true;
         }
         let mut advanced = false;
         while let Some(&(position, len, true)) = self.unretired.front() {
