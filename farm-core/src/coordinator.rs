@@ -527,7 +527,7 @@ pub(crate) fn validate(
         .filter(|r| !writes.iter().any(|w| w.addr == r.addr))
         .map(|r| (r.addr, r.header))
         .collect();
-    // One batch of 8-byte READs per remote primary, then wait.
+    // 8-byte READs of the headers, grouped by remote primary.
     type Remote = SmallVec<[(usize, Addr); 8]>;
     let mut remote: SmallVec<[(usize, Remote); 4]> = SmallVec::new();
     for (index, (addr, header)) in to_check.iter().enumerate() {
@@ -545,14 +545,12 @@ pub(crate) fn validate(
         }
     }
     // The READs go to every primary before any is waited for: one round
-    // trip for the whole read set, not one per primary (FaRM NSDI'14 §4:
-    // validation READs are issued in parallel). Regression: waiting for
-    // each primary in turn made a read-only TATP transaction that read
-    // objects of two other nodes pay two round trips (get-new-destination
-    // p50 565-758 us over three node processes on rxe0 in the VM, against
-    // 197 us in one process). A wave posts at most one batch per primary
-    // (its send queue holds one) and one word per READ in the context's
-    // read area; a read set larger than that takes more waves.
+    // trip for the whole read set, not one per primary (FaRM NSDI'14 §4
+    // issues a transaction's validation READs in parallel). Until 800f35f
+    // this waited for each primary in turn, so a read set on two other
+    // nodes paid two round trips. A wave posts at most one batch per
+    // primary (what a send queue is sized for) and one word per READ in
+    // the context's read area; a larger read set takes more waves.
     const WORD_BYTES: u64 = std::mem::size_of::<u64>() as u64;
     let per_batch =
         rdma_transport::limits::BATCH_WR_COUNT_MAX.min((READ_AREA_BYTES / WORD_BYTES) as usize);
