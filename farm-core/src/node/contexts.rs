@@ -119,7 +119,8 @@ pub(crate) struct ContextPool {
 }
 
 impl ContextPool {
-    /// An idle context, or a new one (node `node` of `nodes`).
+    /// An idle context, or a new one (node `node` of `nodes`) holding
+    /// `view()`, read after the view serial `view_serial` was.
     ///
     /// # Errors
     /// [`Error::TooManyContexts`] when [`CONTEXTS_MAX`] are in use; the
@@ -129,6 +130,7 @@ impl ContextPool {
         node: usize,
         fabric: &dyn Fabric,
         nodes: usize,
+        view_serial: u64,
         view: impl FnOnce() -> Arc<View>,
     ) -> Result<Context> {
         if let Some(context) = self.take_idle() {
@@ -153,8 +155,7 @@ impl ContextPool {
             sequence: 0,
             record: Vec::with_capacity(RECORD_BYTES_MAX),
             view: view(),
-            // No serial yet: the caller takes the view again.
-            view_serial: u64::MAX,
+            view_serial,
             generations: vec![0; nodes],
         })
     }

@@ -51,9 +51,9 @@ pub(crate) struct Gate {
     active: AtomicUsize,
     /// Threads in [`Gate::wait_quiet`]: the last active commit to end
     /// wakes them, and takes the lock to do so, only when there are any.
-    /// (Regression, found with perf: notifying on every commit that left
-    /// no other active, a `futex` wake system call each, was 96% of TATP's
-    /// `futex` calls.)
+    /// (Regression, found with `strace -c -f`: notifying on every commit
+    /// that left no other active, a `futex` wake system call each, was 96%
+    /// of TATP's `futex` calls.)
     quiet_waiters: AtomicUsize,
     /// When this node's lease ends, in ns after [`lease_epoch`];
     /// `u64::MAX`: no lease.
