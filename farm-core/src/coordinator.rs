@@ -573,48 +573,23 @@ pub(crate) fn validate(
         if wave.is_empty() {
             break;
         }
-        let mut posted: SmallVec<[usize; 4]> = SmallVec::new();
-        let mut failed = None;
-        for &(place, from, count, first_slot) in &wave {
+        post_reads_then_wait(context, wave.len(), |context, job, ops| {
+            let (place, from, count, first_slot) = wave[job];
             let (primary, list) = &remote[place];
-            let mut ops: SmallVec<[Op; 8]> = SmallVec::with_capacity(count);
-            let built: Result<()> =
-                list[from..from + count]
-                    .iter()
-                    .enumerate()
-                    .try_for_each(|(i, (_, addr))| {
-                        ops.push(Op::Read {
-                            local: context
-                                .scratch
-                                .slice((first_slot + i) as u64 * WORD_BYTES, WORD_BYTES as u32)?,
-                            remote: RemoteAddr {
-                                node: NodeId(*primary as u16),
-                                key: context.view.directory.region_key(*primary, addr.region())?,
-                                offset: u64::from(addr.offset())
-                                    + crate::codec::object::HEADER_OFFSET,
-                            },
-                        });
-                        Ok(())
-                    });
-            match built.and_then(|()| Ok(context.endpoints[*primary].post(&ops)?)) {
-                Ok(()) => posted.push(*primary),
-                Err(error) => {
-                    failed = Some(error);
-                    break;
-                }
+            for (i, (_, addr)) in list[from..from + count].iter().enumerate() {
+                ops.push(Op::Read {
+                    local: context
+                        .scratch
+                        .slice((first_slot + i) as u64 * WORD_BYTES, WORD_BYTES as u32)?,
+                    remote: RemoteAddr {
+                        node: NodeId(*primary as u16),
+                        key: context.view.directory.region_key(*primary, addr.region())?,
+                        offset: u64::from(addr.offset()) + crate::codec::object::HEADER_OFFSET,
+                    },
+                });
             }
-        }
-        // Every posted READ is waited for, even after an error: one still
-        // in flight could land in the read area after this returns, where
-        // the next validation's words go.
-        for primary in posted {
-            if let Err(error) = context.endpoints[primary].wait(timeout()) {
-                failed.get_or_insert(error.into());
-            }
-        }
-        if let Some(error) = failed {
-            return Err(error);
-        }
+            Ok(*primary)
+        })?;
         for &(place, from, count, first_slot) in &wave {
             let list = &remote[place].1;
             for (i, (index, _)) in list[from..from + count].iter().enumerate() {
@@ -909,6 +884,78 @@ pub(crate) fn replicate_slab_table(
         context.endpoints[backup].execute(&[op], timeout())?;
     }
     Ok(())
+}
+
+/// Posts one READ of each slot of `slots` (remote primary, address, offset
+/// in the context's read area) to its primary, every primary's READs
+/// before waiting for any, then waits for all that were posted (even after
+/// an error: a READ still in flight would land in the read area later,
+/// where the next READs go). The caller keeps the slots inside the read
+/// area and at most one batch per primary; the copies are in the read area
+/// when this returns.
+pub(crate) fn read_slots_together(
+    node: &NodeShared,
+    context: &mut Context,
+    slots: &[(usize, Addr, u64)],
+) -> Result<()> {
+    debug_assert!(slots.iter().all(|(primary, _, _)| *primary != node.id));
+    let mut primaries: SmallVec<[usize; 4]> = SmallVec::new();
+    for (primary, _, _) in slots {
+        if !primaries.contains(primary) {
+            primaries.push(*primary);
+        }
+    }
+    post_reads_then_wait(context, primaries.len(), |context, job, ops| {
+        let primary = primaries[job];
+        for &(_, addr, at) in slots.iter().filter(|(p, _, _)| *p == primary) {
+            crate::read_counts::count_read(true);
+            ops.push(Op::Read {
+                local: context
+                    .scratch
+                    .slice(at, crate::region::class_bytes(addr.class()))?,
+                remote: RemoteAddr {
+                    node: NodeId(primary as u16),
+                    key: context.view.directory.region_key(primary, addr.region())?,
+                    offset: u64::from(addr.offset()),
+                },
+            });
+        }
+        Ok(primary)
+    })
+}
+
+/// Posts `jobs` batches of READs, each built by `build(context, job,
+/// ops)`, which fills `ops` and returns the primary they go to (one batch
+/// per primary), and then waits for every batch posted, even after an
+/// error: a READ still in flight could land in the read area after this
+/// returns, where the next READs go. The first error is returned.
+fn post_reads_then_wait(
+    context: &mut Context,
+    jobs: usize,
+    mut build: impl FnMut(&Context, usize, &mut SmallVec<[Op; 8]>) -> Result<usize>,
+) -> Result<()> {
+    let mut posted: SmallVec<[usize; 4]> = SmallVec::new();
+    let mut failed = None;
+    for job in 0..jobs {
+        let mut ops: SmallVec<[Op; 8]> = SmallVec::new();
+        let built = build(context, job, &mut ops);
+        match built.and_then(|primary| {
+            context.endpoints[primary].post(&ops)?;
+            Ok(primary)
+        }) {
+            Ok(primary) => posted.push(primary),
+            Err(error) => {
+                failed = Some(error);
+                break;
+            }
+        }
+    }
+    for primary in posted {
+        if let Err(error) = context.endpoints[primary].wait(timeout()) {
+            failed.get_or_insert(error.into());
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Reads a consistent copy of the slot at `addr` into `copy` from its

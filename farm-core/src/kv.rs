@@ -48,6 +48,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::cluster::Node;
 use crate::codec::DecodeError;
 use crate::error::TxnError;
@@ -367,6 +369,57 @@ fn mix(key: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The values of `lookups` (a table and a key each, tables may differ), in
+/// their order, each as [`HashTable::get`] gives it, but with the home
+/// buckets of all keys read in one round trip ([`Txn::read_many_with`]) and
+/// then the values kept as objects of their own in one more; only a key
+/// that overflowed its home bucket walks its chain alone. For lookups that
+/// do not depend on each other: TATP's get-new-destination reads a special
+/// facility and its call-forwarding rows, one round trip instead of up to
+/// four.
+///
+/// # Errors
+/// As [`HashTable::get`].
+pub fn get_many(
+    txn: &mut Txn,
+    lookups: &[(&HashTable, u64)],
+) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+    let homes: SmallVec<[Addr; 8]> = lookups
+        .iter()
+        .map(|(table, key)| table.home(*key))
+        .collect();
+    let mut found: SmallVec<[Option<Result<Found, DecodeError>>; 8]> =
+        lookups.iter().map(|_| None).collect();
+    through_bucket(txn.read_many_with(&homes, |index, bytes| {
+        found[index] = Some(Bucket::view(bytes).map(|bucket| bucket.look_up(lookups[index].1)));
+    }))?;
+    let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(lookups.len());
+    // (index in `lookups`, address of its value object)
+    let mut objects: SmallVec<[(usize, Addr); 8]> = SmallVec::new();
+    for (index, (table, key)) in lookups.iter().enumerate() {
+        let found = found[index]
+            .take()
+            .expect("read_many_with hands over every bucket")
+            .map_err(|source| corrupt(homes[index], source))?;
+        values.push(match found {
+            Found::Inline(value) => Some(value),
+            Found::Absent => None,
+            Found::Object(addr) => {
+                objects.push((index, addr));
+                None
+            }
+            Found::Next(next) => table.get_from(txn, next, *key)?,
+        });
+    }
+    if !objects.is_empty() {
+        let addrs: SmallVec<[Addr; 8]> = objects.iter().map(|(_, addr)| *addr).collect();
+        through_bucket(txn.read_many_with(&addrs, |at, bytes| {
+            values[objects[at].0] = Some(bytes.to_vec());
+        }))?;
+    }
+    Ok(values)
+}
+
 impl HashTable {
     /// Makes a table of `buckets` buckets, round-robin over `nodes`'
     /// regions, that holds values of up to [`INLINE_VALUE_BYTES`] inline.
@@ -552,7 +605,22 @@ impl HashTable {
     /// As [`Txn::read`]; [`Error::Corrupt`] for a bucket that does not
     /// decode.
     pub fn get(&self, txn: &mut Txn, key: u64) -> Result<Option<Vec<u8>>, TxnError> {
-        let mut at = self.home(key);
+        self.get_from(txn, self.home(key), key)
+    }
+
+    /// The values of `keys`, in `keys`' order, each as [`HashTable::get`]
+    /// gives it, with the lookups made together: see [`get_many`].
+    ///
+    /// # Errors
+    /// As [`HashTable::get`].
+    pub fn get_many(&self, txn: &mut Txn, keys: &[u64]) -> Result<Vec<Option<Vec<u8>>>, TxnError> {
+        let lookups: SmallVec<[(&HashTable, u64); 8]> =
+            keys.iter().map(|key| (self, *key)).collect();
+        get_many(txn, &lookups)
+    }
+
+    /// [`HashTable::get`], starting at the bucket at `at` of `key`'s chain.
+    fn get_from(&self, txn: &mut Txn, mut at: Addr, key: u64) -> Result<Option<Vec<u8>>, TxnError> {
         loop {
             match look_up(txn, at, key)? {
                 Found::Inline(value) => return Ok(Some(value)),

@@ -25,3 +25,20 @@ pub fn cluster(region_bytes: u64) -> crate::Cluster {
     })
     .expect("start a test cluster")
 }
+
+/// Allocates `count` objects on node `node` of `cluster`, one transaction
+/// each, object `i` holding the text "node {node} object {i}": their
+/// addresses.
+///
+/// # Panics
+/// When an allocation fails.
+pub fn objects(cluster: &crate::Cluster, node: usize, count: usize) -> Vec<crate::Addr> {
+    (0..count)
+        .map(|i| {
+            cluster
+                .node(node)
+                .run(|txn| txn.alloc(format!("node {node} object {i}").as_bytes()))
+                .expect("allocate a test object")
+        })
+        .collect()
+}

@@ -348,3 +348,58 @@ fn small_values_take_one_read_a_lookup() {
         );
     }
 }
+
+/// `get_many` gives, key by key, what `get` gives: inline values, values
+/// kept as objects of their own, absent keys, keys deep in overflow chains
+/// (8 buckets for 120 keys), a key given twice, and keys this transaction
+/// put or deleted before; from every node.
+#[test]
+fn get_many_agrees_with_get() {
+    let cluster = cluster();
+    let nodes: Vec<_> = cluster.nodes().iter().collect();
+    let table = HashTable::create(&nodes, 8).unwrap();
+    let mut model = HashMap::new();
+    for key in (0..120u64).filter(|key| key % 7 != 3) {
+        let bytes = if key % 4 == 0 {
+            farm_core::INLINE_VALUE_BYTES + 10
+        } else {
+            1 + key as usize % 20
+        };
+        let value = vec![key as u8; bytes];
+        cluster
+            .node(key as usize % 3)
+            .run(|txn| table.put(txn, key, &value))
+            .unwrap();
+        model.insert(key, value);
+    }
+    let mut keys: Vec<u64> = (0..130).collect();
+    keys.extend([5, 8, 5]);
+    for node in cluster.nodes() {
+        let (many, one_by_one) = node
+            .run(|txn| {
+                let many = table.get_many(txn, &keys)?;
+                let one_by_one = keys
+                    .iter()
+                    .map(|key| table.get(txn, *key))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((many, one_by_one))
+            })
+            .unwrap();
+        assert_eq!(many, one_by_one);
+        for (key, value) in keys.iter().zip(&many) {
+            assert_eq!(value.as_ref(), model.get(key), "key {key}");
+        }
+    }
+    let seen = cluster
+        .node(1)
+        .run(|txn| {
+            table.put(txn, 1, b"mine")?;
+            table.delete(txn, 2)?;
+            table.get_many(txn, &[1, 2, 6])
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![Some(b"mine".to_vec()), None, model.get(&6).cloned()]
+    );
+}

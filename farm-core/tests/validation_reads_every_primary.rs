@@ -9,17 +9,6 @@ use farm_core::{AbortReason, Addr, Cluster, Outcome};
 /// Objects per primary: more than two batches of 64, so three waves.
 const PER_PRIMARY: usize = 150;
 
-fn objects(cluster: &Cluster, node: usize) -> Vec<Addr> {
-    (0..PER_PRIMARY)
-        .map(|i| {
-            cluster
-                .node(node)
-                .run(|txn| txn.alloc(format!("node {node} object {i}").as_bytes()))
-                .unwrap()
-        })
-        .collect()
-}
-
 /// Reads every object from node 2 (a remote read for each), lets `meddle`
 /// change things, then commits: the outcome.
 fn read_all_then_commit(cluster: &Cluster, all: &[Addr], meddle: impl FnOnce()) -> Outcome {
@@ -34,8 +23,8 @@ fn read_all_then_commit(cluster: &Cluster, all: &[Addr], meddle: impl FnOnce()) 
 #[test]
 fn validation_covers_every_primary_and_wave() {
     let cluster = farm_core::testing::cluster(16 << 20);
-    let on_0 = objects(&cluster, 0);
-    let on_1 = objects(&cluster, 1);
+    let on_0 = farm_core::testing::objects(&cluster, 0, PER_PRIMARY);
+    let on_1 = farm_core::testing::objects(&cluster, 1, PER_PRIMARY);
     let all: Vec<Addr> = on_0.iter().chain(&on_1).copied().collect();
 
     assert_eq!(

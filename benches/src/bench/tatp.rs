@@ -439,13 +439,17 @@ impl Workload for Tatp {
                     let end_time = rng.range(1, 24);
                     if let Some(sf) = self.special_facility.get(&mut txn, sf_key(s_id, sf_type))? {
                         if sf[0] == 1 {
-                            for start in [0u64, 8, 16].into_iter().filter(|s| *s <= start_time) {
-                                if let Some(cf) = self
-                                    .call_forwarding
-                                    .get(&mut txn, cf_key(s_id, sf_type, start))?
-                                {
-                                    let _numberx_matches = u64::from(cf[0]) > end_time;
-                                }
+                            // The call-forwarding rows that start by
+                            // `start_time`, in one round trip.
+                            let keys = [0u64, 8, 16].map(|start| cf_key(s_id, sf_type, start));
+                            let count = [0u64, 8, 16].iter().filter(|s| **s <= start_time).count();
+                            for cf in self
+                                .call_forwarding
+                                .get_many(&mut txn, &keys[..count])?
+                                .iter()
+                                .flatten()
+                            {
+                                let _numberx_matches = u64::from(cf[0]) > end_time;
                             }
                         }
                     }
@@ -481,15 +485,19 @@ impl Workload for Tatp {
                 }
                 5 => {
                     let s_id = self.lookup(&mut txn, s_id)?;
-                    let mut has_type = false;
-                    for t in 1..=4 {
-                        let present = self
-                            .special_facility
-                            .get(&mut txn, sf_key(s_id, t))?
-                            .is_some();
-                        has_type |= present && t == sf_type;
-                    }
-                    if !has_type {
+                    // The subscriber's four special facilities in one
+                    // round trip.
+                    let sf = &self.special_facility;
+                    let facilities = sf.get_many(
+                        &mut txn,
+                        &[
+                            sf_key(s_id, 1),
+                            sf_key(s_id, 2),
+                            sf_key(s_id, 3),
+                            sf_key(s_id, 4),
+                        ],
+                    )?;
+                    if facilities[sf_type as usize - 1].is_none() {
                         return Err(requested());
                     }
                     let key = cf_key(s_id, sf_type, start_time);
