@@ -14,7 +14,8 @@
 # the bench report (bench.json, bench.txt), CPU samples by symbol
 # (symbols.txt) and by thread (threads.txt; "swapper" is idle CPU), and
 # the samples of threads just switched back in, by the call chain they
-# had been switched out from (switches.txt).
+# had been switched out from (switches.txt), and /proc/stat's idle share
+# over the same window (cpu.txt).
 # Environment: PERF_SECONDS (default 5), FARM_BENCH_REGION_BYTES (default
 # 33554432).
 set -euo pipefail
@@ -65,7 +66,17 @@ until grep -q "tx/s" "$out/bench.err" 2>/dev/null; do
     fi
     sleep 0.2
 done
+read -r -a before < /proc/stat
 perf record -a -g -e cpu-clock -F 999 -o "$data/perf.data" -- sleep "$seconds" >"$out/perf.log" 2>&1
+read -r -a after < /proc/stat
+# The kernel'"'"'s own count over the same window: user, nice, system, idle,
+# iowait, irq, softirq (jiffies, all CPUs).
+{
+    total=0
+    for i in 1 2 3 4 5 6 7; do total=$((total + after[i] - before[i])); done
+    idle=$((after[4] - before[4]))
+    echo "cpu jiffies over the profile: $total, idle $idle ($((100 * idle / (total > 0 ? total : 1)))%)"
+} >"$out/cpu.txt"
 status=0
 wait "$driver" || status=$?
 kill "${pids[@]}" 2>/dev/null || true
