@@ -77,6 +77,24 @@ fn read_many_reads_what_read_reads_and_validates_every_object() {
 }
 
 #[test]
+fn read_many_of_an_address_in_no_region_is_a_bad_address() {
+    let cluster = farm_core::testing::cluster(16 << 20);
+    let on_0 = farm_core::testing::objects(&cluster, 0, 2);
+    let on_1 = farm_core::testing::objects(&cluster, 1, 2);
+    let nowhere = Addr::new(999, on_0[0].class(), 1, on_0[0].offset());
+    let all = [on_0[0], on_1[0], nowhere, on_0[1], on_1[1]];
+    let mut txn = cluster.node(2).begin().unwrap();
+    let result = txn.read_many_with(&all, |_, _| {});
+    assert!(
+        matches!(
+            result,
+            Err(TxnError::Failed(Error::BadAddress { addr, .. })) if addr == nowhere
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
 fn read_many_of_a_freed_object_is_a_stale_address() {
     let cluster = farm_core::testing::cluster(16 << 20);
     let on_0 = farm_core::testing::objects(&cluster, 0, 4);
