@@ -249,8 +249,10 @@ impl Txn {
     /// hands each value to `with` with its index in `addrs` (in no set
     /// order), but posts the READs of objects on other nodes together
     /// before waiting for any: one round trip for the lot, where a
-    /// [`Txn::read`] each takes one round trip each (FaRM NSDI'14 §3: a
-    /// transaction issues its independent READs in parallel). An object
+    /// [`Txn::read`] per object takes a round trip each (FaRM NSDI'14 §3:
+    /// a transaction issues its independent READs in parallel). Meant for
+    /// the handful of objects a transaction knows it needs together: the
+    /// bookkeeping grows with the square of `addrs.len()`. An object
     /// found locked or torn, one this transaction read or wrote before, and
     /// one past what a round trip carries (one batch of
     /// `rdma_transport::limits::BATCH_WR_COUNT_MAX` READs per primary, 64
