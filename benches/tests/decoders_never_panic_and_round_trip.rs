@@ -51,6 +51,7 @@ fn request() -> impl Strategy<Value = BenchRequest> {
                     duration_s,
                     warehouses_per_node,
                     in_flight,
+                    max_in_flight: None,
                 }
             },
         )

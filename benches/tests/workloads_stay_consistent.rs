@@ -33,6 +33,7 @@ fn every_workload_stays_consistent_with(threads_per_node: usize, in_flight: usiz
             &RunOptions {
                 threads_per_node,
                 in_flight,
+                max_in_flight: None,
                 warmup: Duration::from_millis(100),
                 duration: Duration::from_millis(700),
                 progress: false,
@@ -91,6 +92,7 @@ fn smallbank_check_catches_lost_updates() {
         &RunOptions {
             threads_per_node: 2,
             in_flight: 1,
+            max_in_flight: None,
             warmup: Duration::from_millis(50),
             duration: Duration::from_millis(700),
             progress: false,
@@ -123,6 +125,7 @@ fn plot_has_labelled_axes_and_every_type() {
         &RunOptions {
             threads_per_node: 1,
             in_flight: 1,
+            max_in_flight: None,
             warmup: Duration::from_millis(50),
             duration: Duration::from_millis(300),
             progress: false,
@@ -166,6 +169,7 @@ fn tpcc_with_several_warehouses_per_node_stays_consistent() {
         &RunOptions {
             threads_per_node: 2,
             in_flight: 1,
+            max_in_flight: None,
             warmup: Duration::from_millis(100),
             duration: Duration::from_millis(700),
             progress: false,

@@ -33,6 +33,11 @@ pub struct Args {
     /// Default: 2 on shm (in process or --processes), otherwise 1.
     #[arg(long)]
     pub in_flight: Option<usize>,
+    /// Transactions each node runs at once, whatever its client threads
+    /// and tasks (`Node::set_max_in_flight`): a `begin` beyond it waits
+    /// for one to end. Default: unbounded.
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
     /// Replicas of every region (at most the number of nodes).
     #[arg(long, default_value_t = 3)]
     pub copies: usize,
@@ -136,6 +141,7 @@ pub fn run(args: Args) -> CommandResult {
         nodes: args.nodes,
         threads,
         in_flight,
+        max_in_flight: args.max_in_flight,
         copies: args.copies,
         scale: args.scale,
         warehouses_per_node: args.warehouses,

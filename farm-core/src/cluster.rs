@@ -299,6 +299,27 @@ impl Node {
             .lock_spins
             .store(wait.spins(), std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// Bounds the transactions this node runs at once to `max` from now
+    /// on (`None`, the default: unbounded). A [`Node::begin`] beyond the
+    /// bound waits until a running transaction of the node commits, aborts
+    /// or is dropped: pausing in a task ([`crate::Worker`]), yielding on a
+    /// plain thread, and polling the node's rings meanwhile. Transactions
+    /// begun before a change keep their slot (or lack of one).
+    ///
+    /// Use it when a node has more client threads or tasks than its cores
+    /// keep busy: on the 2-core development host, TATP over three
+    /// in-process nodes with 8 client threads of 2 tasks per node gave
+    /// 1.08–1.13 M tx/s unbounded and 1.17–1.18 M with at most 4 per node
+    /// (see the README, "Measured"). Over verbs, where a transaction waits
+    /// for the network rather than for a core, a bound lowers throughput.
+    ///
+    /// A thread that holds open transactions and begins more than the
+    /// bound allows waits on itself: its [`Node::begin`] fails with
+    /// [`crate::Error::InFlightFull`] after ten seconds.
+    pub fn set_max_in_flight(&self, max: Option<std::num::NonZeroUsize>) {
+        self.shared.admission.set_max(max);
+    }
 }
 
 /// See [`Node::poller`].

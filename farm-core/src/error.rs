@@ -89,6 +89,16 @@ pub enum Error {
     },
     #[error("more than {max} concurrent transactions on node {node}")]
     TooManyContexts { node: usize, max: usize },
+    /// Node `node` kept its bound of `max` transactions in flight
+    /// ([`crate::Node::set_max_in_flight`]) full for `waited`: usually a
+    /// plain thread that holds `max` open transactions and begins another,
+    /// waiting on itself.
+    #[error("node {node} kept its {max} transactions in flight for {waited:?}, no slot for another (a thread that holds open transactions and begins one more waits on itself)")]
+    InFlightFull {
+        node: usize,
+        max: usize,
+        waited: Duration,
+    },
     #[error("cannot map a {bytes}-byte stack for a transaction task: {source}")]
     TaskStack {
         bytes: usize,

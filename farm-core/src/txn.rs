@@ -57,6 +57,9 @@ pub struct Txn {
     reads: Vec<ReadEntry>,
     writes: Vec<WriteEntry>,
     buffer: Vec<u8>,
+    /// Whether it holds a slot of the node's bound on transactions in
+    /// flight ([`crate::node::admission`]).
+    admitted: bool,
     /// How long each commit phase took (after `commit_timed`).
     pub phases: PhaseTimes,
 }
@@ -72,7 +75,18 @@ impl Txn {
                 waited,
             });
         }
-        let mut context = node.take_context()?;
+        let admitted = node
+            .admission
+            .enter(node.id, || node.hook.poll_if_notified(node.fabric.as_ref()))?;
+        let mut context = match node.take_context() {
+            Ok(context) => context,
+            Err(error) => {
+                if admitted {
+                    node.admission.release();
+                }
+                return Err(error);
+            }
+        };
         context.sequence = context.sequence.wrapping_add(1);
         let txid = TxnId::new(node.id, context.index, context.sequence);
         let spare = SPARE.with_borrow_mut(Vec::pop).unwrap_or(Spare {
@@ -87,6 +101,7 @@ impl Txn {
             reads: spare.reads,
             writes: spare.writes,
             buffer: spare.buffer,
+            admitted,
             phases: PhaseTimes::default(),
         })
     }
@@ -531,10 +546,19 @@ impl Txn {
             }
         }
         self.writes = writes;
+        self.give_back_context();
+        self.keep_spare();
+    }
+
+    /// Returns the context to the node's pool, and the slot of the bound on
+    /// transactions in flight if it took one.
+    fn give_back_context(&mut self) {
         if let Some(context) = self.context.take() {
             self.node.return_context(context);
         }
-        self.keep_spare();
+        if std::mem::take(&mut self.admitted) {
+            self.node.admission.release();
+        }
     }
 
     /// Leaves this transaction's emptied sets and buffer to the thread's
@@ -585,9 +609,7 @@ impl Txn {
         self.context = Some(context);
         match outcome {
             Ok(Outcome::Committed) => {
-                if let Some(context) = self.context.take() {
-                    self.node.return_context(context);
-                }
+                self.give_back_context();
                 self.keep_spare();
             }
             _ => self.finish_aborted(),

@@ -43,6 +43,8 @@ pub struct BenchOptions {
     pub threads: Vec<usize>,
     /// Transactions each client thread keeps in flight.
     pub in_flight: usize,
+    /// Transactions each node runs at once (`None`: unbounded).
+    pub max_in_flight: Option<usize>,
     pub copies: usize,
     pub scale: f64,
     pub warehouses_per_node: usize,
@@ -263,6 +265,7 @@ fn request(options: &BenchOptions) -> BenchRequest {
         duration_s: options.duration.as_secs_f64(),
         warehouses_per_node: options.warehouses_per_node,
         in_flight: options.in_flight,
+        max_in_flight: options.max_in_flight,
     }
 }
 
@@ -531,6 +534,7 @@ fn run_in_process(options: &BenchOptions, nodes: usize) -> Result<Vec<BenchRepor
             &RunOptions {
                 threads_per_node: threads,
                 in_flight: options.in_flight,
+                max_in_flight: options.max_in_flight,
                 warmup: options.warmup,
                 duration: options.duration,
                 progress: !options.quiet,

@@ -117,6 +117,9 @@ pub struct RunOptions {
     /// thread is a [`farm_core::Worker`] running that many clients as
     /// tasks.
     pub in_flight: usize,
+    /// Transactions each node runs at once, set on the nodes for the run
+    /// ([`farm_core::Node::set_max_in_flight`]); `None`: unbounded.
+    pub max_in_flight: Option<usize>,
     pub warmup: Duration,
     pub duration: Duration,
     pub progress: bool,
@@ -561,6 +564,20 @@ pub fn measure(
 ) -> farm_core::Result<Measured> {
     let threads = options.threads_per_node * nodes.len();
     let in_flight = options.in_flight;
+    let bound = options.max_in_flight.and_then(std::num::NonZeroUsize::new);
+    for node in nodes {
+        node.set_max_in_flight(bound);
+    }
+    // Unbounded again when the run ends, however it ends.
+    struct Unbound<'a, 'n>(&'a [&'n Node]);
+    impl Drop for Unbound<'_, '_> {
+        fn drop(&mut self) {
+            for node in self.0 {
+                node.set_max_in_flight(None);
+            }
+        }
+    }
+    let _unbound = Unbound(nodes);
     let types = workload.types().len();
     let measuring = AtomicBool::new(false);
     let stop = AtomicBool::new(false);

@@ -44,6 +44,9 @@ pub struct BenchRequest {
     /// thread; more: a worker, see `farm_core::worker`).
     #[serde(default = "one")]
     pub in_flight: usize,
+    /// Transactions each node runs at once (`None`: unbounded).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
 }
 
 fn one() -> usize {
@@ -71,6 +74,9 @@ impl BenchRequest {
                 "in-flight: at least 1, and threads × in-flight at most {} per node (farm_core::limits::CONTEXTS_MAX)",
                 farm_core::limits::CONTEXTS_MAX
             ));
+        }
+        if self.max_in_flight == Some(0) {
+            return Err("max-in-flight: at least 1".into());
         }
         if !(1..=1024).contains(&self.warehouses_per_node) {
             return Err("warehouses: 1 to 1024 per node".into());
@@ -180,6 +186,7 @@ impl Service for BenchService {
             let options = RunOptions {
                 threads_per_node: threads,
                 in_flight: request.in_flight,
+                max_in_flight: request.max_in_flight,
                 warmup: Duration::from_secs_f64(request.warmup_s),
                 duration: Duration::from_secs_f64(request.duration_s),
                 progress: false,

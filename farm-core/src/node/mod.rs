@@ -13,6 +13,7 @@
 //! threads run transactions in pooled contexts and poll their LOCK answers
 //! in the inbox, helping the server while they wait.
 
+pub(crate) mod admission;
 pub(crate) mod contexts;
 pub(crate) mod gate;
 pub(crate) mod inbox;
@@ -76,6 +77,8 @@ pub(crate) struct NodeShared {
     pub(crate) allocators: Allocators,
     send: SendPath,
     pub(crate) contexts: ContextPool,
+    /// The bound on transactions in flight ([`admission`]).
+    pub(crate) admission: admission::Admission,
     pub(crate) truncations: TruncationQueue,
     pub(crate) hook: InboxHook,
     /// The other nodes of an in-process cluster, by id (set once, by
@@ -119,6 +122,7 @@ impl NodeShared {
             replicas,
             allocators,
             contexts: ContextPool::default(),
+            admission: admission::Admission::new(),
             hook: InboxHook::new(),
             neighbours: OnceLock::new(),
             gate: Gate::new(),
