@@ -35,7 +35,9 @@ pub struct Args {
     pub in_flight: Option<usize>,
     /// Transactions each node runs at once, whatever its client threads
     /// and tasks (`Node::set_max_in_flight`): a `begin` beyond it waits
-    /// for one to end. Default: unbounded.
+    /// for one to end; 0: unbounded. Default: on shm (in process or
+    /// --processes), what the default client set-up keeps in flight per
+    /// node (its worker threads × 2); otherwise unbounded.
     #[arg(long)]
     pub max_in_flight: Option<usize>,
     /// Replicas of every region (at most the number of nodes).
@@ -135,13 +137,17 @@ pub fn run(args: Args) -> CommandResult {
     } else {
         args.threads
     };
+    let max_in_flight = args
+        .max_in_flight
+        .or_else(|| command::default_max_in_flight(args.fabric.fabric, &target, nodes_max))
+        .filter(|&max| max > 0);
     let in_flight = args.in_flight.unwrap_or(in_flight);
     command::run(&BenchOptions {
         workload: args.workload,
         nodes: args.nodes,
         threads,
         in_flight,
-        max_in_flight: args.max_in_flight,
+        max_in_flight,
         copies: args.copies,
         scale: args.scale,
         warehouses_per_node: args.warehouses,

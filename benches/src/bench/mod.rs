@@ -118,7 +118,7 @@ pub struct RunOptions {
     /// tasks.
     pub in_flight: usize,
     /// Transactions each node runs at once, set on the nodes for the run
-    /// ([`farm_core::Node::set_max_in_flight`]); `None`: unbounded.
+    /// ([`farm_core::Node::set_max_in_flight`]); `None` or 0: unbounded.
     pub max_in_flight: Option<usize>,
     pub warmup: Duration,
     pub duration: Duration,
@@ -193,6 +193,10 @@ pub struct BenchReport {
     /// above 1 each thread was a worker running that many as tasks).
     #[serde(default = "one")]
     pub in_flight: usize,
+    /// The bound on transactions each node ran at once
+    /// (`--max-in-flight`); absent when unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
     pub host: String,
     pub cpus: usize,
     pub duration_s: f64,
@@ -712,6 +716,9 @@ pub struct RunShape {
     pub duration: Duration,
     /// Transactions in flight per client thread.
     pub in_flight: usize,
+    /// The bound on transactions each node ran at once (`None` or 0:
+    /// unbounded).
+    pub max_in_flight: Option<usize>,
 }
 
 /// The report of a run: `measured` merged over every process,
@@ -747,6 +754,7 @@ pub fn report(
         copies: shape.copies,
         threads: measured.threads,
         in_flight: shape.in_flight,
+        max_in_flight: shape.max_in_flight.filter(|&max| max > 0),
         host: hostname(),
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
@@ -824,6 +832,7 @@ pub fn run(
             copies,
             duration: options.duration,
             in_flight: options.in_flight,
+            max_in_flight: options.max_in_flight,
         },
     ))
 }
@@ -844,8 +853,19 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "farm bench: {} on {} fabric, {} nodes, {} copies, {} client threads × {} in flight, host {} ({} CPUs), {:.1} s measured",
-            self.workload, self.fabric, self.nodes, self.copies, self.threads, self.in_flight, self.host, self.cpus, self.duration_s
+            "farm bench: {} on {} fabric, {} nodes, {} copies, {} client threads × {} in flight{}, host {} ({} CPUs), {:.1} s measured",
+            self.workload,
+            self.fabric,
+            self.nodes,
+            self.copies,
+            self.threads,
+            self.in_flight,
+            self.max_in_flight
+                .map(|max| format!(" (at most {max} per node)"))
+                .unwrap_or_default(),
+            self.host,
+            self.cpus,
+            self.duration_s
         );
         let _ = writeln!(
             out,

@@ -44,7 +44,7 @@ pub struct BenchRequest {
     /// thread; more: a worker, see `farm_core::worker`).
     #[serde(default = "one")]
     pub in_flight: usize,
-    /// Transactions each node runs at once (`None`: unbounded).
+    /// Transactions each node runs at once (`None` or 0: unbounded).
     #[serde(default)]
     pub max_in_flight: Option<usize>,
 }
@@ -74,9 +74,6 @@ impl BenchRequest {
                 "in-flight: at least 1, and threads × in-flight at most {} per node (farm_core::limits::CONTEXTS_MAX)",
                 farm_core::limits::CONTEXTS_MAX
             ));
-        }
-        if self.max_in_flight == Some(0) {
-            return Err("max-in-flight: at least 1".into());
         }
         if !(1..=1024).contains(&self.warehouses_per_node) {
             return Err("warehouses: 1 to 1024 per node".into());
@@ -246,6 +243,7 @@ impl Service for BenchService {
                         copies,
                         duration: options.duration,
                         in_flight: options.in_flight,
+                        max_in_flight: options.max_in_flight,
                     },
                 );
                 events.sort_by(|a, b| a.unix_ms.total_cmp(&b.unix_ms));
