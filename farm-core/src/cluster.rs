@@ -309,10 +309,11 @@ impl Node {
     ///
     /// Use it when a node has more client threads or tasks than its cores
     /// keep busy: on the 2-core development host, TATP over three
-    /// in-process nodes with 8 client threads of 2 tasks per node gave
-    /// 1.08–1.13 M tx/s unbounded and 1.17–1.18 M with at most 4 per node
-    /// (see the README, "Measured"). Over verbs, where a transaction waits
-    /// for the network rather than for a core, a bound lowers throughput.
+    /// in-process shm nodes with 8 client threads of 2 tasks per node
+    /// gave 0.95–1.00 M tx/s unbounded and 1.03–1.16 M with at most 2 per
+    /// node, in three interleaved sweeps each (see the README, "Not there
+    /// yet"). Over verbs, where a transaction waits for the network rather
+    /// than for a core, the bound has not been measured.
     ///
     /// A thread that holds open transactions and begins more than the
     /// bound allows waits on itself: its [`Node::begin`] fails with
