@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, default_value_t = rdma_bench::WARMUP_ITERATIONS_DEFAULT)]
     warmup: u64,
 
+    /// Latency only: skip the throughput phase (as ib_read_lat and
+    /// ib_write_lat measure); the JSON rows then have no throughput fields.
+    #[arg(long)]
+    latency_only: bool,
+
     /// Throughput phase: requests per posted batch (only the last signaled).
     #[arg(long, default_value_t = rdma_bench::BATCH_REQUESTS_DEFAULT)]
     batch: usize,
@@ -122,6 +127,7 @@ pub fn run(args: Args) -> CommandResult {
             connect_timeout: Duration::from_secs(args.connect_timeout_s),
             idle_timeout: Duration::from_secs(args.idle_timeout_s),
             progress: !args.quiet,
+            latency_only: args.latency_only,
         },
         args.json.as_deref(),
     )?;

@@ -190,6 +190,9 @@ pub struct Options {
     pub idle_timeout: Duration,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// Measure latency only, no throughput phase (as `ib_read_lat` and
+    /// `ib_write_lat` do): for profiling the latency path alone.
+    pub latency_only: bool,
 }
 
 impl Default for Options {
@@ -208,6 +211,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             progress: true,
+            latency_only: false,
         }
     }
 }
@@ -423,25 +427,35 @@ fn measure(options: &Options, mut client: Client, mode: &str) -> Result<Report> 
     for (index, &(op, bytes)) in tests.iter().enumerate() {
         if options.progress {
             eprintln!(
-                "rdma-bench: [{}/{}] {} {bytes} B: {} + {} latency rounds, then throughput",
+                "rdma-bench: [{}/{}] {} {bytes} B: {} + {} latency rounds{}",
                 index + 1,
                 tests.len(),
                 op.name(),
                 options.warmup_iterations,
-                options.iterations
+                options.iterations,
+                if options.latency_only {
+                    ""
+                } else {
+                    ", then throughput"
+                }
             );
         }
         let recorder = client.latency(op, bytes, options.warmup_iterations, options.iterations)?;
         let latency = recorder.summary(op.round_trip_divisor());
-        let throughput = client.throughput(
-            op,
-            bytes,
-            options.warmup_iterations,
-            options.iterations,
-            window,
-        )?;
-        let seconds = throughput.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
-        let ops_per_sec = throughput.requests as f64 / seconds;
+        let throughput = if options.latency_only {
+            None
+        } else {
+            Some(client.throughput(
+                op,
+                bytes,
+                options.warmup_iterations,
+                options.iterations,
+                window,
+            )?)
+        };
+        let ops_per_sec = throughput.as_ref().map(|throughput| {
+            throughput.requests as f64 / throughput.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+        });
         rows.push(Row {
             op: op.name().to_string(),
             bytes,
@@ -453,9 +467,9 @@ fn measure(options: &Options, mut client: Client, mode: &str) -> Result<Report> 
             p999_us: latency.p999_us,
             max_us: latency.max_us,
             avg_us: latency.avg_us,
-            throughput_iterations: throughput.requests,
+            throughput_iterations: throughput.map(|throughput| throughput.requests),
             ops_per_sec,
-            mb_per_sec: ops_per_sec * f64::from(bytes) / 1e6,
+            mb_per_sec: ops_per_sec.map(|ops| ops * f64::from(bytes) / 1e6),
         });
     }
     client.request(Request::Done)?;
@@ -476,11 +490,15 @@ fn measure(options: &Options, mut client: Client, mode: &str) -> Result<Report> 
             "t_median: median of all samples (hdrhistogram, ns, 4 significant digits); \
              perftest's t_typical is the median of its samples less the 2 largest"
                 .to_string(),
-            format!(
-                "throughput: windows of {} batches x {} requests (last of each batch signaled), \
-                 posted back to back, drained by one wait; MB/s = 10^6 B/s",
-                options.window_batches, options.batch_requests
-            ),
+            if options.latency_only {
+                "throughput: not measured (--latency-only)".to_string()
+            } else {
+                format!(
+                    "throughput: windows of {} batches x {} requests (last of each batch signaled), \
+                     posted back to back, drained by one wait; MB/s = 10^6 B/s",
+                    options.window_batches, options.batch_requests
+                )
+            },
         ],
         rows,
     })

@@ -104,11 +104,15 @@ pub struct Row {
     pub p999_us: f64,
     pub max_us: f64,
     pub avg_us: f64,
-    /// Requests of the throughput phase.
-    pub throughput_iterations: u64,
-    pub ops_per_sec: f64,
+    /// Requests of the throughput phase (absent with
+    /// [`super::Options::latency_only`], as are the next two).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput_iterations: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_per_sec: Option<f64>,
     /// 10^6 bytes per second.
-    pub mb_per_sec: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mb_per_sec: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -163,9 +167,16 @@ impl Report {
             "MB/s"
         );
         for row in &self.rows {
+            // "-" where the throughput phase did not run.
+            let ops = row
+                .ops_per_sec
+                .map_or_else(|| "-".to_string(), |ops| format!("{ops:.0}"));
+            let mb = row
+                .mb_per_sec
+                .map_or_else(|| "-".to_string(), |mb| format!("{mb:.2}"));
             let _ = writeln!(
                 out,
-                " {:<9} {:>7} {:>12} {:>12.3} {:>15.3} {:>12.3} {:>14.3} {:>12.3} {:>12.3} {:>14.0} {:>12.2}",
+                " {:<9} {:>7} {:>12} {:>12.3} {:>15.3} {:>12.3} {:>14.3} {:>12.3} {:>12.3} {:>14} {:>12}",
                 row.op,
                 row.bytes,
                 row.iterations,
@@ -175,8 +186,8 @@ impl Report {
                 row.p999_us,
                 row.max_us,
                 row.avg_us,
-                row.ops_per_sec,
-                row.mb_per_sec
+                ops,
+                mb
             );
         }
         let _ = writeln!(out, "{rule}");
