@@ -8,7 +8,8 @@
 #
 # Every run measures, in this order: ib_read_lat, farm READ, ib_write_lat,
 # farm WRITE, so that a slow stretch of the emulated machine is less likely
-# to hit one side only.
+# to hit one side only. farm runs with --latency-only: like perftest's
+# latency tools, no throughput phase after the latency rounds.
 set -euo pipefail
 
 out=$1
@@ -59,6 +60,7 @@ for run in $(seq 1 "$runs"); do
             --device "$device" --gid-index "$gid_index" --quiet -- \
             farm rdma-bench --fabric verbs --connect "$server_address:$farm_port" \
             --device "$device" --gid-index "$gid_index" --quiet \
-            --ops "$op" --sizes 8 --iters "$iterations" --json "$out/farm-$op-$run.json"
+            --ops "$op" --sizes 8 --iters "$iterations" --latency-only \
+            --json "$out/farm-$op-$run.json"
     done
 done
