@@ -49,6 +49,15 @@ fn fabric_error(node: &NodeShared, error: Error) -> TxnError {
     }
 }
 
+/// Which objects of a [`Txn::read_adjacent_with`] the transaction
+/// depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keep {
+    First,
+    Second,
+    Both,
+}
+
 /// A transaction. `commit` consumes it; dropping it aborts.
 pub struct Txn {
     node: Arc<NodeShared>,
@@ -258,6 +267,99 @@ impl Txn {
         let (header, payload) = self.read_slot(addr)?;
         self.reads.push(ReadEntry { addr, header });
         Ok(with(&self.buffer[payload]))
+    }
+
+    /// Whether this transaction read or wrote the object at `addr` already.
+    pub(crate) fn touched(&self, addr: Addr) -> bool {
+        self.writes.iter().any(|w| w.addr == addr) || self.reads.iter().any(|r| r.addr == addr)
+    }
+
+    /// Reads the objects at `first` and `second`, neighbours in one region
+    /// (`second`'s slot starts where `first`'s ends), with one READ of
+    /// both, and hands both values to `with`, which says which of them the
+    /// transaction depends on: only those join its read set (and are
+    /// validated at its commit). For a structure that reads a
+    /// neighbourhood and uses part of it: a hash table's lookup reads a
+    /// key's home bucket and the next one together (FaRM NSDI'14 §5) and
+    /// keeps only the bucket that answered, so a lookup that found its key
+    /// in one bucket leaves a read-only transaction of one object, which
+    /// commits without validation.
+    ///
+    /// Two objects that are not neighbours, either one this transaction
+    /// read or wrote before, and either one found locked or torn are read
+    /// one at a time as [`Txn::read`] reads them, and then both are kept.
+    ///
+    /// # Errors
+    /// As [`Txn::read`].
+    pub(crate) fn read_adjacent_with<R>(
+        &mut self,
+        first: Addr,
+        second: Addr,
+        with: impl FnOnce(&[u8], &[u8]) -> (R, Keep),
+    ) -> Result<R, TxnError> {
+        let bytes = class_bytes(first.class());
+        let neighbours = first.region() == second.region()
+            && first.class() == second.class()
+            && u64::from(second.offset()) == u64::from(first.offset()) + u64::from(bytes)
+            && !self
+                .writes
+                .iter()
+                .any(|w| w.addr == first || w.addr == second)
+            && !self
+                .reads
+                .iter()
+                .any(|r| r.addr == first || r.addr == second);
+        if neighbours {
+            self.check_addr(first)?;
+            self.check_addr(second)?;
+            let primary = self.config().primary(first.region());
+            let node: &NodeShared = &self.node;
+            let context = self
+                .context
+                .as_mut()
+                .expect("a live transaction has its context");
+            let mut copy = std::mem::take(&mut self.buffer);
+            copy.resize(2 * bytes as usize, 0);
+            if let Err(error) =
+                coordinator::read_slot_copy(node, context, primary, first, &mut copy)
+            {
+                self.buffer = copy;
+                return Err(fabric_error(node, error));
+            }
+            let (one, two) = copy.split_at(bytes as usize);
+            let consistent = |addr: Addr, bytes: &[u8]| {
+                object::decode(bytes).ok().and_then(|slot| {
+                    let start = slot.payload.as_ptr() as usize - bytes.as_ptr() as usize;
+                    (slot.header.allocated && slot.incarnation == addr.incarnation())
+                        .then(|| (slot.header, start..start + slot.payload.len()))
+                })
+            };
+            if let (Some((header_one, at_one)), Some((header_two, at_two))) =
+                (consistent(first, one), consistent(second, two))
+            {
+                let (result, keep) = with(&one[at_one], &two[at_two]);
+                if keep != Keep::Second {
+                    self.reads.push(ReadEntry {
+                        addr: first,
+                        header: header_one,
+                    });
+                }
+                if keep != Keep::First {
+                    self.reads.push(ReadEntry {
+                        addr: second,
+                        header: header_two,
+                    });
+                }
+                self.buffer = copy;
+                return Ok(result);
+            }
+            // Locked, torn or freed: the one-at-a-time reads below wait it
+            // out or say what is wrong.
+            self.buffer = copy;
+        }
+        let one = self.read(first)?;
+        let two = self.read(second)?;
+        Ok(with(&one, &two).0)
     }
 
     /// Reads every object of `addrs` as [`Txn::read_with`] reads one, and
