@@ -121,7 +121,7 @@ pub fn run(options: &Options) -> farm_core::Result<Report> {
     let mut phase_histograms: Vec<Histogram<u64>> = (0..5)
         .map(|_| Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"))
         .collect();
-    for i in 0..options.warmup + options.iterations {
+    for i in 0..options.warmup.saturating_add(options.iterations) {
         let started = Instant::now();
         let (outcome, phases) = bench.once(i)?;
         let elapsed = started.elapsed().as_nanos() as u64;

@@ -104,6 +104,7 @@ pub enum Error {
 /// (after the report was printed and written); the engine's and the
 /// cluster's errors.
 pub fn run(options: &CheckOptions) -> Result<Report, Error> {
+    options.workload.check().map_err(Error::InvalidOptions)?;
     let processes = options.processes.is_some() || options.fabric == FabricKind::Verbs;
     let threads = options.workload.threads * options.nodes;
     eprintln!(

@@ -38,20 +38,7 @@ impl CheckRequest {
     /// # Errors
     /// The first field out of range, in words.
     pub fn check(&self) -> Result<(), String> {
-        let w = &self.workload;
-        if w.txns == 0 {
-            return Err("txns: at least 1".into());
-        }
-        if !(1..=64).contains(&w.threads) {
-            return Err("threads per node: 1 to 64".into());
-        }
-        if w.registers + w.lists == 0 || w.registers + w.lists > 1 << 20 {
-            return Err("registers + lists: 1 to 2^20".into());
-        }
-        if !(1..=64).contains(&w.ops_max) {
-            return Err("operations per transaction: 1 to 64".into());
-        }
-        Ok(())
+        self.workload.check()
     }
 }
 

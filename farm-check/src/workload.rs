@@ -54,6 +54,33 @@ fn one() -> usize {
     1
 }
 
+impl WorkloadOptions {
+    /// Checks every field a user or a driver chose, before anything runs
+    /// (a zero count or bound would divide by zero in the clients).
+    ///
+    /// # Errors
+    /// The first field out of range, in words.
+    pub fn check(&self) -> Result<(), String> {
+        if self.txns == 0 {
+            return Err("txns: at least 1".into());
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err("threads per node: 1 to 64".into());
+        }
+        if !(1..=256).contains(&self.in_flight.max(1)) {
+            return Err("transactions in flight per client thread: 1 to 256".into());
+        }
+        match self.registers.checked_add(self.lists) {
+            Some(objects) if (1..=1 << 20).contains(&objects) => {}
+            _ => return Err("registers + lists: 1 to 2^20".into()),
+        }
+        if !(1..=64).contains(&self.ops_max) {
+            return Err("operations per transaction: 1 to 64".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for WorkloadOptions {
     fn default() -> Self {
         WorkloadOptions {

@@ -64,3 +64,39 @@ fn check_fails_when_validation_is_skipped_in_node_processes() {
     }
     panic!("no anomaly found with validation skipped in 6 runs");
 }
+
+/// Options out of range are refused by name before anything runs, in one
+/// process as with node processes (regression: in one process `--ops-max
+/// 0` and `--registers 0 --lists 0` divided by zero in the clients, and a
+/// huge `--in-flight` overflowed an allocation).
+#[test]
+fn options_out_of_range_are_refused_by_name() {
+    for (args, says) in [
+        (&["--ops-max", "0"][..], "operations per transaction"),
+        (
+            &["--registers", "0", "--lists", "0"][..],
+            "registers + lists",
+        ),
+        (&["--threads-per-node", "100000"][..], "threads per node"),
+        (&["--in-flight", "18446744073709551615"][..], "in flight"),
+        (&["--txns", "0"][..], "txns"),
+    ] {
+        for extra in [&[][..], &["--processes"][..]] {
+            let output = Command::new(env!("CARGO_BIN_EXE_farm"))
+                .arg("check")
+                .args(args)
+                .args(extra)
+                .output()
+                .expect("run farm check");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                !output.status.success(),
+                "farm check {args:?} {extra:?} passed"
+            );
+            assert!(
+                stderr.contains(says) && !stderr.contains("panicked"),
+                "farm check {args:?} {extra:?}: {stderr}"
+            );
+        }
+    }
+}

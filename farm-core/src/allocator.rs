@@ -200,6 +200,9 @@ impl Allocators {
     /// Free slots of `class` in `region` (0 where this node is not its
     /// primary).
     pub fn free_slots(&self, region: u16, class: u8) -> usize {
+        if usize::from(class) >= crate::limits::CLASS_BYTES.len() {
+            return 0;
+        }
         self.get(region)
             .map(|a| a.lock().expect("allocator lock").free_slots(class))
             .unwrap_or(0)

@@ -120,7 +120,7 @@ impl Node {
     }
 
     /// Free slots of size class `class` in `region`, if this node is its
-    /// primary (0 otherwise).
+    /// primary (0 otherwise, and for a class that does not exist).
     pub fn free_slots(&self, region: u16, class: u8) -> usize {
         self.shared.allocators.free_slots(region, class)
     }

@@ -247,7 +247,12 @@ impl ClusterConfig {
                 "copies must be 1 to min({COPIES_MAX}, nodes = {}), got {}",
                 self.nodes, self.copies
             )
-        } else if self.regions_per_node == 0 || self.nodes * self.regions_per_node > REGIONS_MAX {
+        } else if self.regions_per_node == 0
+            || self
+                .nodes
+                .checked_mul(self.regions_per_node)
+                .is_none_or(|regions| regions > REGIONS_MAX)
+        {
             format!(
                 "regions_per_node must be at least 1 and nodes × regions_per_node at most {REGIONS_MAX}, got {}",
                 self.regions_per_node
@@ -451,3 +456,27 @@ impl Configuration {
 
 /// Placement is what a configuration says about regions.
 pub type Placement = Configuration;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A count whose product with the nodes overflows is refused by name,
+    /// not wrapped into a small one (regression: 3 nodes ×
+    /// 6148914691236517206 regions wrapped to 2 in release builds and
+    /// panicked in debug ones).
+    #[test]
+    fn regions_per_node_that_overflow_are_refused() {
+        for regions_per_node in [usize::MAX / 3 + 1, usize::MAX, REGIONS_MAX] {
+            let config = ClusterConfig {
+                nodes: 3,
+                regions_per_node,
+                ..ClusterConfig::default()
+            };
+            match config.validate() {
+                Err(Error::Config(why)) => assert!(why.contains("regions_per_node"), "{why}"),
+                other => panic!("{regions_per_node} regions per node: {other:?}"),
+            }
+        }
+    }
+}

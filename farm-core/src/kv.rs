@@ -609,10 +609,13 @@ impl HashTable {
         // object, so a COMMIT-BACKUP of 128 (about 33 KB) stays well under
         // a record's 64 KB.
         const BUCKETS_PER_CREATE: usize = 128;
-        if index >= of || buckets == 0 {
+        if index >= of || buckets == 0 || buckets >= NO_NEIGHBOUR as usize {
             return Err(Error::InvalidArgument {
                 what: "a hash table share",
-                why: format!("share {index} of {of}, {buckets} buckets"),
+                why: format!(
+                    "share {index} of {of}, {buckets} buckets (1 to {} allowed)",
+                    NO_NEIGHBOUR - 1
+                ),
             });
         }
         if !(INLINE_VALUE_BYTES_MIN..=INLINE_VALUE_BYTES_MAX).contains(&inline) {
@@ -624,12 +627,15 @@ impl HashTable {
             });
         }
         let empty = Bucket::empty(inline);
-        let mine: Vec<usize> = (index..buckets).step_by(of).collect();
-        let mut addrs = Vec::with_capacity(mine.len());
-        for chunk in mine.chunks(BUCKETS_PER_CREATE) {
+        // Counted, not listed up front: a share larger than the node's
+        // regions hold ends in `OutOfMemory` from the allocator, not in a
+        // list of indices as large as the request.
+        let mine = (buckets - index).div_ceil(of);
+        let mut addrs = Vec::new();
+        while addrs.len() < mine {
+            let count = (mine - addrs.len()).min(BUCKETS_PER_CREATE);
             addrs.extend(node.run(|txn| {
-                chunk
-                    .iter()
+                (0..count)
                     .map(|_| txn.alloc(&empty.bytes))
                     .collect::<Result<Vec<_>, _>>()
             })?);

@@ -84,3 +84,21 @@ fn a_kept_value_address_stays_stale_through_put_delete_churn() {
         Some(&b"again"[..])
     );
 }
+
+/// `Node::free_slots` of a size class that does not exist is 0, and the
+/// region's allocator goes on working (regression: the class indexed the
+/// allocator's lists under its lock, so the panic poisoned it and every
+/// later allocation in the region panicked too).
+#[test]
+fn free_slots_of_a_class_that_does_not_exist_is_zero() {
+    let cluster = farm_core::testing::cluster(8 << 20);
+    let node = cluster.node(0);
+    let region = (0..u16::MAX)
+        .find(|&region| node.free_slots(region, 0) > 0)
+        .expect("node 0 is primary of a region");
+    for class in [7u8, 8, u8::MAX] {
+        assert_eq!(node.free_slots(region, class), 0);
+    }
+    let addr = node.run(|txn| txn.alloc(b"still allocates")).unwrap();
+    assert_eq!(node.run(|txn| txn.read(addr)).unwrap(), b"still allocates");
+}

@@ -506,3 +506,24 @@ fn pairs_stay_whole_while_keys_move_between_neighbours() {
         }
     });
 }
+
+/// A table larger than its nodes can hold is refused by name or runs out
+/// of region memory, without first listing every bucket it would have
+/// (regression: `create(.., usize::MAX)` panicked with a capacity
+/// overflow, and `1 << 40` buckets tried to allocate terabytes).
+#[test]
+fn a_table_too_large_is_an_error() {
+    let cluster = cluster();
+    let nodes: Vec<_> = cluster.nodes().iter().collect();
+    for buckets in [usize::MAX, 1 << 40] {
+        assert!(matches!(
+            HashTable::create(&nodes, buckets),
+            Err(farm_core::Error::InvalidArgument { .. })
+        ));
+    }
+    // Within the limit but past the 8 MiB regions: the allocator's error.
+    match HashTable::create(&nodes, 1 << 20) {
+        Err(farm_core::Error::OutOfMemory { .. }) => {}
+        other => panic!("2^20 buckets in 8 MiB regions: {other:?}"),
+    }
+}

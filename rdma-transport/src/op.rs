@@ -172,7 +172,7 @@ impl Op {
                 )));
             }
             if !remote.offset.is_multiple_of(8)
-                || !(target.addr + remote.offset).is_multiple_of(8)
+                || !target.addr.wrapping_add(remote.offset).is_multiple_of(8)
                 || !local.offset.is_multiple_of(8)
             {
                 return Err(Error::Misaligned {

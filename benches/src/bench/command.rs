@@ -124,7 +124,7 @@ fn check_kills(options: &BenchOptions) -> Result<()> {
             return Err(Error::InvalidOptions(format!(
                 "--kill {}@…: a cluster of {nodes} nodes has nodes 0 to {}",
                 kill.node,
-                nodes - 1
+                nodes.saturating_sub(1)
             )));
         }
         if kill.at_s >= options.duration.as_secs_f64() {
@@ -487,7 +487,12 @@ impl Killer {
     fn measuring(&self, progress: &farm_cluster::Progress) {
         let mut start = self.start.lock().expect("kill clock lock");
         if progress.run == 0 && start.is_none() {
-            *start = Instant::now().checked_sub(Duration::from_secs_f64(progress.done));
+            // `done` comes from node 0 over the wire: a negative or absurd
+            // figure leaves the clock unset (no panic), as one longer than
+            // this host's uptime does.
+            *start = Duration::try_from_secs_f64(progress.done)
+                .ok()
+                .and_then(|done| Instant::now().checked_sub(done));
         }
     }
 

@@ -239,7 +239,7 @@ impl Options {
                 "size {bytes}: sizes are powers of two from {SIZE_BYTES_MIN} to {SIZE_BYTES_MAX} bytes"
             ));
         }
-        let window_requests = self.batch_requests * self.window_batches;
+        let window_requests = self.batch_requests.saturating_mul(self.window_batches);
         if self.batch_requests == 0
             || self.batch_requests > BATCH_WR_COUNT_MAX
             || self.window_batches == 0
