@@ -544,6 +544,39 @@ impl NodeControl {
     /// node primary of a region it holds no replica of.
     pub fn apply(&self, new: &Configuration, decisions: &Decisions) -> Result<()> {
         let shared = &self.node.shared;
+        // What came over the wire is checked before anything is locked or
+        // changed (regression: a configuration with an empty replica list
+        // panicked here with the server lock held, and the node stopped
+        // serving its rings).
+        new.check()?;
+        let regions = shared.view().config.regions();
+        if new.regions() != regions {
+            return Err(Error::Config(format!(
+                "configuration {} has {} regions, this cluster {regions}",
+                new.id,
+                new.regions()
+            )));
+        }
+        let region_bytes = shared.replicas.region_bytes();
+        if let Some((entry, why)) = decisions.installs.iter().find_map(|entry| {
+            let why = if let Err(why) = crate::region::check_slot(entry.addr, region_bytes) {
+                why
+            } else if entry.payload.len()
+                > crate::codec::object::capacity(crate::region::class_bytes(entry.addr.class()))
+            {
+                "a payload larger than its slot"
+            } else if entry.new.locked {
+                "a locked header"
+            } else {
+                return None;
+            };
+            Some((entry, why))
+        }) {
+            return Err(Error::Config(format!(
+                "configuration {}'s decisions install {}: {why}",
+                new.id, entry.addr
+            )));
+        }
         let committed: std::collections::HashSet<TxnId> =
             decisions.committed.iter().copied().collect();
         // The server lock is held until the view is switched: a record of

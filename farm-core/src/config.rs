@@ -334,6 +334,53 @@ impl Configuration {
         self.regions.len()
     }
 
+    /// Checks what a configuration that came from elsewhere (a
+    /// configuration manager's message, a configuration store) must hold
+    /// before a node acts on it: node slots 1 to [`NODES_MAX`], a failure
+    /// domain per slot, members in order and below `nodes`, the
+    /// configuration manager a member, 1 to [`COPIES_MAX`] copies, and
+    /// every region (at most [`REGIONS_MAX`]) held by 1 or more distinct
+    /// node slots.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first thing out of range.
+    pub fn check(&self) -> Result<()> {
+        let why = if self.nodes == 0 || self.nodes > NODES_MAX {
+            format!("nodes must be 1 to {NODES_MAX}, got {}", self.nodes)
+        } else if self.domains.len() != self.nodes {
+            format!(
+                "{} failure domains for {} nodes",
+                self.domains.len(),
+                self.nodes
+            )
+        } else if self.members.is_empty()
+            || !self.members.windows(2).all(|pair| pair[0] < pair[1])
+            || self.members.iter().any(|&member| member >= self.nodes)
+        {
+            format!(
+                "members must be distinct node slots below {}, in order: {:?}",
+                self.nodes, self.members
+            )
+        } else if !self.members.contains(&self.manager) {
+            format!("the configuration manager {} is not a member", self.manager)
+        } else if self.copies == 0 || self.copies > COPIES_MAX {
+            format!("copies must be 1 to {COPIES_MAX}, got {}", self.copies)
+        } else if self.regions.len() > REGIONS_MAX {
+            format!("{} regions, at most {REGIONS_MAX}", self.regions.len())
+        } else if let Some((region, replicas)) =
+            self.regions.iter().enumerate().find(|(_, replicas)| {
+                replicas.is_empty()
+                    || replicas.iter().any(|&node| node >= self.nodes)
+                    || (1..replicas.len()).any(|i| replicas[..i].contains(&replicas[i]))
+            })
+        {
+            format!("region {region}'s replicas must be distinct node slots below {}, at least one: {replicas:?}", self.nodes)
+        } else {
+            return Ok(());
+        };
+        Err(Error::Config(format!("configuration {}: {why}", self.id)))
+    }
+
     fn replica_list(&self, region: u16) -> &[usize] {
         self.regions
             .get(usize::from(region))
@@ -460,6 +507,48 @@ pub type Placement = Configuration;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What configurations change into passes `check`; what a peer could
+    /// send that the node would crash on does not (regression: a
+    /// configuration manager's `apply` with an empty replica list, or
+    /// members past `nodes`, panicked a node with its server lock held).
+    #[test]
+    fn check_passes_real_configurations_and_refuses_broken_ones() {
+        let initial = Configuration::initial(5, 3, 2);
+        let later = initial
+            .without(&[1, 3], 4)
+            .expect("regions left")
+            .with_joined(1, 4, &initial);
+        for good in [&initial, &later] {
+            good.check().unwrap();
+        }
+        type Break = Box<dyn Fn(&mut Configuration)>;
+        let broken: Vec<(&str, Break)> = vec![
+            ("no nodes", Box::new(|c| c.nodes = 0)),
+            (
+                "a failure domain short",
+                Box::new(|c| {
+                    c.domains.pop();
+                }),
+            ),
+            ("no members", Box::new(|c| c.members.clear())),
+            ("member past nodes", Box::new(|c| c.members.push(9))),
+            ("members out of order", Box::new(|c| c.members.swap(0, 1))),
+            ("manager not a member", Box::new(|c| c.manager = 7)),
+            ("no copies", Box::new(|c| c.copies = 0)),
+            ("empty replica list", Box::new(|c| c.regions[3].clear())),
+            ("replica past nodes", Box::new(|c| c.regions[0].push(5))),
+            ("replica twice", Box::new(|c| c.regions[2] = vec![1, 1])),
+        ];
+        for (what, breaks) in broken {
+            let mut config = initial.clone();
+            breaks(&mut config);
+            assert!(
+                matches!(config.check(), Err(Error::Config(_))),
+                "{what}: {config:?}"
+            );
+        }
+    }
 
     /// A count whose product with the nodes overflows is refused by name,
     /// not wrapped into a small one (regression: 3 nodes ×
