@@ -87,8 +87,15 @@ impl RingSender {
     pub fn refresh_head(&mut self) {
         // This Acquire pairs with the receiver's WRITE of its head, which it
         // issues after zeroing the retired bytes.
-        self.head =
+        let head =
             inbox_word(&self.local_inbox, head_offset(self.receiver)).load(Ordering::Acquire);
+        // The word is the peer's to write: a head that goes back or past
+        // what was sent is not believed (the old one stays, and a ring that
+        // never drains ends in `RingFull` naming the receiver), so the
+        // sizes below cannot underflow.
+        if (self.head..=self.tail).contains(&head) {
+            self.head = head;
+        }
     }
 
     /// Bytes a record of `len` bytes needs at the current tail (with the
