@@ -509,6 +509,14 @@ impl ShmEndpoint {
         let Ok(meta_file) = File::open(&meta_path) else {
             return Err(unknown);
         };
+        // Mapped memory past a file's end is SIGBUS when touched: a file
+        // shorter than it says is an error here, not a crash later.
+        if meta_file
+            .metadata()
+            .map_or(true, |m| m.len() < META_BYTES as u64)
+        {
+            return Err(unknown);
+        }
         let meta = MmapOptions::new()
             .len(META_BYTES)
             .map_raw_read_only(&meta_file)
@@ -534,6 +542,19 @@ impl ShmEndpoint {
             .write(true)
             .open(&path)
             .map_err(file_error("open peer memory", &path))?;
+        let file_len = data_file
+            .metadata()
+            .map_err(file_error("read the size of peer memory", &path))?
+            .len();
+        if file_len < len {
+            return Err(Error::File {
+                what: "map peer memory",
+                path: path.clone(),
+                source: std::io::Error::other(format!(
+                    "its registration says {len} bytes, the file holds {file_len}"
+                )),
+            });
+        }
         let data = MmapOptions::new()
             .len(len as usize)
             .map_raw(&data_file)

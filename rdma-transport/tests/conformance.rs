@@ -877,6 +877,44 @@ fn shm_file_backed_memory_persists() {
     );
 }
 
+/// A peer's memory file shorter than its registration says is an error
+/// when the memory is first addressed, not a SIGBUS when it is touched
+/// (regression: the mapping took the length from the peer's `.meta` file
+/// without comparing it to the data file).
+#[test]
+fn shm_peer_memory_shorter_than_registered_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("region");
+    let cluster = cluster(Backend::Shm, 2);
+    let target = cluster.nodes[1]
+        .register(
+            Backing::File {
+                path: path.clone(),
+                len: 4096,
+            },
+            Access::ALL,
+        )
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let local = memory(&cluster.nodes[0], 64, Access::LOCAL_WRITE);
+    let mut endpoint = cluster.nodes[0].connect(NodeId(1)).unwrap();
+    let read = Op::Read {
+        local: local.slice(0, 8).unwrap(),
+        remote: at(1, &target, 4000),
+    };
+    match endpoint.post(&[read]) {
+        Err(Error::File { source, .. }) => {
+            assert!(source.to_string().contains("4096"), "{source}")
+        }
+        other => panic!("a truncated peer file: {other:?}"),
+    }
+}
+
 // ------------------------------------------------------ instantiation
 
 macro_rules! conformance {
