@@ -118,9 +118,14 @@ impl FileStore {
 
     fn read(&self) -> Result<Option<Configuration>> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::peer(self.path.display(), format!("not a configuration: {e}"))),
+            Ok(bytes) => serde_json::from_slice::<Configuration>(&bytes)
+                .map_err(|e| Error::peer(self.path.display(), format!("not a configuration: {e}")))
+                .and_then(|configuration| {
+                    configuration.check().map_err(|e| {
+                        Error::peer(self.path.display(), format!("a broken configuration: {e}"))
+                    })?;
+                    Ok(Some(configuration))
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.file_error("read", e)),
         }

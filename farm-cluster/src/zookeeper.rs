@@ -333,8 +333,12 @@ impl ZooKeeperStore {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Configuration> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| self.error(format!("{} holds no configuration: {e}", self.znode)))
+        let configuration: Configuration = serde_json::from_slice(bytes)
+            .map_err(|e| self.error(format!("{} holds no configuration: {e}", self.znode)))?;
+        configuration
+            .check()
+            .map_err(|e| self.error(format!("{} holds a broken configuration: {e}", self.znode)))?;
+        Ok(configuration)
     }
 
     /// The stored configuration and the znode version it was read at.

@@ -164,3 +164,36 @@ proptest! {
         prop_assert_eq!(ClusterFile::parse(&file.to_toml()).unwrap(), file);
     }
 }
+
+/// The embedded configuration store refuses a stored configuration that
+/// decodes but that a node would crash on (an empty replica list, a member
+/// past the node count), naming the file, instead of handing it on.
+#[test]
+fn a_broken_stored_configuration_is_refused_by_name() {
+    use farm_cluster::membership::{ConfigStore, FileStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path());
+    let good = farm_core::config::Configuration::initial(3, 2, 1);
+    let path = dir.path().join("configuration.json");
+    std::fs::write(&path, serde_json::to_vec(&good).unwrap()).unwrap();
+    assert_eq!(store.load().unwrap().map(|c| c.id), Some(1));
+    for broken in [
+        {
+            let mut c = good.clone();
+            c.regions[1].clear();
+            c
+        },
+        {
+            let mut c = good.clone();
+            c.members.push(7);
+            c
+        },
+    ] {
+        std::fs::write(&path, serde_json::to_vec(&broken).unwrap()).unwrap();
+        let error = store.load().unwrap_err().to_string();
+        assert!(
+            error.contains("configuration.json") && error.contains("broken configuration"),
+            "{error}"
+        );
+    }
+}
