@@ -839,21 +839,28 @@ fn shm_node_cannot_run_twice() {
     ShmFabric::open(config).expect("node 4 can start again once the first is gone");
 }
 
+/// Two shm nodes, node 1 with 4 KiB of memory backed by the file at
+/// `path`: the cluster and that registration.
+fn file_backed_on_node_1(path: &std::path::Path) -> (Cluster, Arc<MemoryRegion>) {
+    let cluster = cluster(Backend::Shm, 2);
+    let target = cluster.nodes[1]
+        .register(
+            Backing::File {
+                path: path.to_path_buf(),
+                len: 4096,
+            },
+            Access::ALL,
+        )
+        .unwrap();
+    (cluster, target)
+}
+
 #[test]
 fn shm_file_backed_memory_persists() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("region");
     {
-        let cluster = cluster(Backend::Shm, 2);
-        let target = cluster.nodes[1]
-            .register(
-                Backing::File {
-                    path: path.clone(),
-                    len: 4096,
-                },
-                Access::ALL,
-            )
-            .unwrap();
+        let (cluster, target) = file_backed_on_node_1(&path);
         let local = memory(&cluster.nodes[0], 64, Access::LOCAL_WRITE);
         local.write(0, b"survives").unwrap();
         let mut endpoint = cluster.nodes[0].connect(NodeId(1)).unwrap();
@@ -885,16 +892,7 @@ fn shm_file_backed_memory_persists() {
 fn shm_peer_memory_shorter_than_registered_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("region");
-    let cluster = cluster(Backend::Shm, 2);
-    let target = cluster.nodes[1]
-        .register(
-            Backing::File {
-                path: path.clone(),
-                len: 4096,
-            },
-            Access::ALL,
-        )
-        .unwrap();
+    let (cluster, target) = file_backed_on_node_1(&path);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
