@@ -1009,25 +1009,36 @@ impl HashTable {
         let (mut home_bucket, mut neighbour) = self.read_neighbourhood(txn, index, |home| {
             home.find(key).is_none() && (home.spilled() || home.vacant().is_none())
         })?;
-        // Where the key is: its home, the neighbour, the home's chain.
-        let mut chain: Vec<(Addr, Bucket)> = Vec::new();
+        // Where the key is: its home, the neighbour, the home's chain (read
+        // only when the key is in neither, as `get` reads it).
+        let replace_in = |txn: &mut Txn, at: Addr, bucket: &mut Bucket| {
+            let Some(slot) = bucket.find(key) else {
+                return Ok(false);
+            };
+            if replace(txn, bucket, slot, key, Incoming::Bytes(value))? {
+                txn.write(at, &bucket.bytes)?;
+            }
+            Ok::<bool, TxnError>(true)
+        };
+        if replace_in(txn, home, &mut home_bucket)? {
+            return Ok(());
+        }
+        if let Some((at, bucket)) = neighbour.as_mut() {
+            if replace_in(txn, *at, bucket)? {
+                return Ok(());
+            }
+        }
+        // The chain's last bucket, where a new key may go.
+        let mut last: Option<(Addr, Bucket)> = None;
         let mut next = home_bucket.next();
         while next != 0 {
             let at = Addr(next);
-            let bucket = read_bucket(txn, at)?;
-            next = bucket.next();
-            chain.push((at, bucket));
-        }
-        let places = std::iter::once((home, &mut home_bucket))
-            .chain(neighbour.iter_mut().map(|(at, bucket)| (*at, bucket)))
-            .chain(chain.iter_mut().map(|(at, bucket)| (*at, bucket)));
-        for (at, bucket) in places {
-            if let Some(slot) = bucket.find(key) {
-                if replace(txn, bucket, slot, key, Incoming::Bytes(value))? {
-                    txn.write(at, &bucket.bytes)?;
-                }
+            let mut bucket = read_bucket(txn, at)?;
+            if replace_in(txn, at, &mut bucket)? {
                 return Ok(());
             }
+            next = bucket.next();
+            last = Some((at, bucket));
         }
         // A new key: its home; else, the home being full, the neighbour
         // (FaRM NSDI'14 §5), and the home notes that it spilled; else the
@@ -1050,7 +1061,7 @@ impl HashTable {
                 return Ok(());
             }
         }
-        let (at, bucket) = match chain.last_mut() {
+        let (at, bucket) = match last.as_mut() {
             Some((at, bucket)) if !home_has_room => (*at, bucket),
             _ => (home, &mut home_bucket),
         };
